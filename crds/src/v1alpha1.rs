@@ -1,0 +1,384 @@
+//! Types of `nodeconfig.dev/v1alpha1`. Every doc comment becomes a description in
+//! the CRD schema, so `kubectl explain nodeconfig.spec` reads them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Go-style duration such as `30s`, `1m30s` or `500ms`, as CEL's `duration()` parses it.
+const DURATION_RULE: &str = "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')";
+
+/// Desired configuration of one node's agent. One per Node, named after it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "nodeconfig.dev",
+    version = "v1alpha1",
+    kind = "NodeConfig",
+    plural = "nodeconfigs",
+    singular = "nodeconfig",
+    shortname = "nc",
+    category = "nodeconfig",
+    status = "NodeConfigStatus",
+    derive = "PartialEq",
+    doc = "NodeConfig is the configuration and reported state of the nodeconfig agent on one Node. It is cluster-scoped and named after its Node.",
+    validation = Rule::new("self.spec.nodeName == self.metadata.name")
+        .message("spec.nodeName must equal metadata.name")
+        .field_path(".spec.nodeName"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", description = "Kubelet: the agent runs the node's pods; Companion: a kubelet runs them"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Status of the Ready condition"),
+    printcolumn(name = "Pods", type_ = "string", json_path = ".status.pods.summary", description = "Running/desired pods on the node"),
+    printcolumn(name = "Services", type_ = "integer", json_path = ".status.proxy.services", description = "Services the proxy programs"),
+    printcolumn(name = "Rules", type_ = "integer", json_path = ".status.proxy.rules", description = "iptables rules the proxy owns"),
+    printcolumn(name = "Agent", type_ = "string", json_path = ".status.agent.version", description = "Version of the node's agent"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Runtime", type_ = "string", json_path = ".status.runtime.version", priority = "1", description = "Container runtime name and version"),
+    printcolumn(name = "Config", type_ = "string", json_path = ".status.conditions[?(@.type==\"ConfigApplied\")].reason", priority = "1", description = "Reason of the ConfigApplied condition"),
+    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused", priority = "1", description = "Whether the agent keeps its last applied configuration"),
+    printcolumn(name = "Last-Sync", type_ = "date", json_path = ".status.proxy.lastSyncTime", priority = "1", description = "Time of the proxy's last successful sync")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeConfigSpec {
+    /// Name of the Node this configuration belongs to. Equals metadata.name and cannot change.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.nodeName is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub node_name: String,
+
+    /// How the agent runs on this node. `Kubelet`: the agent is the node's kubelet; it registers
+    /// the Node and runs the pods bound to it. `Companion`: a kubelet already runs there; the agent
+    /// never starts or stops pods, it programs the proxy rules and looks after the runtime.
+    #[serde(default)]
+    pub mode: NodeMode,
+
+    /// Keep the last applied configuration and report the Paused reason instead of applying changes.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// The container runtime the agent talks to through CRI.
+    #[serde(default)]
+    pub runtime: RuntimeSpec,
+
+    /// Pods and Node registration (Kubelet mode only).
+    #[serde(default)]
+    pub pods: PodsSpec,
+
+    /// The service proxy: Services and EndpointSlices programmed as iptables rules.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+}
+
+/// How the agent runs on a node.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NodeMode {
+    /// The agent is the node's kubelet: it registers the Node and runs its pods through CRI.
+    Kubelet,
+    /// A kubelet already runs on the node: the agent programs proxy rules and looks after the runtime.
+    #[default]
+    Companion,
+}
+
+/// The container runtime, reached through CRI.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeSpec {
+    /// CRI endpoint of the container runtime, a unix socket such as `unix:///run/containerd/containerd.sock`.
+    #[serde(default = "default_cri_endpoint")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self.startsWith('unix:///')").message("criEndpoint must be a unix socket URL such as unix:///run/containerd/containerd.sock"))]
+    pub cri_endpoint: String,
+
+    /// Image of the pause container that holds each pod sandbox's namespaces.
+    #[serde(default = "default_sandbox_image")]
+    #[schemars(length(min = 1, max = 512))]
+    pub sandbox_image: String,
+
+    /// Images to pull ahead of time, so pods that use them start without waiting.
+    #[serde(default)]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 512)))]
+    pub pre_pull_images: Vec<String>,
+}
+
+/// Pods and Node registration, used in Kubelet mode.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodsSpec {
+    /// Most pods the node admits; further pods bound to it fail with reason OutOfpods.
+    #[serde(default = "default_max_pods")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_pods: i32,
+
+    /// CIDR that pod IPs of this node come from, registered as the Node's spec.podCIDR.
+    #[serde(default, rename = "podCIDR", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("podCIDR must be a CIDR such as 10.244.1.0/24"))]
+    pub pod_cidr: Option<String>,
+
+    /// Labels to register on the Node, in addition to nodeconfig.dev/agent-managed=true.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64), inner(length(max = 63)))]
+    pub labels: BTreeMap<String, String>,
+
+    /// Taints to register on the Node.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub taints: Vec<NodeTaint>,
+}
+
+/// A taint to register on the Node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTaint {
+    /// Taint key, such as `dedicated` or `example.com/gpu`.
+    #[schemars(length(min = 1, max = 316))]
+    pub key: String,
+    /// Taint value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub value: Option<String>,
+    /// What happens to pods that do not tolerate the taint.
+    pub effect: TaintEffect,
+}
+
+/// Effect of a taint on pods that do not tolerate it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TaintEffect {
+    /// New pods are not scheduled onto the node.
+    NoSchedule,
+    /// The scheduler avoids the node.
+    PreferNoSchedule,
+    /// Running pods are evicted and new ones are not scheduled.
+    NoExecute,
+}
+
+/// The service proxy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!self.syncPeriod.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || !self.minSyncPeriod.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.minSyncPeriod) <= duration(self.syncPeriod)"
+).message("minSyncPeriod must not be longer than syncPeriod").field_path(".minSyncPeriod"))]
+pub struct ProxySpec {
+    /// Program service rules on this node. Turning it off removes the agent's rules.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Proxy implementation.
+    #[serde(default)]
+    pub mode: ProxyMode,
+
+    /// Period of the full resync of all rules, a duration such as `30s`.
+    #[serde(default = "default_sync_period")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("syncPeriod must be a duration such as 30s or 1m"))]
+    pub sync_period: String,
+
+    /// Shortest interval between two syncs: a burst of changes within it is applied at once.
+    #[serde(default = "default_min_sync_period")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("minSyncPeriod must be a duration such as 1s or 500ms"))]
+    pub min_sync_period: String,
+
+    /// CIDR of the cluster's pods. Traffic to a Service from outside it is masqueraded.
+    #[serde(default, rename = "clusterCIDR", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("clusterCIDR must be a CIDR such as 10.244.0.0/16"))]
+    pub cluster_cidr: Option<String>,
+
+    /// Masquerade all traffic to Services, not only traffic from outside clusterCIDR.
+    #[serde(default)]
+    pub masquerade_all: bool,
+
+    /// CIDRs of the node addresses that accept NodePort traffic; empty means all of them.
+    #[serde(default)]
+    #[schemars(length(max = 16), inner(length(max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(a, isCIDR(a))").message("nodePortAddresses must be CIDRs such as 10.0.0.0/8"))]
+    pub node_port_addresses: Vec<String>,
+}
+
+/// Proxy implementation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ProxyMode {
+    /// Rules written with iptables-restore, as kube-proxy's iptables mode does.
+    #[default]
+    #[serde(rename = "iptables")]
+    Iptables,
+}
+
+/// What the node's agent reports. Written by the agent only, on change.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeConfigStatus {
+    /// The metadata.generation of the spec the agent last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Current state: Ready (summary), ConfigApplied, RuntimeReady, PodsReady, ProxyReady, Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The agent that reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentStatus>,
+
+    /// The container runtime, as CRI reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeStatus>,
+
+    /// Pods on the node (Kubelet mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodsStatus>,
+
+    /// The service proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyStatus>,
+}
+
+/// The agent that reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// Version of the node-agent binary.
+    #[schemars(length(max = 64))]
+    pub version: String,
+    /// The mode the agent runs in.
+    pub mode: NodeMode,
+}
+
+/// The container runtime, as CRI reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeStatus {
+    /// Runtime name and version, such as `containerd 1.6.20`.
+    #[schemars(length(max = 128))]
+    pub version: String,
+    /// Pod sandboxes the runtime holds.
+    pub sandboxes: i32,
+    /// Containers by state.
+    pub containers: ContainerCounts,
+    /// Images the runtime holds.
+    pub images: i32,
+}
+
+/// Containers by state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerCounts {
+    /// Created but not started.
+    pub created: i32,
+    /// Running.
+    pub running: i32,
+    /// Exited.
+    pub exited: i32,
+    /// In an unknown state.
+    pub unknown: i32,
+}
+
+/// Pods bound to the node (Kubelet mode).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodsStatus {
+    /// Running/desired, as the PODS column shows it.
+    #[schemars(length(max = 32))]
+    pub summary: String,
+    /// Pods bound to the node that are not finished.
+    pub desired: i32,
+    /// Pods in phase Running.
+    pub running: i32,
+    /// Pods in phase Pending.
+    pub pending: i32,
+    /// Pods in phase Failed.
+    pub failed: i32,
+    /// Container restarts summed over the node's pods.
+    pub restarts: i32,
+}
+
+/// The service proxy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyStatus {
+    /// Service ports programmed.
+    pub services: i32,
+    /// Endpoints programmed.
+    pub endpoints: i32,
+    /// iptables rules in the agent's chains.
+    pub rules: i32,
+    /// When the last successful sync finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// How long the last successful sync took, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration_seconds: Option<f64>,
+    /// Syncs that failed since the agent started.
+    pub failed_syncs: i64,
+}
+
+fn default_cri_endpoint() -> String {
+    "unix:///run/containerd/containerd.sock".into()
+}
+fn default_sandbox_image() -> String {
+    "registry.k8s.io/pause:3.10".into()
+}
+fn default_max_pods() -> i32 {
+    110
+}
+fn default_true() -> bool {
+    true
+}
+fn default_sync_period() -> String {
+    "30s".into()
+}
+fn default_min_sync_period() -> String {
+    "1s".into()
+}
+
+impl Default for RuntimeSpec {
+    fn default() -> Self {
+        Self {
+            cri_endpoint: default_cri_endpoint(),
+            sandbox_image: default_sandbox_image(),
+            pre_pull_images: Vec::new(),
+        }
+    }
+}
+
+impl Default for PodsSpec {
+    fn default() -> Self {
+        Self {
+            max_pods: default_max_pods(),
+            pod_cidr: None,
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+        }
+    }
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mode: ProxyMode::Iptables,
+            sync_period: default_sync_period(),
+            min_sync_period: default_min_sync_period(),
+            cluster_cidr: None,
+            masquerade_all: false,
+            node_port_addresses: Vec::new(),
+        }
+    }
+}
+
+impl NodeConfigSpec {
+    /// A spec for `node_name` with every other field at its default.
+    pub fn for_node(node_name: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            mode: NodeMode::default(),
+            paused: false,
+            runtime: RuntimeSpec::default(),
+            pods: PodsSpec::default(),
+            proxy: ProxySpec::default(),
+        }
+    }
+}
