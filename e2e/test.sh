@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test: the unit tests, then the end-to-end tests on the local
+# cluster of real components (brought up here, and torn down after unless it
+# was already up before).
+#
+#   e2e/test.sh [extra args for the e2e cargo test, e.g. a test name]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TERM_COLOR=never
+
+echo "== unit tests"
+cargo test --workspace --exclude nodeconfig-e2e --locked
+
+echo "== local cluster"
+was_up=0
+if e2e/cluster kubectl get --raw /readyz >/dev/null 2>&1; then was_up=1; fi
+finish() {
+  local rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "== e2e failed (exit $rc); last lines of the cluster's logs:" >&2
+    for f in /var/lib/nodeconfig-e2e/logs/*.log; do
+      [ -f "$f" ] || continue
+      echo "--- $f" >&2; tail -n 15 "$f" >&2
+    done
+  fi
+  if [ "$was_up" = 0 ] && [ "${NODECONFIG_KEEP_CLUSTER:-0}" != 1 ]; then
+    e2e/cluster down || true
+  fi
+  exit "$rc"
+}
+trap finish EXIT
+e2e/cluster up
+
+echo "== end-to-end tests"
+cargo test -p nodeconfig-e2e --locked -- --test-threads=2 "$@"

@@ -1,0 +1,49 @@
+//! The agent's command line, with environment fallbacks for running in a DaemonSet
+//! or a systemd unit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// nodeconfig's node agent: the node's kubelet and kube-proxy, steered by its NodeConfig.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "node-agent", version, about)]
+pub struct Config {
+    /// Name of this node; its NodeConfig has the same name.
+    #[arg(long, env = "NODE_NAME", global = true)]
+    pub node_name: Option<String>,
+
+    /// Kubeconfig to reach the API server; in-cluster configuration when absent.
+    #[arg(long, env = "KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// CRI endpoint of the container runtime (overrides spec.runtime.criEndpoint).
+    #[arg(long, env = "NODECONFIG_CRI_ENDPOINT", global = true)]
+    pub cri_endpoint: Option<String>,
+
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "NODECONFIG_LISTEN", default_value = "127.0.0.1:10356", global = true)]
+    pub listen: SocketAddr,
+
+    /// Run in this mode whatever the NodeConfig says.
+    #[arg(long, env = "NODECONFIG_MODE", value_enum, global = true)]
+    pub mode: Option<ModeOverride>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the agent does when started.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print the container runtime's name and version through CRI, then exit.
+    RuntimeVersion,
+}
+
+/// A mode forced from the command line.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeOverride {
+    Kubelet,
+    Companion,
+}
