@@ -1,10 +1,11 @@
 //! The agent's command line, with environment fallbacks for running in a DaemonSet
 //! or a systemd unit.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use nodeconfig_crds::NodeMode;
 
 /// nodeconfig's node agent: the node's kubelet and kube-proxy, steered by its NodeConfig.
 #[derive(Parser, Debug, Clone)]
@@ -22,8 +23,17 @@ pub struct Config {
     #[arg(long, env = "NODECONFIG_CRI_ENDPOINT", global = true)]
     pub cri_endpoint: Option<String>,
 
+    /// This node's InternalIP address; by default the address this machine uses to reach the API server.
+    #[arg(long, env = "NODE_IP", global = true)]
+    pub node_ip: Option<IpAddr>,
+
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "NODECONFIG_LISTEN", default_value = "127.0.0.1:10356", global = true)]
+    #[arg(
+        long,
+        env = "NODECONFIG_LISTEN",
+        default_value = "127.0.0.1:10356",
+        global = true
+    )]
     pub listen: SocketAddr,
 
     /// Run in this mode whatever the NodeConfig says.
@@ -34,7 +44,10 @@ pub struct Config {
     pub command: Option<Command>,
 }
 
-/// What the agent does when started.
+/// The CRI endpoint used until a NodeConfig names one: spec.runtime.criEndpoint's default.
+pub const DEFAULT_CRI_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+
+/// What the agent does when started; without a subcommand it runs the agent.
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Print the container runtime's name and version through CRI, then exit.
@@ -46,4 +59,13 @@ pub enum Command {
 pub enum ModeOverride {
     Kubelet,
     Companion,
+}
+
+impl From<ModeOverride> for NodeMode {
+    fn from(mode: ModeOverride) -> Self {
+        match mode {
+            ModeOverride::Kubelet => NodeMode::Kubelet,
+            ModeOverride::Companion => NodeMode::Companion,
+        }
+    }
 }

@@ -102,19 +102,10 @@ impl CriClient {
 
     /// [`CriClient::connect`] with an explicit connect timeout.
     pub async fn connect_with_timeout(endpoint: &str, timeout: Duration) -> Result<Self, CriError> {
-        let path = socket_path(endpoint)?;
-        let connector = {
-            let path = path.clone();
-            tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-            })
-        };
-        // The URI is a placeholder: the connector above ignores it and dials the
-        // socket. It must still be a valid http URI for tonic.
+        let connector = unix_connector(socket_path(endpoint)?);
         let channel = tokio::time::timeout(
             timeout,
-            Endpoint::from_static("http://[::]:50051")
+            placeholder_endpoint()
                 .connect_timeout(timeout)
                 .connect_with_connector(connector),
         )
@@ -127,6 +118,17 @@ impl CriClient {
             endpoint: endpoint.to_string(),
             reason: root_cause(&error),
         })?;
+        Ok(Self::from_channel(endpoint, channel))
+    }
+
+    /// A client that connects on its first call and reconnects after failures,
+    /// so the agent can start while its runtime is down and pick it up later.
+    /// Fails only for an endpoint that is not a Unix socket.
+    pub fn connect_lazy(endpoint: &str) -> Result<Self, CriError> {
+        let connector = unix_connector(socket_path(endpoint)?);
+        let channel = placeholder_endpoint()
+            .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+            .connect_with_connector_lazy(connector);
         Ok(Self::from_channel(endpoint, channel))
     }
 
@@ -169,6 +171,29 @@ impl CriClient {
             Err(status) => Err(self.call_error("Version", status)),
         }
     }
+}
+
+/// Dials the Unix socket at `path` whatever URI tonic asks for.
+fn unix_connector(
+    path: PathBuf,
+) -> impl tower::Service<
+    Uri,
+    Response = TokioIo<UnixStream>,
+    Error = std::io::Error,
+    Future = impl std::future::Future<Output = Result<TokioIo<UnixStream>, std::io::Error>> + Send,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+    })
+}
+
+/// The URI is a placeholder: the connector ignores it and dials the socket.
+/// It must still be a valid http URI for tonic.
+fn placeholder_endpoint() -> Endpoint {
+    Endpoint::from_static("http://[::]:50051")
 }
 
 #[cfg(test)]

@@ -1,0 +1,305 @@
+//! Wiring: one kube client, one CRI connection, the loops as tokio tasks
+//! talking through watch channels, the HTTP server, and a graceful stop on
+//! SIGTERM or SIGINT.
+//!
+//! ```text
+//!   config loop ──ConfigReport──┬─> node loop ──NodeReport──┐
+//!        │  (switches CRI)      ├─> status writer <─────────┤
+//!        └──observed NodeConfig─┘        ^                  │
+//!   runtime loop ──RuntimeReport─────────┴──> node loop     │
+//!   node loop ──Node owner──> node Lease;  agent Lease      │
+//! ```
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use nodeconfig_crds::NodeConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::{Config, ModeOverride, DEFAULT_CRI_ENDPOINT};
+use crate::config_loop::{ConfigLoop, ConfigReport};
+use crate::config_plan::Overrides;
+use crate::cri::{CriClient, CriError};
+use crate::health::Health;
+use crate::host::{self, HostFacts};
+use crate::kube_client::{self, KubeClientError};
+use crate::lease::{self, LeaseRenewer, LeaseTarget};
+use crate::metrics::{LeaseKind, Metrics};
+use crate::node_sync::{NodeReport, NodeSync};
+use crate::runtime::{self, RuntimeReport};
+use crate::server::{self, ServerState};
+use crate::status_writer::StatusWriter;
+
+/// How long the loops get to stop after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no node name: pass --node-name or set NODE_NAME")]
+    NoNodeName,
+    #[error(transparent)]
+    Kube(#[from] KubeClientError),
+    #[error("node {node}: {source}")]
+    Cri {
+        node: String,
+        #[source]
+        source: CriError,
+    },
+    #[error("node {node}: cannot listen on {addr}: {source}")]
+    Listen {
+        node: String,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node {node}: cannot install the signal handler: {source}")]
+    Signal {
+        node: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node {node}: the {task} loop stopped unexpectedly")]
+    LoopStopped { node: String, task: &'static str },
+}
+
+/// Runs the agent until SIGTERM/SIGINT (Ok) or until a loop dies (Err).
+pub async fn run(config: Config) -> Result<(), AgentError> {
+    let node_name = config.node_name.clone().ok_or(AgentError::NoNodeName)?;
+    let span = tracing::info_span!("agent", node = %node_name);
+    run_node(config, node_name).instrument(span).await
+}
+
+async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
+    let kube_config = kube_client::load_config(config.kubeconfig.as_deref()).await?;
+    let internal_ip = match config.node_ip {
+        Some(ip) => Some(ip),
+        None => node_ip_towards_api_server(&kube_config).await,
+    };
+    let client = kube_client::client(kube_config)?;
+    let host = HostFacts::read();
+    tracing::info!(?internal_ip, ?host, "host facts");
+
+    let overrides = Overrides {
+        mode: config.mode.map(Into::into),
+        cri_endpoint: config.cri_endpoint.clone(),
+    };
+    let endpoint = config
+        .cri_endpoint
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CRI_ENDPOINT.to_string());
+    let cri = CriClient::connect_lazy(&endpoint).map_err(|source| AgentError::Cri {
+        node: node_name.clone(),
+        source,
+    })?;
+    let (cri_switch, cri_handle) = crate::cri_handle::shared(cri);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            node: node_name.clone(),
+            addr: config.listen,
+            source,
+        })?;
+
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let (config_tx, config_rx) = watch::channel(ConfigReport::default());
+    let (observed_tx, observed_rx) = watch::channel(None);
+    let (runtime_tx, runtime_rx) = watch::channel(RuntimeReport {
+        endpoint,
+        ..Default::default()
+    });
+    let (node_tx, node_rx) = watch::channel(NodeReport::default());
+    let (owner_tx, owner_rx) = watch::channel(None);
+
+    let cancel = CancellationToken::new();
+    let mut tasks: JoinSet<&'static str> = JoinSet::new();
+    let mut spawn =
+        |name: &'static str,
+         task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            let span = tracing::info_span!("loop", name);
+            tasks.spawn(
+                async move {
+                    task.await;
+                    name
+                }
+                .instrument(span),
+            );
+        };
+
+    spawn(
+        "config",
+        Box::pin(
+            ConfigLoop {
+                api: Api::<NodeConfig>::all(client.clone()),
+                node_name: node_name.clone(),
+                overrides,
+                cri: cri_switch,
+                report: config_tx,
+                observed: observed_tx,
+                metrics: metrics.clone(),
+                heartbeat: health.register("config"),
+            }
+            .run(cancel.clone()),
+        ),
+    );
+    spawn(
+        "runtime",
+        Box::pin(runtime::run(
+            cri_handle,
+            runtime_tx,
+            metrics.clone(),
+            health.register("runtime"),
+            cancel.clone(),
+        )),
+    );
+    spawn(
+        "node",
+        Box::pin(
+            NodeSync {
+                api: Api::<Node>::all(client.clone()),
+                node_name: node_name.clone(),
+                internal_ip,
+                host,
+                config: config_rx.clone(),
+                runtime: runtime_rx.clone(),
+                report: node_tx,
+                owner: owner_tx,
+                metrics: metrics.clone(),
+                heartbeat: health.register("node"),
+            }
+            .run(cancel.clone()),
+        ),
+    );
+    spawn(
+        "node-lease",
+        Box::pin(
+            LeaseRenewer {
+                api: Api::<Lease>::namespaced(client.clone(), lease::NODE_LEASE_NAMESPACE),
+                target: LeaseTarget {
+                    namespace: lease::NODE_LEASE_NAMESPACE.into(),
+                    name: node_name.clone(),
+                    holder: node_name.clone(),
+                    kind: LeaseKind::Node,
+                },
+                owner: Some(owner_rx),
+                metrics: metrics.clone(),
+                heartbeat: health.register("node-lease"),
+            }
+            .run(cancel.clone()),
+        ),
+    );
+    // A node's own credentials may renew Leases in kube-node-lease only
+    // (NodeRestriction); in Kubelet mode the node Lease above is the agent's
+    // heartbeat, and the operator reads it. Companion agents renew their own.
+    let kubelet_mode = matches!(config.mode, Some(ModeOverride::Kubelet));
+    if !kubelet_mode {
+        spawn(
+            "agent-lease",
+            Box::pin(
+                LeaseRenewer {
+                    api: Api::<Lease>::namespaced(client.clone(), lease::AGENT_LEASE_NAMESPACE),
+                    target: LeaseTarget {
+                        namespace: lease::AGENT_LEASE_NAMESPACE.into(),
+                        name: lease::agent_lease_name(&node_name),
+                        holder: node_name.clone(),
+                        kind: LeaseKind::Agent,
+                    },
+                    owner: None,
+                    metrics: metrics.clone(),
+                    heartbeat: health.register("agent-lease"),
+                }
+                .run(cancel.clone()),
+            ),
+        );
+    }
+    spawn(
+        "status",
+        Box::pin(
+            StatusWriter {
+                api: Api::<NodeConfig>::all(client.clone()),
+                node_name: node_name.clone(),
+                config: config_rx.clone(),
+                runtime: runtime_rx,
+                node: node_rx,
+                observed: observed_rx,
+                metrics: metrics.clone(),
+                heartbeat: health.register("status"),
+            }
+            .run(cancel.clone()),
+        ),
+    );
+    let server_state = ServerState {
+        health,
+        config: config_rx,
+        metrics,
+    };
+    let server_cancel = cancel.clone();
+    spawn(
+        "server",
+        Box::pin(async move {
+            if let Err(err) = server::serve(listener, server_state, server_cancel).await {
+                tracing::error!(error = %err, "HTTP server failed");
+            }
+        }),
+    );
+    tracing::info!(listen = %config.listen, "node-agent running");
+
+    let signal = shutdown_signal(&node_name)?;
+    let result = tokio::select! {
+        () = signal => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+        Some(done) = tasks.join_next() => {
+            let task = done.unwrap_or("unknown");
+            tracing::error!(task, "a loop stopped unexpectedly; stopping");
+            Err(AgentError::LoopStopped { node: node_name.clone(), task })
+        }
+    };
+    cancel.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("loops did not stop within {SHUTDOWN_GRACE:?}; leaving them");
+    }
+    result
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+fn shutdown_signal(node: &str) -> Result<impl std::future::Future<Output = ()>, AgentError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let err = |source| AgentError::Signal {
+        node: node.to_string(),
+        source,
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+async fn node_ip_towards_api_server(config: &kube::Config) -> Option<IpAddr> {
+    let peer = kube_client::api_server_address(config).await?;
+    match host::source_address_towards(peer) {
+        Ok(ip) => Some(ip),
+        Err(err) => {
+            tracing::warn!(%peer, error = %err, "cannot find the node's address towards the API server; pass --node-ip");
+            None
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The agent's Prometheus metrics, served as text on `/metrics`. Names carry
+//! the `nodeconfig_agent_` prefix; counters end in `_total`.
+
+use std::sync::Arc;
+
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Outcome of a write to the API server.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum WriteResult {
+    Success,
+    Error,
+}
+
+/// Outcome of applying a NodeConfig generation.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ApplyResult {
+    Applied,
+    Rejected,
+}
+
+/// Which Lease: the Node's in kube-node-lease or the agent's in nodeconfig-system.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum LeaseKind {
+    Node,
+    Agent,
+}
+
+/// Label values in lower case, as Prometheus label values usually are.
+macro_rules! label_values {
+    ($type:ty { $($variant:ident => $value:literal),+ $(,)? }) => {
+        impl EncodeLabelValue for $type {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                encoder.write_str(match self { $(Self::$variant => $value),+ })
+            }
+        }
+    };
+}
+
+label_values!(WriteResult { Success => "success", Error => "error" });
+label_values!(ApplyResult { Applied => "applied", Rejected => "rejected" });
+label_values!(LeaseKind { Node => "node", Agent => "agent" });
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: WriteResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApplyLabels {
+    pub result: ApplyResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    pub lease: LeaseKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// Every metric of the agent. Cloning shares them.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Server-side applies of the NodeConfig status.
+    status_writes: Family<ResultLabels, Counter>,
+    /// NodeConfig generations applied or rejected.
+    config_applies: Family<ApplyLabels, Counter>,
+    /// Failed Lease renewals.
+    lease_renew_errors: Family<LeaseLabels, Counter>,
+    /// Writes of the Node's status (Kubelet mode).
+    node_status_updates: Family<ResultLabels, Counter>,
+    /// 1 when the runtime reports RuntimeReady and NetworkReady.
+    pub runtime_ready: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nodeconfig_agent");
+        let status_writes = Family::<ResultLabels, Counter>::default();
+        let config_applies = Family::<ApplyLabels, Counter>::default();
+        let lease_renew_errors = Family::<LeaseLabels, Counter>::default();
+        let node_status_updates = Family::<ResultLabels, Counter>::default();
+        let runtime_ready = Gauge::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register(
+            "status_writes",
+            "Server-side applies of the NodeConfig status",
+            status_writes.clone(),
+        );
+        registry.register(
+            "config_applies",
+            "NodeConfig generations applied or rejected",
+            config_applies.clone(),
+        );
+        registry.register(
+            "lease_renew_errors",
+            "Failed Lease renewals",
+            lease_renew_errors.clone(),
+        );
+        registry.register(
+            "node_status_updates",
+            "Writes of the Node status (Kubelet mode)",
+            node_status_updates.clone(),
+        );
+        registry.register(
+            "runtime_ready",
+            "1 when the container runtime is ready (CRI RuntimeReady and NetworkReady)",
+            runtime_ready.clone(),
+        );
+        registry.register("build_info", "The agent's version; always 1", build_info);
+        Self {
+            registry: Arc::new(registry),
+            status_writes,
+            config_applies,
+            lease_renew_errors,
+            node_status_updates,
+            runtime_ready,
+        }
+    }
+
+    pub fn status_write(&self, result: WriteResult) {
+        self.status_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn config_apply(&self, result: ApplyResult) {
+        self.config_applies
+            .get_or_create(&ApplyLabels { result })
+            .inc();
+    }
+
+    pub fn lease_renew_error(&self, lease: LeaseKind) {
+        self.lease_renew_errors
+            .get_or_create(&LeaseLabels { lease })
+            .inc();
+    }
+
+    pub fn node_status_update(&self, result: WriteResult) {
+        self.node_status_updates
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_named_with_the_agent_prefix() {
+        let metrics = Metrics::new();
+        metrics.status_write(WriteResult::Success);
+        metrics.config_apply(ApplyResult::Rejected);
+        metrics.lease_renew_error(LeaseKind::Node);
+        metrics.runtime_ready.set(1);
+        let text = metrics.encode();
+        for line in [
+            "nodeconfig_agent_status_writes_total{result=\"success\"} 1",
+            "nodeconfig_agent_config_applies_total{result=\"rejected\"} 1",
+            "nodeconfig_agent_lease_renew_errors_total{lease=\"node\"} 1",
+            "nodeconfig_agent_runtime_ready 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+}

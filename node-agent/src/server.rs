@@ -1,0 +1,82 @@
+//! `/healthz`, `/readyz` and `/metrics` on `--listen` (axum).
+//!
+//! - `/healthz`: every loop turned within [`health::STALE_AFTER`].
+//! - `/readyz`: the NodeConfig was seen and the agent runs with it (applied or paused).
+//! - `/metrics`: Prometheus text ([`Metrics`]).
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config_loop::ConfigReport;
+use crate::health::{self, Health};
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct ServerState {
+    pub health: Health,
+    pub config: watch::Receiver<ConfigReport>,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until `cancel`.
+pub async fn serve(
+    listener: TcpListener,
+    state: ServerState,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
+
+async fn healthz(State(state): State<ServerState>) -> (StatusCode, String) {
+    let stale = state
+        .health
+        .stale_loops(Instant::now(), health::STALE_AFTER);
+    if stale.is_empty() {
+        (StatusCode::OK, "ok\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("loops not turning: {}\n", stale.join(", ")),
+        )
+    }
+}
+
+async fn readyz(State(state): State<ServerState>) -> (StatusCode, String) {
+    let report = state.config.borrow().clone();
+    if report.is_ready() {
+        (StatusCode::OK, "ok\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("NodeConfig not applied: {:?}\n", report.state),
+        )
+    }
+}
+
+async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}

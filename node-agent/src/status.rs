@@ -1,0 +1,640 @@
+//! The NodeConfig status the agent reports, computed from what its loops
+//! publish: a pure function of the reports, the status as last seen and the
+//! clock, so the rules (what makes Ready, what is Degraded) are tested on plain
+//! data. The status writer ([`crate::status_writer`]) applies its result.
+//!
+//! - `ConfigApplied`: True `Applied` when the NodeConfig's generation runs;
+//!   True `Paused` while spec.paused keeps the last applied generation running
+//!   (status.observedGeneration stays at that generation; the condition's own
+//!   observedGeneration says which generation waits). Paused is True because
+//!   what runs is what was applied: pausing a node must not make it un-Ready.
+//!   Unknown `Paused` when the agent restarted under a pause that hides which
+//!   spec was applied before. False with the reason of the refusal otherwise.
+//! - `RuntimeReady`: CRI answers and reports RuntimeReady and NetworkReady.
+//! - `Ready`: ConfigApplied and RuntimeReady are both True.
+//! - `Degraded`: the agent works, but not wholly as asked: a refused generation
+//!   while an older one runs, or Node settings the API server refused.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use nodeconfig_crds::conditions::{set_condition, types, ConditionStatus, NewCondition};
+use nodeconfig_crds::{AgentStatus, NodeConfigStatus, NodeMode};
+
+use crate::config_loop::{ConfigReport, ConfigState};
+use crate::node_sync::NodeReport;
+use crate::runtime::{RuntimeHealth, RuntimeReport};
+
+/// The condition types this agent writes; other types in status are left alone.
+pub const OWN_CONDITIONS: [&str; 4] = [
+    types::READY,
+    types::CONFIG_APPLIED,
+    types::RUNTIME_READY,
+    types::DEGRADED,
+];
+
+/// What the status is computed from.
+#[derive(Clone, Copy, Debug)]
+pub struct StatusInputs<'a> {
+    pub config: &'a ConfigReport,
+    pub runtime: &'a RuntimeReport,
+    pub node: &'a NodeReport,
+    /// spec.mode as observed: the mode shown until the agent runs with an applied one.
+    pub spec_mode: NodeMode,
+}
+
+struct Verdict {
+    status: ConditionStatus,
+    reason: &'static str,
+    message: String,
+}
+
+/// The status the agent wants, keeping the `lastTransitionTime` of every
+/// condition of `current` whose status does not change.
+pub fn desired_status(
+    inputs: StatusInputs<'_>,
+    current: &NodeConfigStatus,
+    now: Time,
+) -> NodeConfigStatus {
+    let generation = inputs.config.state.generation();
+    let config = config_applied(inputs.config);
+    let runtime = runtime_ready(inputs.runtime);
+    let ready = ready(&config, &runtime);
+    let degraded = degraded(inputs.config, inputs.node);
+    let conditions = [
+        (types::READY, ready),
+        (types::CONFIG_APPLIED, config),
+        (types::RUNTIME_READY, runtime),
+        (types::DEGRADED, degraded),
+    ]
+    .into_iter()
+    .filter_map(|(type_, verdict)| {
+        let mut one: Vec<Condition> = current
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == type_)
+            .take(1)
+            .cloned()
+            .collect();
+        let new = NewCondition {
+            type_,
+            status: verdict.status,
+            reason: verdict.reason,
+            message: verdict.message,
+            observed_generation: generation,
+        };
+        set_condition(&mut one, new, now.clone());
+        one.pop()
+    })
+    .collect();
+    NodeConfigStatus {
+        observed_generation: inputs.config.applied.as_ref().map(|a| a.generation),
+        conditions,
+        agent: Some(AgentStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: inputs.config.mode.unwrap_or(inputs.spec_mode),
+        }),
+        runtime: inputs.runtime.status(),
+        pods: None,
+        proxy: None,
+    }
+}
+
+/// Whether the loops' first reports are in, so that what is written does not
+/// flap at start-up: the NodeConfig was listed (and its generation decided,
+/// which may switch the CRI endpoint), and the runtime was asked at the
+/// endpoint in force.
+pub fn inputs_settled(config: &ConfigReport, runtime: &RuntimeReport) -> bool {
+    let endpoint_in_force = config
+        .applied
+        .as_ref()
+        .map_or(runtime.endpoint.as_str(), |a| a.cri_endpoint.as_str());
+    config.synced
+        && runtime.health != RuntimeHealth::NotChecked
+        && runtime.endpoint == endpoint_in_force
+}
+
+/// Whether `current` differs from `desired` in anything the agent writes,
+/// `lastTransitionTime` aside.
+pub fn needs_write(desired: &NodeConfigStatus, current: &NodeConfigStatus) -> bool {
+    let condition_differs =
+        |want: &Condition| match current.conditions.iter().find(|c| c.type_ == want.type_) {
+            None => true,
+            Some(have) => {
+                have.status != want.status
+                    || have.reason != want.reason
+                    || have.message != want.message
+                    || have.observed_generation != want.observed_generation
+            }
+        };
+    desired.observed_generation != current.observed_generation
+        || desired.agent != current.agent
+        || desired.runtime != current.runtime
+        || desired.conditions.iter().any(condition_differs)
+}
+
+impl ConfigState {
+    /// The generation the agent last decided about.
+    pub fn generation(&self) -> Option<i64> {
+        match self {
+            ConfigState::NotSeen => None,
+            ConfigState::Applied { generation } | ConfigState::Rejected { generation, .. } => {
+                Some(*generation)
+            }
+            ConfigState::Paused { latest } => Some(*latest),
+        }
+    }
+}
+
+fn config_applied(config: &ConfigReport) -> Verdict {
+    let applied = config.applied.as_ref().map(|a| a.generation);
+    match (&config.state, applied) {
+        (ConfigState::NotSeen, _) => Verdict {
+            status: ConditionStatus::Unknown,
+            reason: "NotSeen",
+            message: "the agent has not seen its NodeConfig".into(),
+        },
+        (ConfigState::Applied { generation }, _) => Verdict {
+            status: ConditionStatus::True,
+            reason: "Applied",
+            message: format!("generation {generation} is applied"),
+        },
+        (ConfigState::Paused { latest }, Some(applied)) if applied == *latest => Verdict {
+            status: ConditionStatus::True,
+            reason: "Paused",
+            message: format!("spec.paused is set: generation {applied} is applied and later changes wait until it is unset"),
+        },
+        (ConfigState::Paused { latest }, Some(applied)) => Verdict {
+            status: ConditionStatus::True,
+            reason: "Paused",
+            message: format!("spec.paused is set: generation {applied} stays applied; generation {latest} waits until it is unset"),
+        },
+        (ConfigState::Paused { latest }, None) => Verdict {
+            status: ConditionStatus::Unknown,
+            reason: "Paused",
+            message: format!(
+                "spec.paused is set and the agent has applied no generation since it started; generation {latest} waits and the agent runs with its start-up configuration"
+            ),
+        },
+        (ConfigState::Rejected { rejection, .. }, applied) => Verdict {
+            status: ConditionStatus::False,
+            reason: rejection.reason,
+            message: match applied {
+                Some(applied) => format!("{}; generation {applied} stays applied", rejection.message),
+                None => format!("{}; the agent runs with its start-up configuration", rejection.message),
+            },
+        },
+    }
+}
+
+fn runtime_ready(runtime: &RuntimeReport) -> Verdict {
+    let endpoint = &runtime.endpoint;
+    match &runtime.health {
+        RuntimeHealth::NotChecked => Verdict {
+            status: ConditionStatus::Unknown,
+            reason: "NotChecked",
+            message: format!("the runtime at {endpoint} was not asked yet"),
+        },
+        RuntimeHealth::Ready => Verdict {
+            status: ConditionStatus::True,
+            reason: "RuntimeReady",
+            message: match &runtime.version {
+                Some(v) => format!("{} at {endpoint} is ready", v.display()),
+                None => format!("the runtime at {endpoint} is ready"),
+            },
+        },
+        RuntimeHealth::Unreachable { message } => {
+            Verdict { status: ConditionStatus::False, reason: "RuntimeUnreachable", message: message.clone() }
+        }
+        RuntimeHealth::NotReady { reason, message } => Verdict {
+            status: ConditionStatus::False,
+            reason: "RuntimeNotReady",
+            message: format!("the runtime at {endpoint} reports RuntimeReady=false (reason {reason:?}): {message}"),
+        },
+        RuntimeHealth::NetworkNotReady { reason, message } => Verdict {
+            status: ConditionStatus::False,
+            reason: "NetworkNotReady",
+            message: format!("the runtime at {endpoint} reports NetworkReady=false (reason {reason:?}): {message}"),
+        },
+    }
+}
+
+fn ready(config: &Verdict, runtime: &Verdict) -> Verdict {
+    let mut failing = Vec::new();
+    if config.status != ConditionStatus::True {
+        failing.push((
+            "ConfigNotApplied",
+            format!(
+                "ConfigApplied is {}: {}",
+                config.status.as_str(),
+                config.message
+            ),
+        ));
+    }
+    if runtime.status != ConditionStatus::True {
+        failing.push((
+            "RuntimeNotReady",
+            format!(
+                "RuntimeReady is {}: {}",
+                runtime.status.as_str(),
+                runtime.message
+            ),
+        ));
+    }
+    match failing.first() {
+        None => Verdict {
+            status: ConditionStatus::True,
+            reason: "AgentReady",
+            message: "configuration applied and container runtime ready".into(),
+        },
+        Some((reason, _)) => Verdict {
+            status: ConditionStatus::False,
+            reason,
+            message: failing
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+    }
+}
+
+fn degraded(config: &ConfigReport, node: &NodeReport) -> Verdict {
+    let mut problems: Vec<(&'static str, String)> = Vec::new();
+    if let (
+        ConfigState::Rejected {
+            generation,
+            rejection,
+        },
+        Some(applied),
+    ) = (&config.state, &config.applied)
+    {
+        problems.push((
+            "ConfigNotApplied",
+            format!(
+                "generation {generation} is not applied ({}); generation {} runs",
+                rejection.reason, applied.generation
+            ),
+        ));
+    }
+    problems.extend(node.problems.iter().map(|p| (p.reason, p.message.clone())));
+    match problems.first() {
+        None => Verdict {
+            status: ConditionStatus::False,
+            reason: "AsExpected",
+            message: String::new(),
+        },
+        Some((reason, _)) => Verdict {
+            status: ConditionStatus::True,
+            reason,
+            message: problems
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+    use nodeconfig_crds::conditions::find_condition;
+    use nodeconfig_crds::{ContainerCounts, NodeConfigSpec, RuntimeStatus};
+
+    use super::*;
+    use crate::config_plan::{AppliedConfig, Rejection};
+    use crate::node_sync::NodeProblem;
+    use crate::runtime::{RuntimeInventory, RuntimeVersion};
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).expect("timestamp"))
+    }
+
+    fn applied(generation: i64) -> AppliedConfig {
+        let spec = NodeConfigSpec::for_node("n1");
+        AppliedConfig {
+            uid: "u1".into(),
+            generation,
+            mode: NodeMode::Kubelet,
+            cri_endpoint: spec.runtime.cri_endpoint.clone(),
+            runtime: spec.runtime,
+            pods: spec.pods,
+            proxy: spec.proxy,
+        }
+    }
+
+    fn config_applied_at(generation: i64) -> ConfigReport {
+        ConfigReport {
+            state: ConfigState::Applied { generation },
+            applied: Some(applied(generation)),
+            mode: Some(NodeMode::Kubelet),
+            synced: false,
+        }
+    }
+
+    fn runtime_ready_report() -> RuntimeReport {
+        RuntimeReport {
+            endpoint: "unix:///run/c.sock".into(),
+            version: Some(RuntimeVersion {
+                name: "containerd".into(),
+                version: "1.6.20".into(),
+            }),
+            health: RuntimeHealth::Ready,
+            inventory: Some(RuntimeInventory {
+                sandboxes: 1,
+                containers: ContainerCounts::default(),
+                images: 3,
+            }),
+        }
+    }
+
+    fn compute(
+        config: &ConfigReport,
+        runtime: &RuntimeReport,
+        current: &NodeConfigStatus,
+        now: i64,
+    ) -> NodeConfigStatus {
+        let node = NodeReport::default();
+        let inputs = StatusInputs {
+            config,
+            runtime,
+            node: &node,
+            spec_mode: NodeMode::Companion,
+        };
+        desired_status(inputs, current, at(now))
+    }
+
+    fn condition<'s>(status: &'s NodeConfigStatus, type_: &str) -> &'s Condition {
+        find_condition(&status.conditions, type_).unwrap_or_else(|| panic!("{type_} missing"))
+    }
+
+    #[test]
+    fn applied_and_runtime_ready_is_ready() {
+        let status = compute(
+            &config_applied_at(3),
+            &runtime_ready_report(),
+            &NodeConfigStatus::default(),
+            100,
+        );
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(condition(&status, types::READY).status, "True");
+        assert_eq!(condition(&status, types::CONFIG_APPLIED).reason, "Applied");
+        assert_eq!(
+            condition(&status, types::CONFIG_APPLIED).observed_generation,
+            Some(3)
+        );
+        assert_eq!(condition(&status, types::RUNTIME_READY).status, "True");
+        assert_eq!(condition(&status, types::DEGRADED).status, "False");
+        assert_eq!(
+            status.runtime,
+            Some(RuntimeStatus {
+                version: "containerd 1.6.20".into(),
+                sandboxes: 1,
+                containers: ContainerCounts::default(),
+                images: 3
+            })
+        );
+        assert_eq!(
+            status.agent.as_ref().map(|a| a.mode),
+            Some(NodeMode::Kubelet)
+        );
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time_and_need_no_write() {
+        let first = compute(
+            &config_applied_at(3),
+            &runtime_ready_report(),
+            &NodeConfigStatus::default(),
+            100,
+        );
+        let second = compute(&config_applied_at(3), &runtime_ready_report(), &first, 200);
+        assert_eq!(
+            condition(&second, types::READY).last_transition_time,
+            at(100)
+        );
+        assert!(!needs_write(&second, &first));
+    }
+
+    #[test]
+    fn a_runtime_that_does_not_answer_makes_ready_false() {
+        let first = compute(
+            &config_applied_at(3),
+            &runtime_ready_report(),
+            &NodeConfigStatus::default(),
+            100,
+        );
+        let mut runtime = runtime_ready_report();
+        runtime.health = RuntimeHealth::Unreachable {
+            message: "CRI Version on unix:///run/c.sock failed".into(),
+        };
+        let second = compute(&config_applied_at(3), &runtime, &first, 200);
+        let ready = condition(&second, types::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "RuntimeNotReady")
+        );
+        assert!(
+            ready.message.contains("unix:///run/c.sock"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(ready.last_transition_time, at(200));
+        assert_eq!(
+            condition(&second, types::RUNTIME_READY).reason,
+            "RuntimeUnreachable"
+        );
+        assert_eq!(
+            condition(&second, types::CONFIG_APPLIED).last_transition_time,
+            at(100)
+        );
+        assert!(needs_write(&second, &first));
+    }
+
+    #[test]
+    fn a_refused_generation_keeps_the_old_one_and_is_degraded() {
+        let config = ConfigReport {
+            state: ConfigState::Rejected {
+                generation: 4,
+                rejection: Rejection::runtime_unreachable(
+                    "unix:///dead.sock",
+                    "connection refused",
+                ),
+            },
+            applied: Some(applied(3)),
+            mode: Some(NodeMode::Kubelet),
+            synced: true,
+        };
+        let status = compute(
+            &config,
+            &runtime_ready_report(),
+            &NodeConfigStatus::default(),
+            100,
+        );
+        assert_eq!(status.observed_generation, Some(3));
+        let applied = condition(&status, types::CONFIG_APPLIED);
+        assert_eq!(
+            (applied.status.as_str(), applied.reason.as_str()),
+            ("False", "RuntimeUnreachable")
+        );
+        assert!(
+            applied.message.contains("unix:///dead.sock")
+                && applied.message.contains("generation 3 stays applied")
+        );
+        assert_eq!(applied.observed_generation, Some(4));
+        assert_eq!(condition(&status, types::READY).reason, "ConfigNotApplied");
+        let degraded = condition(&status, types::DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "ConfigNotApplied")
+        );
+        assert_eq!(condition(&status, types::RUNTIME_READY).status, "True");
+    }
+
+    #[test]
+    fn paused_stays_ready_with_the_applied_generation() {
+        let config = ConfigReport {
+            state: ConfigState::Paused { latest: 5 },
+            applied: Some(applied(4)),
+            mode: Some(NodeMode::Kubelet),
+            synced: true,
+        };
+        let status = compute(
+            &config,
+            &runtime_ready_report(),
+            &NodeConfigStatus::default(),
+            100,
+        );
+        assert_eq!(status.observed_generation, Some(4));
+        let applied = condition(&status, types::CONFIG_APPLIED);
+        assert_eq!(
+            (applied.status.as_str(), applied.reason.as_str()),
+            ("True", "Paused")
+        );
+        assert!(
+            applied.message.contains("generation 4 stays applied")
+                && applied.message.contains("generation 5 waits")
+        );
+        assert_eq!(condition(&status, types::READY).status, "True");
+    }
+
+    #[test]
+    fn paused_with_nothing_applied_is_unknown_and_not_ready() {
+        let config = ConfigReport {
+            state: ConfigState::Paused { latest: 5 },
+            applied: None,
+            mode: None,
+            synced: true,
+        };
+        let status = compute(
+            &config,
+            &runtime_ready_report(),
+            &NodeConfigStatus::default(),
+            100,
+        );
+        assert_eq!(status.observed_generation, None);
+        assert_eq!(condition(&status, types::CONFIG_APPLIED).status, "Unknown");
+        assert_eq!(condition(&status, types::READY).status, "False");
+        assert_eq!(status.agent.map(|a| a.mode), Some(NodeMode::Companion));
+    }
+
+    #[test]
+    fn ready_set_to_unknown_by_someone_else_is_written_back_with_a_new_transition() {
+        let first = compute(
+            &config_applied_at(3),
+            &runtime_ready_report(),
+            &NodeConfigStatus::default(),
+            100,
+        );
+        let mut observed = first.clone();
+        let lost = NewCondition {
+            type_: types::READY,
+            status: ConditionStatus::Unknown,
+            reason: "AgentHeartbeatLost",
+            message: "lease expired".into(),
+            observed_generation: Some(3),
+        };
+        set_condition(&mut observed.conditions, lost, at(150));
+        let desired = compute(
+            &config_applied_at(3),
+            &runtime_ready_report(),
+            &observed,
+            200,
+        );
+        assert!(needs_write(&desired, &observed));
+        let ready = condition(&desired, types::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "AgentReady")
+        );
+        assert_eq!(ready.last_transition_time, at(200));
+    }
+
+    #[test]
+    fn inputs_settle_once_listed_and_asked_at_the_endpoint_in_force() {
+        let mut config = config_applied_at(1);
+        let mut runtime = runtime_ready_report();
+        if let Some(a) = config.applied.as_mut() {
+            a.cri_endpoint = runtime.endpoint.clone();
+        }
+        assert!(!inputs_settled(&config, &runtime), "not listed yet");
+        config.synced = true;
+        assert!(inputs_settled(&config, &runtime));
+        runtime.endpoint = "unix:///run/old.sock".into();
+        assert!(
+            !inputs_settled(&config, &runtime),
+            "report about the endpoint before the switch"
+        );
+        let fresh = RuntimeReport {
+            endpoint: "unix:///run/c.sock".into(),
+            ..Default::default()
+        };
+        assert!(!inputs_settled(&config, &fresh), "runtime not asked yet");
+        let no_config = ConfigReport {
+            synced: true,
+            ..Default::default()
+        };
+        assert!(inputs_settled(&no_config, &runtime_ready_report()));
+    }
+
+    #[test]
+    fn foreign_conditions_are_not_written() {
+        let mut current = NodeConfigStatus::default();
+        let pods = NewCondition {
+            type_: types::PODS_READY,
+            status: ConditionStatus::True,
+            reason: "X",
+            message: String::new(),
+            observed_generation: None,
+        };
+        set_condition(&mut current.conditions, pods, at(1));
+        let status = compute(&config_applied_at(1), &runtime_ready_report(), &current, 2);
+        assert!(find_condition(&status.conditions, types::PODS_READY).is_none());
+        assert_eq!(status.conditions.len(), OWN_CONDITIONS.len());
+    }
+
+    #[test]
+    fn node_problems_make_degraded() {
+        let node = NodeReport {
+            registered: true,
+            problems: vec![NodeProblem {
+                reason: "NodeTaintsForbidden",
+                message: "taints refused".into(),
+            }],
+        };
+        let config = config_applied_at(1);
+        let runtime = runtime_ready_report();
+        let inputs = StatusInputs {
+            config: &config,
+            runtime: &runtime,
+            node: &node,
+            spec_mode: NodeMode::Kubelet,
+        };
+        let status = desired_status(inputs, &NodeConfigStatus::default(), at(1));
+        let degraded = condition(&status, types::DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "NodeTaintsForbidden")
+        );
+        assert_eq!(condition(&status, types::READY).status, "True");
+    }
+}
