@@ -86,3 +86,26 @@ pub fn require_cluster() {
         run.stderr.trim()
     );
 }
+
+/// An object as JSON, or None when it does not exist.
+pub fn get_json(kind: &str, name: &str, namespace: Option<&str>) -> Option<serde_json::Value> {
+    let mut args = vec!["get", kind, name, "-o", "json", "--ignore-not-found"];
+    if let Some(ns) = namespace {
+        args.extend(["-n", ns]);
+    }
+    let run = kubectl(&args);
+    if !run.ok || run.stdout.trim().is_empty() {
+        return None;
+    }
+    serde_json::from_str(&run.stdout).ok()
+}
+
+/// `(status, reason)` of the condition `type_` in `object.status.conditions`.
+pub fn condition(object: &serde_json::Value, type_: &str) -> Option<(String, String)> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        (
+            c["status"].as_str().unwrap_or_default().to_string(),
+            c["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    })
+}

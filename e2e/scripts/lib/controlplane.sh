@@ -88,7 +88,7 @@ start_component() {
   local pidfile="$CP_RUN/$name.pid"
   pid_alive "$pidfile" && return 0
   mkdir -p "$CP_RUN" "$NC_LOGS"
-  setsid "$@" >>"$NC_LOGS/$name.log" 2>&1 < /dev/null &
+  setsid "$@" >>"$NC_LOGS/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$pidfile"
 }
 

@@ -14,6 +14,10 @@
 
 NC_IMAGE_BUSYBOX="nodeconfig.local/busybox:1.35"
 NC_IMAGE_PAUSE="nodeconfig.local/pause:3.10"
+# nodeconfig's own binaries, built by images_build_nodeconfig after cargo build.
+NC_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../../../Cargo.toml" | head -1)"
+NC_IMAGE_AGENT="nodeconfig.local/node-agent:$NC_VERSION"
+NC_IMAGE_OPERATOR="nodeconfig.local/nodeconfig-operator:$NC_VERSION"
 
 # Image sources (pause.c, busybox/etc/...) live in e2e/images.
 _NC_IMAGES_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../images" && pwd)"
@@ -173,6 +177,42 @@ _images_build_pause() {
   echo "$hash" >"$out.inputs"
 }
 
+# An image of one of nodeconfig's binaries: the stripped binary and the shared
+# libraries it links (glibc, libgcc_s), so no base image or registry is needed.
+_images_build_binary() {
+  local ref="$1" bin="$2" user="$3" out hash root lib
+  out="$(images_archive "$ref")"
+  [ -x "$bin" ] || { log "images: $bin is not built"; return 1; }
+  hash="$( { echo "$ref $user"; sha256sum <"$_NC_IMAGES_SCRIPT"; sha256sum <"$bin"; } | sha256sum | cut -d' ' -f1)"
+  _images_fresh "$out" "$hash" && return 0
+  log "images: building $ref from $bin"
+  root="$(mktemp -d "$NC_IMAGES/.rootfs.XXXXXX")"
+  chmod 0755 "$root"
+  mkdir -p "$root/usr/local/bin" "$root/tmp"
+  chmod 1777 "$root/tmp"
+  objcopy --strip-all "$bin" "$root/usr/local/bin/$(basename "$bin")" || { rm -rf "$root"; return 1; }
+  for lib in $(ldd "$bin" | grep -oE '/[^ ]+\.so[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  if ! _images_pack "$ref" "$root" \
+      "$(jq -cn --arg b "/usr/local/bin/$(basename "$bin")" --arg u "$user" '{Entrypoint: [$b], User: $u, WorkingDir: "/"}')" "$out"; then
+    rm -rf "$root"; log "images: building $ref failed"; return 1
+  fi
+  rm -rf "$root"
+  echo "$hash" >"$out.inputs"
+}
+
+# Images of node-agent (root: it runs the node) and the operator (non-root),
+# from binaries in the given directory (target/debug or target/release).
+_images_build_nodeconfig() {
+  local bindir="$1"
+  require_cmds objcopy ldd jq
+  mkdir -p "$NC_IMAGES"
+  _images_build_binary "$NC_IMAGE_AGENT" "$bindir/node-agent" "0:0" || return 1
+  _images_build_binary "$NC_IMAGE_OPERATOR" "$bindir/nodeconfig-operator" "65532:65532" || return 1
+}
+
 # Builds every local image archive into $NC_IMAGES; a no-op when all are fresh.
 _images_build() {
   require_cmds gcc jq tar sha256sum busybox
@@ -187,8 +227,11 @@ _images_build() {
 _images_import() {
   local i="$1" sock ref out want have err
   sock="$(node_cri_socket "$i")"
-  for ref in "$NC_IMAGE_PAUSE" "$NC_IMAGE_BUSYBOX"; do
+  for ref in "$NC_IMAGE_PAUSE" "$NC_IMAGE_BUSYBOX" "$NC_IMAGE_AGENT" "$NC_IMAGE_OPERATOR"; do
     out="$(images_archive "$ref")"
+    case "$ref" in
+      "$NC_IMAGE_AGENT"|"$NC_IMAGE_OPERATOR") [ -s "$out" ] || continue ;;  # built after cargo
+    esac
     [ -s "$out" ] && [ -s "$out.digest" ] || { log "images: $out missing (run images_build)"; return 1; }
     want="$(cat "$out.digest")"
     have="$(ctr --address "$sock" -n k8s.io images ls 2>/dev/null | awk -v r="$ref" '$1 == r {print $3}')"
@@ -207,3 +250,4 @@ _images_import() {
 _images_isolated() { ( set +e +u +E +o pipefail; trap - ERR; "$@" ); }
 images_build()  { _images_isolated _images_build "$@"; }
 images_import() { _images_isolated _images_import "$@"; }
+images_build_nodeconfig() { _images_isolated _images_build_nodeconfig "$@"; }

@@ -380,7 +380,7 @@ _node_containerd_start() {
   # The wrapper writes its own pid, then execs nsenter, which execs containerd:
   # the pidfile names containerd whatever setsid does.
   setsid bash -c 'echo $$ >"$1"; exec nsenter --net="$2" -- containerd --config "$3"' _ \
-    "$pidfile" "$(node_netns_path "$i")" "$cfg" </dev/null >>"$logf" 2>&1 &
+    "$pidfile" "$(node_netns_path "$i")" "$cfg" </dev/null >>"$logf" 2>&1 9>&- &
   deadline=$(( $(date +%s) + _NC_CONTAINERD_TIMEOUT ))
   until _node_containerd_responds "$i"; do
     pid="$(cat "$pidfile" 2>/dev/null)"
