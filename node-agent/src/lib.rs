@@ -17,6 +17,7 @@ pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod node_sync;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod status;

@@ -1,0 +1,76 @@
+//! The service proxy: kube-proxy's iptables mode, in our own `NC-` chains.
+//!
+//! Pipeline, one pure step after another, with iptables at the end:
+//! Services + EndpointSlices → [`model::Model`] (skips reported, never fatal)
+//! → [`plan::plan`] (the desired [`RuleSet`]) → [`render::render_restore_input`]
+//! (one `iptables-restore --noflush` transaction, only the changed chains on a
+//! partial sync) → [`iptables::Iptables::restore`]. [`Proxier`] holds the set
+//! applied last and decides between partial and full syncs.
+//!
+//! Past kube-proxy: ClusterIP dispatch is split by /24 ([`Dispatch::ByPrefix24`]),
+//! so neither a first packet nor a sync walks or rewrites one list of every Service.
+
+pub mod config;
+pub mod iptables;
+pub mod model;
+pub mod plan;
+pub mod proxier;
+pub mod render;
+pub mod ruleset;
+
+pub use config::{Dispatch, NodeInfo, ProxyConfig};
+pub use iptables::{Iptables, IptablesCommand};
+pub use model::{Model, ServicePortName, Skip, SkipReason};
+pub use proxier::{FullSyncReason, Proxier, SyncCounters, SyncReport};
+pub use render::{render_restore_input, RestoreInput, SyncMode};
+pub use ruleset::{RuleSet, Table};
+
+/// What can go wrong between a NodeConfig and the kernel's rules.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("invalid proxy setting {field} {value:?}: {reason}")]
+    InvalidConfig {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("could not run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// iptables-restore refused the transaction; `at` names the line, chain and
+    /// service when iptables says which line.
+    #[error("iptables-restore failed ({status}){at}: {stderr}")]
+    Restore {
+        status: String,
+        at: String,
+        stderr: String,
+    },
+    #[error("{program} failed ({status}): {stderr}")]
+    Command {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("iptables-save output, line {line}: {reason}: {text:?}")]
+    Parse {
+        line: usize,
+        reason: &'static str,
+        text: String,
+    },
+}
+
+impl ProxyError {
+    /// A short label for metrics (`..._sync_errors_total{reason=...}`).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ProxyError::InvalidConfig { .. } => "invalid_config",
+            ProxyError::Spawn { .. } => "spawn",
+            ProxyError::Restore { .. } => "restore",
+            ProxyError::Command { .. } => "command",
+            ProxyError::Parse { .. } => "parse",
+        }
+    }
+}

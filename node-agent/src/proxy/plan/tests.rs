@@ -1,0 +1,760 @@
+//! Table tests of the planner: what rules a node gets for a given Service and its endpoints.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort as K8sServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint as K8sEndpoint, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use proptest::prelude::*;
+
+use super::*;
+use crate::proxy::iptables::undeclared_targets;
+use crate::proxy::model::Protocol;
+
+const NODE: &str = "node-a";
+
+fn name(svc: &str, port: &str) -> ServicePortName {
+    ServicePortName {
+        namespace: "default".into(),
+        name: svc.into(),
+        port: port.into(),
+        protocol: Protocol::Tcp,
+    }
+}
+
+fn svc(svc_name: &str, ip: &str) -> ServicePort {
+    ServicePort {
+        name: name(svc_name, "http"),
+        cluster_ip: ip.parse().unwrap(),
+        port: 80,
+        node_port: None,
+        affinity_seconds: None,
+        internal_policy: TrafficPolicy::Cluster,
+        external_policy: TrafficPolicy::Cluster,
+    }
+}
+
+fn ep(ip: &str) -> Endpoint {
+    Endpoint {
+        ip: ip.parse().unwrap(),
+        port: 8080,
+        ready: true,
+        serving: true,
+        terminating: false,
+        node_name: None,
+    }
+}
+
+fn on(node: &str, mut e: Endpoint) -> Endpoint {
+    e.node_name = Some(node.into());
+    e
+}
+
+fn terminating(mut e: Endpoint, serving: bool) -> Endpoint {
+    e.ready = false;
+    e.serving = serving;
+    e.terminating = true;
+    e
+}
+
+fn model(services: Vec<(ServicePort, Vec<Endpoint>)>) -> Model {
+    let mut m = Model::default();
+    for (s, eps) in services {
+        m.endpoints.insert(s.name.clone(), eps);
+        m.services.insert(s.name.clone(), s);
+    }
+    m
+}
+
+fn cfg() -> ProxyConfig {
+    ProxyConfig {
+        cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+        ..ProxyConfig::default()
+    }
+}
+
+fn node() -> NodeInfo {
+    NodeInfo {
+        name: NODE.into(),
+        ips: vec!["192.168.1.10".parse().unwrap(), "10.0.0.5".parse().unwrap()],
+    }
+}
+
+fn plan_one(s: ServicePort, eps: Vec<Endpoint>, cfg: &ProxyConfig) -> Plan {
+    let p = plan(&model(vec![(s, eps)]), &node(), cfg);
+    assert!(
+        undeclared_targets(&p.rules).is_empty(),
+        "{:?}",
+        undeclared_targets(&p.rules)
+    );
+    p
+}
+
+fn nat<'a>(p: &'a Plan, chain: &str) -> &'a [String] {
+    p.rules
+        .nat
+        .chains
+        .get(chain)
+        .map(Vec::as_slice)
+        .unwrap_or_else(|| panic!("no nat chain {chain}"))
+}
+
+fn filter<'a>(p: &'a Plan, chain: &str) -> &'a [String] {
+    p.rules
+        .filter
+        .chains
+        .get(chain)
+        .map(Vec::as_slice)
+        .unwrap_or_else(|| panic!("no filter chain {chain}"))
+}
+
+fn svc_chain(s: &str) -> String {
+    service_chain("SVC", &name(s, "http"))
+}
+
+fn sep(s: &str, ip: &str) -> String {
+    endpoint_chain(&name(s, "http"), &ep(ip))
+}
+
+#[test]
+fn chain_names_are_kube_proxys_hashes() {
+    // The same hashes as kube-proxy's KUBE-SVC-XPGD46QRK7WJZT7O and KUBE-SEP-SXIVWICOYRO3J4NJ.
+    let n = ServicePortName {
+        namespace: "ns1".into(),
+        name: "svc1".into(),
+        port: "p80".into(),
+        protocol: Protocol::Tcp,
+    };
+    assert_eq!(service_chain("SVC", &n), "NC-SVC-XPGD46QRK7WJZT7O");
+    let e = Endpoint {
+        port: 80,
+        ..ep("10.180.0.1")
+    };
+    assert_eq!(endpoint_chain(&n, &e), "NC-SEP-SXIVWICOYRO3J4NJ");
+    assert_eq!(
+        prefix_chain("255.255.255.0/24".parse().unwrap()),
+        "NC-SVCS-255.255.255"
+    );
+    assert!("NC-SVCS-255.255.255".len() <= MAX_CHAIN_NAME);
+}
+
+#[test]
+fn cluster_ip_with_one_endpoint() {
+    let p = plan_one(svc("web", "10.96.0.10"), vec![ep("10.244.1.5")], &cfg());
+    let chain = svc_chain("web");
+    let sep = sep("web", "10.244.1.5");
+    assert_eq!(nat(&p, SERVICES)[0], "-d 10.96.0.0/24 -j NC-SVCS-10.96.0");
+    assert_eq!(
+        nat(&p, "NC-SVCS-10.96.0"),
+        [format!("-d 10.96.0.10/32 -p tcp -m comment --comment \"default/web:http cluster IP\" -m tcp --dport 80 -j {chain}")]
+    );
+    assert_eq!(
+        nat(&p, &chain),
+        [
+            format!("! -s 10.244.0.0/16 -d 10.96.0.10/32 -p tcp -m comment --comment \"default/web:http cluster IP\" -m tcp --dport 80 -j {MARK_MASQ}"),
+            format!("-m comment --comment \"default/web:http -> 10.244.1.5:8080\" -j {sep}"),
+        ]
+    );
+    assert_eq!(
+        nat(&p, &sep),
+        [
+            format!("-s 10.244.1.5/32 -m comment --comment \"default/web:http\" -j {MARK_MASQ}"),
+            "-p tcp -m comment --comment \"default/web:http\" -m tcp -j DNAT --to-destination 10.244.1.5:8080".to_string(),
+        ]
+    );
+    assert!(filter(&p, SERVICES).is_empty());
+    assert_eq!((p.service_ports, p.endpoints), (1, 1));
+}
+
+#[test]
+fn endpoints_share_traffic_evenly() {
+    let cases: [(&[&str], &[Option<&str>]); 3] = [
+        (&["10.244.1.1"], &[None]),
+        (
+            &["10.244.1.1", "10.244.1.2"],
+            &[Some("0.50000000000"), None],
+        ),
+        (
+            &["10.244.1.1", "10.244.1.2", "10.244.1.3"],
+            &[Some("0.33333333349"), Some("0.50000000000"), None],
+        ),
+    ];
+    for (ips, probabilities) in cases {
+        let p = plan_one(
+            svc("web", "10.96.0.10"),
+            ips.iter().map(|ip| ep(ip)).collect(),
+            &cfg(),
+        );
+        let rules = &nat(&p, &svc_chain("web"))[1..];
+        assert_eq!(rules.len(), ips.len());
+        for ((rule, ip), probability) in rules.iter().zip(ips.iter()).zip(probabilities.iter()) {
+            assert!(rule.ends_with(&format!("-j {}", sep("web", ip))), "{rule}");
+            match probability {
+                Some(pr) => assert!(
+                    rule.contains(&format!("-m statistic --mode random --probability {pr} ")),
+                    "{rule}"
+                ),
+                None => assert!(!rule.contains("statistic"), "{rule}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn no_endpoints_rejects_at_once() {
+    let mut s = svc("web", "10.96.0.10");
+    s.node_port = Some(30080);
+    let p = plan_one(s, vec![], &cfg());
+    assert!(!p.rules.nat.chains.contains_key(&svc_chain("web")));
+    assert!(!p.rules.nat.chains.contains_key("NC-SVCS-10.96.0"));
+    assert_eq!(nat(&p, SERVICES).len(), 1, "only the NodePort hand-over");
+    assert!(nat(&p, NODEPORTS).is_empty());
+    assert_eq!(
+        filter(&p, SERVICES),
+        ["-d 10.96.0.10/32 -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable"]
+    );
+    assert_eq!(
+        filter(&p, EXTERNAL_SERVICES),
+        ["-p tcp -m comment --comment \"default/web:http has no endpoints\" -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j REJECT --reject-with icmp-port-unreachable"]
+    );
+}
+
+#[test]
+fn not_ready_and_terminating_endpoints_get_no_new_traffic() {
+    let mut not_ready = ep("10.244.1.3");
+    not_ready.ready = false;
+    not_ready.serving = false;
+    let eps = vec![
+        ep("10.244.1.1"),
+        terminating(ep("10.244.1.2"), true),
+        not_ready.clone(),
+    ];
+    let p = plan_one(svc("web", "10.96.0.10"), eps, &cfg());
+    let seps: Vec<_> = p
+        .rules
+        .nat
+        .chains
+        .keys()
+        .filter(|c| c.starts_with("NC-SEP-"))
+        .cloned()
+        .collect();
+    assert_eq!(seps, vec![sep("web", "10.244.1.1")]);
+
+    // With no ready endpoint anywhere, serving ones that terminate still take
+    // traffic (kube-proxy's rule, so connections drain through a rollout)…
+    let p = plan_one(
+        svc("web", "10.96.0.10"),
+        vec![terminating(ep("10.244.1.2"), true), not_ready.clone()],
+        &cfg(),
+    );
+    assert!(nat(&p, &svc_chain("web"))
+        .last()
+        .unwrap()
+        .ends_with(&sep("web", "10.244.1.2")));
+    // …but not ones that stopped serving: then the Service rejects.
+    let p = plan_one(
+        svc("web", "10.96.0.10"),
+        vec![terminating(ep("10.244.1.2"), false), not_ready],
+        &cfg(),
+    );
+    assert!(filter(&p, SERVICES)[0].contains("has no endpoints"));
+}
+
+#[test]
+fn node_port_goes_through_the_external_chain() {
+    let mut s = svc("web", "10.96.0.10");
+    s.node_port = Some(30080);
+    let p = plan_one(s.clone(), vec![ep("10.244.1.5")], &cfg());
+    let ext = service_chain("EXT", &s.name);
+    assert_eq!(
+        nat(&p, NODEPORTS),
+        [format!(
+            "-p tcp -m comment --comment \"default/web:http\" -m tcp --dport 30080 -j {ext}"
+        )]
+    );
+    assert_eq!(
+        nat(&p, &ext),
+        [
+            format!("-m comment --comment \"masquerade traffic for default/web:http external destinations\" -j {MARK_MASQ}"),
+            format!("-j {}", svc_chain("web")),
+        ]
+    );
+    assert_eq!(
+        nat(&p, SERVICES).last().unwrap(),
+        &format!("-m comment --comment \"nodeconfig service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j {NODEPORTS}")
+    );
+}
+
+#[test]
+fn node_port_addresses_limit_the_node_ips() {
+    let cfg = ProxyConfig {
+        node_port_addresses: vec!["192.168.0.0/16".parse().unwrap()],
+        ..cfg()
+    };
+    let p = plan_one(svc("web", "10.96.0.10"), vec![ep("10.244.1.5")], &cfg);
+    assert_eq!(
+        nat(&p, SERVICES).last().unwrap(),
+        &format!("-d 192.168.1.10/32 -m comment --comment \"nodeconfig service nodeports; NOTE: this must be the last rule in this chain\" -j {NODEPORTS}")
+    );
+    let none = ProxyConfig {
+        node_port_addresses: vec!["172.16.0.0/12".parse().unwrap()],
+        ..cfg
+    };
+    let p = plan_one(svc("web", "10.96.0.10"), vec![ep("10.244.1.5")], &none);
+    assert!(!nat(&p, SERVICES).iter().any(|r| r.contains(NODEPORTS)));
+}
+
+#[test]
+fn client_ip_affinity_pins_clients() {
+    let mut s = svc("web", "10.96.0.10");
+    s.affinity_seconds = Some(600);
+    let p = plan_one(s, vec![ep("10.244.1.1"), ep("10.244.1.2")], &cfg());
+    let (a, b) = (sep("web", "10.244.1.1"), sep("web", "10.244.1.2"));
+    let rules = nat(&p, &svc_chain("web"));
+    assert_eq!(rules.len(), 5);
+    assert_eq!(rules[1], format!("-m comment --comment \"default/web:http -> 10.244.1.1:8080\" -m recent --rcheck --seconds 600 --reap --name {a} --mask 255.255.255.255 --rsource -j {a}"));
+    assert!(rules[2].contains(&format!("--name {b} ")) && rules[2].ends_with(&b));
+    assert!(rules[3].contains("statistic"));
+    assert_eq!(
+        nat(&p, &a)[1],
+        format!("-p tcp -m comment --comment \"default/web:http\" -m recent --set --name {a} --mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 10.244.1.1:8080")
+    );
+}
+
+#[test]
+fn masquerade_follows_the_config() {
+    let first = |cfg: &ProxyConfig| {
+        nat(
+            &plan_one(svc("web", "10.96.0.10"), vec![ep("10.244.1.1")], cfg),
+            &svc_chain("web"),
+        )[0]
+        .clone()
+    };
+    assert!(first(&cfg()).starts_with("! -s 10.244.0.0/16 -d 10.96.0.10/32"));
+    let all = ProxyConfig {
+        masquerade_all: true,
+        ..cfg()
+    };
+    assert!(first(&all).starts_with("-d 10.96.0.10/32") && first(&all).ends_with(MARK_MASQ));
+    let none = ProxyConfig {
+        cluster_cidr: None,
+        ..cfg()
+    };
+    assert!(
+        first(&none).starts_with("-m comment --comment \"default/web:http -> "),
+        "no masquerade rule without a clusterCIDR"
+    );
+    // Hairpin traffic is masqueraded whatever the config.
+    let p = plan_one(svc("web", "10.96.0.10"), vec![ep("10.244.1.1")], &none);
+    assert!(nat(&p, &sep("web", "10.244.1.1"))[0].starts_with("-s 10.244.1.1/32"));
+}
+
+#[test]
+fn internal_traffic_policy_local_uses_this_nodes_endpoints() {
+    let mut s = svc("web", "10.96.0.10");
+    s.internal_policy = TrafficPolicy::Local;
+    let svl = service_chain("SVL", &s.name);
+    let p = plan_one(
+        s.clone(),
+        vec![on(NODE, ep("10.244.1.1")), on("node-b", ep("10.244.2.1"))],
+        &cfg(),
+    );
+    assert!(nat(&p, "NC-SVCS-10.96.0")[0].ends_with(&format!("-j {svl}")));
+    assert!(
+        !p.rules.nat.chains.contains_key(&svc_chain("web")),
+        "no cluster-wide chain"
+    );
+    let rules = nat(&p, &svl);
+    assert!(rules[0].ends_with(MARK_MASQ));
+    assert_eq!(
+        rules[1..],
+        [format!(
+            "-m comment --comment \"default/web:http -> 10.244.1.1:8080\" -j {}",
+            sep("web", "10.244.1.1")
+        )]
+    );
+
+    // Endpoints elsewhere only: drop (not reject) ClusterIP traffic on this node.
+    let p = plan_one(s, vec![on("node-b", ep("10.244.2.1"))], &cfg());
+    assert!(!p.rules.nat.chains.contains_key(&svl));
+    assert_eq!(
+        filter(&p, SERVICES),
+        ["-d 10.96.0.10/32 -p tcp -m comment --comment \"default/web:http has no local endpoints\" -m tcp --dport 80 -j DROP"]
+    );
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_client_ips() {
+    let mut s = svc("web", "10.96.0.10");
+    s.node_port = Some(30080);
+    s.external_policy = TrafficPolicy::Local;
+    let (ext, svl, svcc) = (
+        service_chain("EXT", &s.name),
+        service_chain("SVL", &s.name),
+        svc_chain("web"),
+    );
+    let p = plan_one(
+        s.clone(),
+        vec![on(NODE, ep("10.244.1.1")), on("node-b", ep("10.244.2.1"))],
+        &cfg(),
+    );
+    assert_eq!(
+        nat(&p, &ext),
+        [
+            format!("-s 10.244.0.0/16 -m comment --comment \"pod traffic for default/web:http external destinations\" -j {svcc}"),
+            format!("-m comment --comment \"masquerade LOCAL traffic for default/web:http external destinations\" -m addrtype --src-type LOCAL -j {MARK_MASQ}"),
+            format!("-m comment --comment \"route LOCAL traffic for default/web:http external destinations\" -m addrtype --src-type LOCAL -j {svcc}"),
+            format!("-j {svl}"),
+        ]
+    );
+    assert_eq!(nat(&p, &svl).len(), 1, "local endpoint only, no masquerade");
+    assert_eq!(
+        nat(&p, &svcc).len(),
+        3,
+        "ClusterIP traffic still goes anywhere"
+    );
+    assert!(filter(&p, EXTERNAL_SERVICES).is_empty());
+
+    // No local endpoint: outside traffic to the NodePort is dropped here.
+    let p = plan_one(s, vec![on("node-b", ep("10.244.2.1"))], &cfg());
+    assert_eq!(
+        nat(&p, &ext).len(),
+        3,
+        "short-circuits, no jump to the local chain"
+    );
+    assert!(filter(&p, EXTERNAL_SERVICES)[0].contains(
+        "has no local endpoints\" -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j DROP"
+    ));
+    assert!(filter(&p, SERVICES).is_empty());
+}
+
+#[test]
+fn udp_and_sctp_ports() {
+    for (protocol, word) in [(Protocol::Udp, "udp"), (Protocol::Sctp, "sctp")] {
+        let mut s = svc("dns", "10.96.0.10");
+        s.name.protocol = protocol;
+        let p = plan_one(s.clone(), vec![ep("10.244.1.1")], &cfg());
+        assert!(nat(&p, "NC-SVCS-10.96.0")[0].contains(&format!(
+            "-p {word} -m comment --comment \"default/dns:http cluster IP\" -m {word} --dport 80"
+        )));
+        let sep = endpoint_chain(&s.name, &ep("10.244.1.1"));
+        assert!(nat(&p, &sep)[1].starts_with(&format!("-p {word} ")));
+        assert_ne!(
+            service_chain("SVC", &s.name),
+            svc_chain("dns"),
+            "protocol is part of the name"
+        );
+    }
+}
+
+#[test]
+fn dispatch_is_split_by_slash_24() {
+    let m = model(vec![
+        (svc("a", "10.96.0.10"), vec![ep("10.244.1.1")]),
+        (svc("b", "10.96.0.20"), vec![ep("10.244.1.2")]),
+        (svc("c", "10.96.7.1"), vec![ep("10.244.1.3")]),
+    ]);
+    let p = plan(&m, &node(), &cfg());
+    assert_eq!(
+        nat(&p, SERVICES)[..2],
+        [
+            "-d 10.96.0.0/24 -j NC-SVCS-10.96.0",
+            "-d 10.96.7.0/24 -j NC-SVCS-10.96.7"
+        ]
+    );
+    assert_eq!(nat(&p, "NC-SVCS-10.96.0").len(), 2);
+    assert_eq!(nat(&p, "NC-SVCS-10.96.7").len(), 1);
+
+    let linear = plan(
+        &m,
+        &node(),
+        &ProxyConfig {
+            dispatch: Dispatch::Linear,
+            ..cfg()
+        },
+    );
+    assert_eq!(nat(&linear, SERVICES).len(), 4);
+    assert!(!linear
+        .rules
+        .nat
+        .chains
+        .keys()
+        .any(|c| c.starts_with("NC-SVCS-")));
+}
+
+/// Chains whose rules differ between two plans.
+fn changed(a: &Plan, b: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for (x, y) in [
+        (&a.rules.nat, &b.rules.nat),
+        (&a.rules.filter, &b.rules.filter),
+    ] {
+        for k in x.chains.keys().chain(y.chains.keys()) {
+            if x.chains.get(k) != y.chains.get(k) && !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_new_service_changes_only_its_slash_24() {
+    let base = vec![
+        (svc("a", "10.96.0.10"), vec![ep("10.244.1.1")]),
+        (svc("c", "10.96.7.1"), vec![ep("10.244.1.3")]),
+    ];
+    let before = plan(&model(base.clone()), &node(), &cfg());
+    let mut more = base.clone();
+    more.push((svc("b", "10.96.0.20"), vec![ep("10.244.1.2")]));
+    let after = plan(&model(more), &node(), &cfg());
+    let mut expected = vec![
+        "NC-SVCS-10.96.0".to_string(),
+        svc_chain("b"),
+        sep("b", "10.244.1.2"),
+    ];
+    expected.sort();
+    assert_eq!(changed(&before, &after), expected);
+
+    // A Service in a new /24 adds one dispatch rule to NC-SERVICES.
+    let mut more = base;
+    more.push((svc("d", "10.96.9.9"), vec![ep("10.244.1.4")]));
+    let after = plan(&model(more), &node(), &cfg());
+    assert!(changed(&before, &after).contains(&SERVICES.to_string()));
+}
+
+#[test]
+fn jumps_from_builtin_chains_are_the_only_foreign_rules() {
+    let p = plan(&Model::default(), &node(), &cfg());
+    let jumps = |t: &TableRules| {
+        t.jumps
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(
+        jumps(&p.rules.nat),
+        BTreeMap::from([
+            ("OUTPUT".into(), 1),
+            ("POSTROUTING".into(), 1),
+            ("PREROUTING".into(), 1)
+        ])
+    );
+    assert_eq!(
+        jumps(&p.rules.filter),
+        BTreeMap::from([
+            ("FORWARD".into(), 3),
+            ("INPUT".into(), 1),
+            ("OUTPUT".into(), 1)
+        ])
+    );
+    assert_eq!(nat(&p, CANARY), [CANARY_RULE]);
+    assert_eq!(filter(&p, CANARY), [CANARY_RULE]);
+}
+
+/// From the API objects: the Service's port named `http` targets the pods'
+/// port named `web`, which the EndpointSlice resolves to 8080.
+#[test]
+fn named_target_ports_resolve_through_the_endpoint_slice() {
+    let service = Service {
+        metadata: ObjectMeta {
+            namespace: Some("shop".into()),
+            name: Some("front".into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("10.96.5.5".into()),
+            ports: Some(vec![K8sServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("web".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let slice = EndpointSlice {
+        metadata: ObjectMeta {
+            namespace: Some("shop".into()),
+            name: Some("front-x1".into()),
+            labels: Some(BTreeMap::from([(
+                crate::proxy::model::SERVICE_NAME_LABEL.to_string(),
+                "front".to_string(),
+            )])),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: Some(vec![K8sEndpoint {
+            addresses: vec!["10.244.3.3".into()],
+            ..Default::default()
+        }]),
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(8080),
+            ..Default::default()
+        }]),
+    };
+    let p = plan(&Model::build([&service], [&slice]), &node(), &cfg());
+    let dnat: Vec<_> = p
+        .rules
+        .nat
+        .chains
+        .values()
+        .flatten()
+        .filter(|r| r.contains("DNAT"))
+        .collect();
+    assert_eq!(dnat.len(), 1);
+    assert!(
+        dnat[0].ends_with("--to-destination 10.244.3.3:8080"),
+        "{}",
+        dnat[0]
+    );
+}
+
+#[test]
+fn skipped_services_get_no_rules() {
+    let headless = Service {
+        metadata: ObjectMeta {
+            namespace: Some("a".into()),
+            name: Some("h".into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            ports: Some(vec![K8sServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let m = Model::build([&headless], Vec::<EndpointSlice>::new());
+    assert_eq!(m.skipped.len(), 1);
+    let empty = plan(&Model::default(), &node(), &cfg());
+    assert_eq!(plan(&m, &node(), &cfg()).rules, empty.rules);
+}
+
+#[test]
+fn odd_names_are_safe_in_comments() {
+    let mut s = svc("web", "10.96.0.10");
+    s.name.name = "we\"b\n-j ACCEPT".into();
+    let p = plan_one(s, vec![], &cfg());
+    assert_eq!(
+        filter(&p, SERVICES)[0],
+        "-d 10.96.0.10/32 -p tcp -m comment --comment \"default/we\\\"b?-j ACCEPT:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable"
+    );
+}
+
+fn arb_model() -> impl Strategy<Value = Model> {
+    let endpoint = (
+        0u8..4,
+        1u8..250,
+        prop_oneof![Just(8080u16), 1u16..],
+        any::<(bool, bool, bool)>(),
+        0u8..3,
+    )
+        .prop_map(
+            |(c, d, port, (ready, serving, terminating), node)| Endpoint {
+                ip: std::net::Ipv4Addr::new(10, 244, c, d),
+                port,
+                ready,
+                serving,
+                terminating,
+                node_name: [Some(NODE.to_string()), Some("node-b".to_string()), None]
+                    [node as usize]
+                    .clone(),
+            },
+        );
+    let service = (
+        "[a-z][a-z0-9-]{0,20}",
+        "[a-z0-9-]{0,15}",
+        prop_oneof![
+            Just(Protocol::Tcp),
+            Just(Protocol::Udp),
+            Just(Protocol::Sctp)
+        ],
+        (0u8..3, any::<u8>()),
+        1u16..,
+        proptest::option::of(30000u16..32768),
+        proptest::option::of(1u32..86400),
+        any::<(bool, bool)>(),
+        proptest::collection::vec(endpoint, 0..4),
+    )
+        .prop_map(
+            |(svc_name, port, protocol, (c, d), number, node_port, affinity, (itp, etp), eps)| {
+                let policy = |local| {
+                    if local {
+                        TrafficPolicy::Local
+                    } else {
+                        TrafficPolicy::Cluster
+                    }
+                };
+                let s = ServicePort {
+                    name: ServicePortName {
+                        namespace: "ns".into(),
+                        name: svc_name,
+                        port,
+                        protocol,
+                    },
+                    cluster_ip: std::net::Ipv4Addr::new(10, 96, c, d),
+                    port: number,
+                    node_port,
+                    affinity_seconds: affinity,
+                    internal_policy: policy(itp),
+                    external_policy: policy(etp),
+                };
+                (s, eps)
+            },
+        );
+    proptest::collection::vec(service, 0..12).prop_map(|services| {
+        let mut m = Model::default();
+        for (s, mut eps) in services {
+            eps.sort_by_key(|e| (e.ip, e.port));
+            eps.dedup_by_key(|e| (e.ip, e.port));
+            m.endpoints.insert(s.name.clone(), eps);
+            m.services.insert(s.name.clone(), s);
+        }
+        m
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Every chain a rule jumps to exists, names fit iptables and each service
+    /// port and endpoint gets chains of its own.
+    #[test]
+    fn plans_are_well_formed(m in arb_model(), linear in any::<bool>(), masquerade_all in any::<bool>()) {
+        let cfg = ProxyConfig {
+            dispatch: if linear { Dispatch::Linear } else { Dispatch::ByPrefix24 },
+            masquerade_all,
+            ..cfg()
+        };
+        let p = plan(&m, &node(), &cfg);
+        prop_assert!(undeclared_targets(&p.rules).is_empty());
+        for name in p.rules.nat.chains.keys().chain(p.rules.filter.chains.keys()) {
+            prop_assert!(name.len() <= MAX_CHAIN_NAME, "{name}");
+            prop_assert!(is_owned(name));
+        }
+        prop_assert_eq!(p.service_ports, m.services.len());
+        prop_assert!(p.skipped.is_empty());
+        let svc_chains: Vec<_> = p.rules.nat.chains.keys().filter(|c| c.starts_with("NC-SVC-")).collect();
+        let names: std::collections::BTreeSet<_> = m.services.keys().filter(|n| {
+            p.rules.nat.chains.contains_key(&service_chain("SVC", n))
+        }).collect();
+        prop_assert_eq!(svc_chains.len(), names.len());
+        // Each service port is either dispatched in nat or rejected/dropped in filter.
+        for s in m.services.values() {
+            let head = format!("-d {}/32 -p {} -m comment --comment ", s.cluster_ip, s.name.protocol.iptables_name());
+            let captured = format!("{head}{}", crate::proxy::ruleset::quote_comment(&format!("{} cluster IP", s.name)));
+            let refused = format!("{head}\"{} has no", s.name);
+            let in_nat = p.rules.nat.chains.values().flatten().any(|r| r.starts_with(&captured) && !r.ends_with(MARK_MASQ));
+            let in_filter = p.rules.filter.chains.get(SERVICES).into_iter().flatten().any(|r| r.starts_with(&refused));
+            prop_assert!(in_nat != in_filter, "{}", s.name);
+        }
+    }
+}
