@@ -8,6 +8,7 @@
 //!        └──observed NodeConfig─┘        ^                  │
 //!   runtime loop ──RuntimeReport─────────┴──> node loop     │
 //!   node loop ──Node owner──> node Lease;  agent Lease      │
+//!   config ──spec.proxy──> proxy loop ──ProxyReport──> status writer
 //! ```
 
 use std::net::IpAddr;
@@ -33,6 +34,7 @@ use crate::kube_client::{self, KubeClientError};
 use crate::lease::{self, LeaseRenewer, LeaseTarget};
 use crate::metrics::{LeaseKind, Metrics};
 use crate::node_sync::{NodeReport, NodeSync};
+use crate::proxy_loop::{ProxyLoop, ProxyReport};
 use crate::runtime::{self, RuntimeReport};
 use crate::server::{self, ServerState};
 use crate::status_writer::StatusWriter;
@@ -118,6 +120,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
     });
     let (node_tx, node_rx) = watch::channel(NodeReport::default());
     let (owner_tx, owner_rx) = watch::channel(None);
+    let (proxy_tx, proxy_rx) = watch::channel(ProxyReport::default());
 
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<&'static str> = JoinSet::new();
@@ -221,6 +224,22 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
         );
     }
     spawn(
+        "proxy",
+        Box::pin(
+            ProxyLoop {
+                client: client.clone(),
+                node_name: node_name.clone(),
+                node_ip: internal_ip,
+                config: config_rx.clone(),
+                report: proxy_tx,
+                metrics: metrics.clone(),
+                health: health.clone(),
+                heartbeat: health.register("proxy"),
+            }
+            .run(cancel.clone()),
+        ),
+    );
+    spawn(
         "status",
         Box::pin(
             StatusWriter {
@@ -229,6 +248,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                 config: config_rx.clone(),
                 runtime: runtime_rx,
                 node: node_rx,
+                proxy: proxy_rx,
                 observed: observed_rx,
                 metrics: metrics.clone(),
                 heartbeat: health.register("status"),

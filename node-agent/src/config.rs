@@ -52,6 +52,9 @@ pub const DEFAULT_CRI_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 pub enum Command {
     /// Print the container runtime's name and version through CRI, then exit.
     RuntimeVersion,
+    /// Remove every iptables rule and chain of the service proxy (`NC-` chains and
+    /// their jumps) in the current network namespace, print what went, then exit.
+    Cleanup,
 }
 
 /// A mode forced from the command line.

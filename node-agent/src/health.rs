@@ -1,6 +1,8 @@
 //! Liveness of the agent's loops, for `/healthz`: every loop beats at each
 //! round; a loop that has not beaten for [`STALE_AFTER`] is stuck, as the
-//! kubelet's healthz fails when its sync loop stops turning.
+//! kubelet's healthz fails when its sync loop stops turning. A loop may also
+//! set a deadline for work it has queued (the proxy: a change not applied
+//! within twice syncPeriod, as kube-proxy's healthz); past it, `/healthz` fails.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ pub const STALE_AFTER: Duration = Duration::from_secs(90);
 #[derive(Clone, Debug, Default)]
 pub struct Health {
     beats: Arc<Mutex<BTreeMap<&'static str, Instant>>>,
+    deadlines: Arc<Mutex<BTreeMap<&'static str, Instant>>>,
 }
 
 /// One loop's handle to report that it is alive.
@@ -41,6 +44,31 @@ impl Health {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         stale(&beats, now, max_age)
+    }
+
+    /// Work of `name` queued and due by `deadline`; `None` when nothing waits.
+    pub fn set_deadline(&self, name: &'static str, deadline: Option<Instant>) {
+        let mut deadlines = self
+            .deadlines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match deadline {
+            Some(at) => deadlines.insert(name, at),
+            None => deadlines.remove(name),
+        };
+    }
+
+    /// Names whose queued work is past its deadline.
+    pub fn overdue(&self, now: Instant) -> Vec<&'static str> {
+        let deadlines = self
+            .deadlines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        deadlines
+            .iter()
+            .filter(|(_, at)| now > **at)
+            .map(|(name, _)| *name)
+            .collect()
     }
 }
 
@@ -80,6 +108,17 @@ mod tests {
         beats.insert("runtime", now - Duration::from_secs(100));
         assert_eq!(stale(&beats, now, Duration::from_secs(90)), vec!["runtime"]);
         assert!(stale(&beats, now, Duration::from_secs(120)).is_empty());
+    }
+
+    #[test]
+    fn queued_work_past_its_deadline_is_overdue_until_cleared() {
+        let health = Health::default();
+        let now = Instant::now();
+        health.set_deadline("proxy", Some(now + Duration::from_secs(60)));
+        assert!(health.overdue(now).is_empty());
+        assert_eq!(health.overdue(now + Duration::from_secs(61)), vec!["proxy"]);
+        health.set_deadline("proxy", None);
+        assert!(health.overdue(now + Duration::from_secs(61)).is_empty());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The node agent: the node's kubelet and kube-proxy, steered by its NodeConfig.
 //!
 //! Functional core: [`config_plan`], [`node`], [`status`], [`lease::renewed`],
-//! the parsers of [`host`] and [`runtime`] are pure and unit-tested. Imperative
-//! shell: the loops ([`config_loop`], [`runtime::run`], [`node_sync`],
-//! [`lease::LeaseRenewer`], [`status_writer`]), the [`server`], wired in [`agent`].
+//! the parsers of [`host`] and [`runtime`], the proxy's planner, renderer,
+//! [`proxy::Scheduler`] and conntrack decisions are pure and unit-tested.
+//! Imperative shell: the loops ([`config_loop`], [`runtime::run`], [`node_sync`],
+//! [`lease::LeaseRenewer`], [`proxy_loop`], [`status_writer`]), the [`server`],
+//! wired in [`agent`].
 pub mod agent;
 pub mod config;
 pub mod config_loop;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod node_sync;
 pub mod proxy;
+pub mod proxy_loop;
 pub mod runtime;
 pub mod server;
 pub mod status;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use node_agent::config::{Command, Config, DEFAULT_CRI_ENDPOINT};
 use node_agent::cri::CriClient;
+use node_agent::proxy::{Iptables, IptablesCommand, Proxier, Table};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -38,6 +39,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Cleanup) => cleanup(),
         None => match node_agent::agent::run(config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -46,5 +48,50 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `node-agent cleanup`: removes the proxy's rules in this network namespace
+/// and prints, per table, the chains and jumps that went.
+fn cleanup() -> ExitCode {
+    let mut iptables = IptablesCommand::new();
+    let installed = match iptables.installed() {
+        Ok(installed) => installed,
+        Err(err) => {
+            eprintln!("node-agent: reading the rules: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if installed.is_empty() {
+        println!("no rules of node-agent in this network namespace");
+        return ExitCode::SUCCESS;
+    }
+    for table in Table::ALL {
+        let rules = installed.table(table);
+        for (chain, jumps) in &rules.jumps {
+            for jump in jumps {
+                println!("{}: -A {chain} {jump}", table.name());
+            }
+        }
+        for (chain, chain_rules) in &rules.chains {
+            println!(
+                "{}: chain {chain} ({} rules)",
+                table.name(),
+                chain_rules.len()
+            );
+        }
+    }
+    match Proxier::new(iptables).cleanup() {
+        Ok(removed) => {
+            println!(
+                "removed {removed} rules in {} chains",
+                installed.chain_count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("node-agent: removing the rules: {err}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -9,6 +9,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Outcome of a write to the API server.
@@ -62,6 +63,19 @@ pub struct LeaseLabels {
     pub lease: LeaseKind,
 }
 
+/// An iptables table (`nat`, `filter`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+}
+
+/// A Service or EndpointSlice the proxy skipped as malformed, and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -81,6 +95,83 @@ pub struct Metrics {
     node_status_updates: Family<ResultLabels, Counter>,
     /// 1 when the runtime reports RuntimeReady and NetworkReady.
     pub runtime_ready: Gauge,
+    /// The service proxy's metrics, named like kube-proxy's.
+    pub proxy: ProxyMetrics,
+}
+
+/// kube-proxy's metrics, under the agent's prefix.
+#[derive(Clone, Debug)]
+pub struct ProxyMetrics {
+    /// Duration of each sync (planning, checks, restore), as kube-proxy's.
+    pub sync_duration: Histogram,
+    /// From a change (EndpointSlice trigger time, or when the agent saw it) to its rules in place.
+    pub network_programming_duration: Histogram,
+    /// Rules of ours per table after the last successful sync.
+    pub rules: Family<TableLabels, Gauge>,
+    pub restore_failures: Counter,
+    /// Unix time of the last successful sync.
+    pub last_sync_timestamp: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Malformed objects skipped, counted once per object and reason.
+    pub skipped_objects: Family<SkipLabels, Counter>,
+    /// `conntrack -D` runs for stale UDP flows that failed.
+    pub conntrack_failures: Counter,
+}
+
+impl ProxyMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        // kube-proxy's buckets: 1ms doubling to ~16s; programming latency up to ~5 min.
+        let metrics = Self {
+            sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            network_programming_duration: Histogram::new(
+                [0.25, 0.5]
+                    .into_iter()
+                    .chain((1..=59).map(f64::from))
+                    .chain((0..12).map(|i| 60.0 + 5.0 * f64::from(i)))
+                    .chain((0..7).map(|i| 120.0 + 30.0 * f64::from(i))),
+            ),
+            rules: Family::default(),
+            restore_failures: Counter::default(),
+            last_sync_timestamp: Gauge::default(),
+            skipped_objects: Family::default(),
+            conntrack_failures: Counter::default(),
+        };
+        registry.register(
+            "sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            metrics.sync_duration.clone(),
+        );
+        registry.register(
+            "network_programming_duration_seconds",
+            "In-cluster network programming latency in seconds: from a Service or EndpointSlice change to its rules in place",
+            metrics.network_programming_duration.clone(),
+        );
+        registry.register(
+            "sync_proxy_rules_iptables_total",
+            "Number of proxy rules programmed, by table",
+            metrics.rules.clone(),
+        );
+        registry.register(
+            "iptables_restore_failures",
+            "iptables-restore failures of the service proxy",
+            metrics.restore_failures.clone(),
+        );
+        registry.register(
+            "sync_proxy_rules_last_timestamp_seconds",
+            "The last time the proxy rules were successfully synced (Unix seconds)",
+            metrics.last_sync_timestamp.clone(),
+        );
+        registry.register(
+            "proxy_skipped_objects",
+            "Malformed Services and EndpointSlices the proxy skipped, once per object and reason",
+            metrics.skipped_objects.clone(),
+        );
+        registry.register(
+            "proxy_conntrack_delete_failures",
+            "Failed deletions of stale UDP conntrack entries",
+            metrics.conntrack_failures.clone(),
+        );
+        metrics
+    }
 }
 
 impl Default for Metrics {
@@ -129,6 +220,7 @@ impl Metrics {
             runtime_ready.clone(),
         );
         registry.register("build_info", "The agent's version; always 1", build_info);
+        let proxy = ProxyMetrics::new(&mut registry);
         Self {
             registry: Arc::new(registry),
             status_writes,
@@ -136,6 +228,7 @@ impl Metrics {
             lease_renew_errors,
             node_status_updates,
             runtime_ready,
+            proxy,
         }
     }
 
@@ -183,12 +276,24 @@ mod tests {
         metrics.config_apply(ApplyResult::Rejected);
         metrics.lease_renew_error(LeaseKind::Node);
         metrics.runtime_ready.set(1);
+        metrics.proxy.restore_failures.inc();
+        metrics.proxy.sync_duration.observe(0.2);
+        metrics
+            .proxy
+            .rules
+            .get_or_create(&TableLabels {
+                table: "nat".into(),
+            })
+            .set(12);
         let text = metrics.encode();
         for line in [
             "nodeconfig_agent_status_writes_total{result=\"success\"} 1",
             "nodeconfig_agent_config_applies_total{result=\"rejected\"} 1",
             "nodeconfig_agent_lease_renew_errors_total{lease=\"node\"} 1",
             "nodeconfig_agent_runtime_ready 1",
+            "nodeconfig_agent_iptables_restore_failures_total 1",
+            "nodeconfig_agent_sync_proxy_rules_duration_seconds_count 1",
+            "nodeconfig_agent_sync_proxy_rules_iptables_total{table=\"nat\"} 12",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

@@ -1,6 +1,7 @@
 //! `/healthz`, `/readyz` and `/metrics` on `--listen` (axum).
 //!
-//! - `/healthz`: every loop turned within [`health::STALE_AFTER`].
+//! - `/healthz`: every loop turned within [`health::STALE_AFTER`], and no
+//!   queued work is past its deadline (the proxy's changes: 2 × syncPeriod).
 //! - `/readyz`: the NodeConfig was seen and the agent runs with it (applied or paused).
 //! - `/metrics`: Prometheus text ([`Metrics`]).
 
@@ -46,15 +47,25 @@ pub async fn serve(
 }
 
 async fn healthz(State(state): State<ServerState>) -> (StatusCode, String) {
-    let stale = state
-        .health
-        .stale_loops(Instant::now(), health::STALE_AFTER);
-    if stale.is_empty() {
+    let now = Instant::now();
+    let stale = state.health.stale_loops(now, health::STALE_AFTER);
+    let overdue = state.health.overdue(now);
+    let mut problems = Vec::new();
+    if !stale.is_empty() {
+        problems.push(format!("loops not turning: {}", stale.join(", ")));
+    }
+    if !overdue.is_empty() {
+        problems.push(format!(
+            "queued changes not applied in time: {}",
+            overdue.join(", ")
+        ));
+    }
+    if problems.is_empty() {
         (StatusCode::OK, "ok\n".into())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("loops not turning: {}\n", stale.join(", ")),
+            format!("{}\n", problems.join("; ")),
         )
     }
 }

@@ -11,25 +11,44 @@
 //!   Unknown `Paused` when the agent restarted under a pause that hides which
 //!   spec was applied before. False with the reason of the refusal otherwise.
 //! - `RuntimeReady`: CRI answers and reports RuntimeReady and NetworkReady.
-//! - `Ready`: ConfigApplied and RuntimeReady are both True.
+//! - `ProxyReady`: True `Synced` after a successful sync of the service rules;
+//!   False `SyncFailed` (the previous rules stay), `Disabled` (spec.proxy.enabled
+//!   is false: no rules of ours), `InvalidConfig`; Unknown `NotConfigured` before
+//!   the first NodeConfig and `Syncing` until the first sync ends.
+//! - `Ready`: ConfigApplied and RuntimeReady are both True, and ProxyReady too
+//!   when the proxy is enabled.
+//! - `proxy` block: what the last successful sync programmed. Written on change
+//!   of the service ports, endpoints or rules; `lastSyncTime`,
+//!   `lastSyncDurationSeconds` and `failedSyncs` change with every sync, so on
+//!   their own they are rewritten at most every [`PROXY_STATUS_REFRESH`] (a
+//!   status write per syncPeriod per node is the etcd load DESIGN.md warns of).
+//!   A failing sync still shows at once: ProxyReady turns False.
 //! - `Degraded`: the agent works, but not wholly as asked: a refused generation
 //!   while an older one runs, or Node settings the API server refused.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use nodeconfig_crds::conditions::{set_condition, types, ConditionStatus, NewCondition};
-use nodeconfig_crds::{AgentStatus, NodeConfigStatus, NodeMode};
+use nodeconfig_crds::{AgentStatus, NodeConfigStatus, NodeMode, ProxyStatus};
 
 use crate::config_loop::{ConfigReport, ConfigState};
 use crate::node_sync::NodeReport;
+use crate::proxy_loop::{ProxyReport, ProxyState};
 use crate::runtime::{RuntimeHealth, RuntimeReport};
 
 /// The condition types this agent writes; other types in status are left alone.
-pub const OWN_CONDITIONS: [&str; 4] = [
+pub const OWN_CONDITIONS: [&str; 5] = [
     types::READY,
     types::CONFIG_APPLIED,
     types::RUNTIME_READY,
+    types::PROXY_READY,
     types::DEGRADED,
 ];
+
+/// The longest a changed `proxy.lastSyncTime` (or sync duration, or failed
+/// syncs count) waits for a status write when nothing else in the block changed.
+pub const PROXY_STATUS_REFRESH: Duration = Duration::from_secs(300);
 
 /// What the status is computed from.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +56,7 @@ pub struct StatusInputs<'a> {
     pub config: &'a ConfigReport,
     pub runtime: &'a RuntimeReport,
     pub node: &'a NodeReport,
+    pub proxy: &'a ProxyReport,
     /// spec.mode as observed: the mode shown until the agent runs with an applied one.
     pub spec_mode: NodeMode,
 }
@@ -57,12 +77,14 @@ pub fn desired_status(
     let generation = inputs.config.state.generation();
     let config = config_applied(inputs.config);
     let runtime = runtime_ready(inputs.runtime);
-    let ready = ready(&config, &runtime);
+    let proxy = proxy_ready(inputs.proxy);
+    let ready = ready(&config, &runtime, inputs.proxy.enabled.then_some(&proxy));
     let degraded = degraded(inputs.config, inputs.node);
     let conditions = [
         (types::READY, ready),
         (types::CONFIG_APPLIED, config),
         (types::RUNTIME_READY, runtime),
+        (types::PROXY_READY, proxy),
         (types::DEGRADED, degraded),
     ]
     .into_iter()
@@ -94,7 +116,29 @@ pub fn desired_status(
         }),
         runtime: inputs.runtime.status(),
         pods: None,
-        proxy: None,
+        proxy: proxy_status(inputs.proxy),
+    }
+}
+
+/// The `proxy` block, once a sync has run.
+fn proxy_status(proxy: &ProxyReport) -> Option<ProxyStatus> {
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    match proxy.state {
+        ProxyState::WaitingForConfig | ProxyState::Starting => None,
+        ProxyState::Synced
+        | ProxyState::Disabled
+        | ProxyState::Failed { .. }
+        | ProxyState::InvalidConfig { .. } => Some(ProxyStatus {
+            services: count(proxy.service_ports),
+            endpoints: count(proxy.endpoints),
+            rules: count(proxy.rules),
+            last_sync_time: proxy.last_sync.clone(),
+            last_sync_duration_seconds: proxy
+                .last_sync_duration
+                // Milliseconds are enough, and keep the number short.
+                .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
+            failed_syncs: i64::try_from(proxy.failed_syncs).unwrap_or(i64::MAX),
+        }),
     }
 }
 
@@ -110,6 +154,17 @@ pub fn inputs_settled(config: &ConfigReport, runtime: &RuntimeReport) -> bool {
     config.synced
         && runtime.health != RuntimeHealth::NotChecked
         && runtime.endpoint == endpoint_in_force
+}
+
+/// Whether the proxy has reported on the settings in force: once a NodeConfig
+/// is applied, the status waits for the first sync (so a restart does not
+/// write ProxyReady Unknown and then True).
+pub fn proxy_settled(config: &ConfigReport, proxy: &ProxyReport) -> bool {
+    config.applied.is_none()
+        || !matches!(
+            proxy.state,
+            ProxyState::WaitingForConfig | ProxyState::Starting
+        )
 }
 
 /// Whether `current` differs from `desired` in anything the agent writes,
@@ -128,7 +183,27 @@ pub fn needs_write(desired: &NodeConfigStatus, current: &NodeConfigStatus) -> bo
     desired.observed_generation != current.observed_generation
         || desired.agent != current.agent
         || desired.runtime != current.runtime
+        || proxy_differs(desired.proxy.as_ref(), current.proxy.as_ref())
         || desired.conditions.iter().any(condition_differs)
+}
+
+/// The proxy block needs a write when what is programmed changed, or when its
+/// sync time is [`PROXY_STATUS_REFRESH`] behind.
+fn proxy_differs(desired: Option<&ProxyStatus>, current: Option<&ProxyStatus>) -> bool {
+    let (Some(want), Some(have)) = (desired, current) else {
+        return desired.is_some() != current.is_some();
+    };
+    let behind = match (&want.last_sync_time, &have.last_sync_time) {
+        (Some(w), Some(h)) => {
+            w.0.as_second().saturating_sub(h.0.as_second())
+                >= i64::try_from(PROXY_STATUS_REFRESH.as_secs()).unwrap_or(i64::MAX)
+        }
+        (w, h) => w.is_some() != h.is_some(),
+    };
+    want.services != have.services
+        || want.endpoints != have.endpoints
+        || want.rules != have.rules
+        || behind
 }
 
 impl ConfigState {
@@ -217,7 +292,61 @@ fn runtime_ready(runtime: &RuntimeReport) -> Verdict {
     }
 }
 
-fn ready(config: &Verdict, runtime: &Verdict) -> Verdict {
+fn proxy_ready(proxy: &ProxyReport) -> Verdict {
+    match &proxy.state {
+        ProxyState::WaitingForConfig => Verdict {
+            status: ConditionStatus::Unknown,
+            reason: "NotConfigured",
+            message: "the service proxy waits for the NodeConfig's proxy settings".into(),
+        },
+        ProxyState::Starting => Verdict {
+            status: ConditionStatus::Unknown,
+            reason: "Syncing",
+            message: "the first sync of the service rules has not finished".into(),
+        },
+        ProxyState::Synced => Verdict {
+            status: ConditionStatus::True,
+            reason: "Synced",
+            message: format!(
+                "{} service ports and {} endpoints programmed in {} rules",
+                proxy.service_ports, proxy.endpoints, proxy.rules
+            ),
+        },
+        ProxyState::Disabled => Verdict {
+            status: ConditionStatus::False,
+            reason: "Disabled",
+            message: "spec.proxy.enabled is false: the agent programs no service rules".into(),
+        },
+        ProxyState::Failed { message } => Verdict {
+            status: ConditionStatus::False,
+            reason: "SyncFailed",
+            // iptables' stderr can be long; a condition message is for people.
+            message: format!(
+                "{}; the rules of the last successful sync stay in place",
+                truncate(message, 1024)
+            ),
+        },
+        ProxyState::InvalidConfig { message } => Verdict {
+            status: ConditionStatus::False,
+            reason: "InvalidConfig",
+            message: message.clone(),
+        },
+    }
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary, marked when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+fn ready(config: &Verdict, runtime: &Verdict, proxy: Option<&Verdict>) -> Verdict {
     let mut failing = Vec::new();
     if config.status != ConditionStatus::True {
         failing.push((
@@ -239,11 +368,21 @@ fn ready(config: &Verdict, runtime: &Verdict) -> Verdict {
             ),
         ));
     }
+    if let Some(proxy) = proxy.filter(|p| p.status != ConditionStatus::True) {
+        failing.push((
+            "ProxyNotReady",
+            format!("ProxyReady is {}: {}", proxy.status.as_str(), proxy.message),
+        ));
+    }
     match failing.first() {
         None => Verdict {
             status: ConditionStatus::True,
             reason: "AgentReady",
-            message: "configuration applied and container runtime ready".into(),
+            message: if proxy.is_some() {
+                "configuration applied, container runtime ready, service rules synced".into()
+            } else {
+                "configuration applied and container runtime ready".into()
+            },
         },
         Some((reason, _)) => Verdict {
             status: ConditionStatus::False,
@@ -353,14 +492,38 @@ mod tests {
         current: &NodeConfigStatus,
         now: i64,
     ) -> NodeConfigStatus {
+        compute_with_proxy(config, runtime, &ProxyReport::default(), current, now)
+    }
+
+    fn compute_with_proxy(
+        config: &ConfigReport,
+        runtime: &RuntimeReport,
+        proxy: &ProxyReport,
+        current: &NodeConfigStatus,
+        now: i64,
+    ) -> NodeConfigStatus {
         let node = NodeReport::default();
         let inputs = StatusInputs {
             config,
             runtime,
             node: &node,
+            proxy,
             spec_mode: NodeMode::Companion,
         };
         desired_status(inputs, current, at(now))
+    }
+
+    fn synced(services: usize, rules: usize, last_sync: i64) -> ProxyReport {
+        ProxyReport {
+            state: ProxyState::Synced,
+            enabled: true,
+            service_ports: services,
+            endpoints: 2 * services,
+            rules,
+            last_sync: Some(at(last_sync)),
+            last_sync_duration: Some(Duration::from_millis(12)),
+            failed_syncs: 0,
+        }
     }
 
     fn condition<'s>(status: &'s NodeConfigStatus, type_: &str) -> &'s Condition {
@@ -597,6 +760,21 @@ mod tests {
     }
 
     #[test]
+    fn the_status_waits_for_the_proxys_first_sync_once_configured() {
+        let starting = ProxyReport {
+            state: ProxyState::Starting,
+            enabled: true,
+            ..Default::default()
+        };
+        assert!(!proxy_settled(&config_applied_at(1), &starting));
+        assert!(proxy_settled(&config_applied_at(1), &synced(1, 10, 1)));
+        assert!(proxy_settled(
+            &ConfigReport::default(),
+            &ProxyReport::default()
+        ));
+    }
+
+    #[test]
     fn foreign_conditions_are_not_written() {
         let mut current = NodeConfigStatus::default();
         let pods = NewCondition {
@@ -613,6 +791,135 @@ mod tests {
     }
 
     #[test]
+    fn a_synced_proxy_is_ready_and_reports_its_block() {
+        let status = compute_with_proxy(
+            &config_applied_at(1),
+            &runtime_ready_report(),
+            &synced(3, 40, 100),
+            &NodeConfigStatus::default(),
+            100,
+        );
+        let proxy = condition(&status, types::PROXY_READY);
+        assert_eq!(
+            (proxy.status.as_str(), proxy.reason.as_str()),
+            ("True", "Synced")
+        );
+        assert_eq!(condition(&status, types::READY).status, "True");
+        assert_eq!(
+            status.proxy,
+            Some(ProxyStatus {
+                services: 3,
+                endpoints: 6,
+                rules: 40,
+                last_sync_time: Some(at(100)),
+                last_sync_duration_seconds: Some(0.012),
+                failed_syncs: 0,
+            })
+        );
+    }
+
+    #[test]
+    fn a_failed_sync_makes_proxy_ready_false_and_ready_false() {
+        let mut report = synced(3, 40, 100);
+        report.state = ProxyState::Failed {
+            message: "iptables-restore failed (exit status: 2): line 7".into(),
+        };
+        report.failed_syncs = 1;
+        let status = compute_with_proxy(
+            &config_applied_at(1),
+            &runtime_ready_report(),
+            &report,
+            &NodeConfigStatus::default(),
+            100,
+        );
+        let proxy = condition(&status, types::PROXY_READY);
+        assert_eq!(
+            (proxy.status.as_str(), proxy.reason.as_str()),
+            ("False", "SyncFailed")
+        );
+        assert!(proxy.message.contains("line 7"), "{}", proxy.message);
+        let ready = condition(&status, types::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ProxyNotReady")
+        );
+        assert_eq!(
+            status.proxy.map(|p| (p.rules, p.failed_syncs)),
+            Some((40, 1))
+        );
+    }
+
+    #[test]
+    fn a_disabled_proxy_is_not_part_of_ready() {
+        let report = ProxyReport {
+            state: ProxyState::Disabled,
+            enabled: false,
+            last_sync: Some(at(50)),
+            ..Default::default()
+        };
+        let status = compute_with_proxy(
+            &config_applied_at(1),
+            &runtime_ready_report(),
+            &report,
+            &NodeConfigStatus::default(),
+            100,
+        );
+        let proxy = condition(&status, types::PROXY_READY);
+        assert_eq!(
+            (proxy.status.as_str(), proxy.reason.as_str()),
+            ("False", "Disabled")
+        );
+        assert_eq!(condition(&status, types::READY).status, "True");
+        assert_eq!(status.proxy.map(|p| p.rules), Some(0));
+    }
+
+    #[test]
+    fn an_enabled_proxy_before_its_first_sync_holds_ready() {
+        let report = ProxyReport {
+            state: ProxyState::Starting,
+            enabled: true,
+            ..Default::default()
+        };
+        let status = compute_with_proxy(
+            &config_applied_at(1),
+            &runtime_ready_report(),
+            &report,
+            &NodeConfigStatus::default(),
+            100,
+        );
+        assert_eq!(condition(&status, types::PROXY_READY).status, "Unknown");
+        assert_eq!(condition(&status, types::READY).reason, "ProxyNotReady");
+        assert_eq!(status.proxy, None);
+    }
+
+    #[test]
+    fn sync_time_alone_is_written_at_most_every_five_minutes() {
+        let config = config_applied_at(1);
+        let runtime = runtime_ready_report();
+        let written = compute_with_proxy(
+            &config,
+            &runtime,
+            &synced(3, 40, 100),
+            &NodeConfigStatus::default(),
+            100,
+        );
+        // Syncs every 30s with nothing new: no write until 5 minutes have passed.
+        for t in [130, 160, 399] {
+            let mut report = synced(3, 40, t);
+            report.last_sync_duration = Some(Duration::from_millis(30));
+            report.failed_syncs = 2;
+            let desired = compute_with_proxy(&config, &runtime, &report, &written, t);
+            assert!(!needs_write(&desired, &written), "at {t}");
+        }
+        let desired = compute_with_proxy(&config, &runtime, &synced(3, 40, 400), &written, 400);
+        assert!(needs_write(&desired, &written), "five minutes on");
+        // Anything programmed that changes is written at once, with the fresh time.
+        let desired = compute_with_proxy(&config, &runtime, &synced(3, 41, 130), &written, 130);
+        assert!(needs_write(&desired, &written));
+        assert_eq!(desired.proxy.and_then(|p| p.last_sync_time), Some(at(130)));
+    }
+
+    #[test]
     fn node_problems_make_degraded() {
         let node = NodeReport {
             registered: true,
@@ -623,10 +930,12 @@ mod tests {
         };
         let config = config_applied_at(1);
         let runtime = runtime_ready_report();
+        let proxy = ProxyReport::default();
         let inputs = StatusInputs {
             config: &config,
             runtime: &runtime,
             node: &node,
+            proxy: &proxy,
             spec_mode: NodeMode::Kubelet,
         };
         let status = desired_status(inputs, &NodeConfigStatus::default(), at(1));

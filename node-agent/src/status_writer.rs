@@ -21,8 +21,9 @@ use crate::config_loop::ConfigReport;
 use crate::health::LoopHeartbeat;
 use crate::metrics::{Metrics, WriteResult};
 use crate::node_sync::NodeReport;
+use crate::proxy_loop::ProxyReport;
 use crate::runtime::RuntimeReport;
-use crate::status::{desired_status, inputs_settled, needs_write, StatusInputs};
+use crate::status::{desired_status, inputs_settled, needs_write, proxy_settled, StatusInputs};
 use crate::FIELD_MANAGER;
 
 /// How long a burst of reports may settle before one write.
@@ -38,6 +39,7 @@ pub struct StatusWriter {
     pub config: watch::Receiver<ConfigReport>,
     pub runtime: watch::Receiver<RuntimeReport>,
     pub node: watch::Receiver<NodeReport>,
+    pub proxy: watch::Receiver<ProxyReport>,
     pub observed: watch::Receiver<Option<Arc<NodeConfig>>>,
     pub metrics: Metrics,
     pub heartbeat: LoopHeartbeat,
@@ -83,6 +85,7 @@ impl StatusWriter {
                 r = self.config.changed() => if r.is_err() { return },
                 r = self.runtime.changed() => if r.is_err() { return },
                 r = self.node.changed() => if r.is_err() { return },
+                r = self.proxy.changed() => if r.is_err() { return },
                 r = self.observed.changed() => if r.is_err() { return },
             }
             self.heartbeat.beat();
@@ -94,11 +97,14 @@ impl StatusWriter {
             let config = self.config.borrow_and_update().clone();
             let runtime = self.runtime.borrow_and_update().clone();
             let node = self.node.borrow_and_update().clone();
+            let proxy = self.proxy.borrow_and_update().clone();
             let Some(observed) = self.observed.borrow_and_update().clone() else {
                 // No NodeConfig: nothing to write to.
                 continue;
             };
-            if !inputs_settled(&config, &runtime) && started.elapsed() < STARTUP_SETTLE_LIMIT {
+            if !(inputs_settled(&config, &runtime) && proxy_settled(&config, &proxy))
+                && started.elapsed() < STARTUP_SETTLE_LIMIT
+            {
                 continue;
             }
             let observed_rv = observed.resource_version();
@@ -110,6 +116,7 @@ impl StatusWriter {
                 config: &config,
                 runtime: &runtime,
                 node: &node,
+                proxy: &proxy,
                 spec_mode: observed.spec.mode,
             };
             let desired = desired_status(inputs, &current, Time(Timestamp::now()));

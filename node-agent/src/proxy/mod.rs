@@ -11,19 +11,23 @@
 //! so neither a first packet nor a sync walks or rewrites one list of every Service.
 
 pub mod config;
+pub mod conntrack;
 pub mod iptables;
 pub mod model;
 pub mod plan;
 pub mod proxier;
 pub mod render;
 pub mod ruleset;
+pub mod schedule;
 
 pub use config::{Dispatch, NodeInfo, ProxyConfig};
+pub use conntrack::{Conntrack, FlowDeletion, UdpServices};
 pub use iptables::{Iptables, IptablesCommand};
 pub use model::{Model, ServicePortName, Skip, SkipReason};
 pub use proxier::{FullSyncReason, Proxier, SyncCounters, SyncReport};
 pub use render::{render_restore_input, RestoreInput, SyncMode};
 pub use ruleset::{RuleSet, Table};
+pub use schedule::{Scheduler, SyncDue};
 
 /// What can go wrong between a NodeConfig and the kernel's rules.
 #[derive(Debug, thiserror::Error)]

@@ -159,6 +159,26 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// A short label for metrics (`..._proxy_skipped_objects_total{reason=...}`).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SkipReason::Headless => "headless",
+            SkipReason::ExternalName => "external_name",
+            SkipReason::OtherProxy(_) => "other_proxy",
+            SkipReason::NoClusterIp => "no_cluster_ip",
+            SkipReason::BadClusterIp(_) => "bad_cluster_ip",
+            SkipReason::Ipv6 => "ipv6",
+            SkipReason::BadPort { .. } => "bad_port",
+            SkipReason::BadNodePort { .. } => "bad_node_port",
+            SkipReason::UnknownProtocol(_) => "unknown_protocol",
+            SkipReason::BadAffinityTimeout(_) => "bad_affinity_timeout",
+            SkipReason::NoServiceName => "no_service_name",
+            SkipReason::AddressType(_) => "address_type",
+            SkipReason::BadEndpointAddress(_) => "bad_endpoint_address",
+            SkipReason::ChainNameCollision(_) => "chain_name_collision",
+        }
+    }
+
     /// Malformed input, as opposed to objects skipped by design (headless,
     /// ExternalName, another proxy's, the other IP family): worth a warning.
     pub fn is_malformed(&self) -> bool {
@@ -211,13 +231,18 @@ pub struct Skip {
     pub reason: SkipReason,
 }
 
-impl fmt::Display for Skip {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
             ObjectKind::Service => "Service",
             ObjectKind::EndpointSlice => "EndpointSlice",
-        };
-        write!(f, "{kind} {}: {}", self.object, self.reason)
+        }
+    }
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.kind.as_str(), self.object, self.reason)
     }
 }
 

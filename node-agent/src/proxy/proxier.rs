@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::config::{NodeInfo, ProxyConfig};
+use super::conntrack::{udp_services, UdpServices};
 use super::iptables::Iptables;
 use super::model::{Model, Skip};
 use super::plan::plan;
@@ -55,6 +56,8 @@ pub struct SyncReport {
     pub restore_bytes: usize,
     /// Objects or ports that got no rules (warn on [`crate::proxy::SkipReason::is_malformed`]).
     pub skipped: Vec<Skip>,
+    /// UDP service ports and the endpoints now DNATed to (stale conntrack entries).
+    pub udp: UdpServices,
     /// The whole sync: planning, checks, restore.
     pub duration: Duration,
     pub restore_duration: Duration,
@@ -198,6 +201,7 @@ impl<I: Iptables> Proxier<I> {
             Some(_) => self.counters.full_syncs += 1,
             None => self.counters.partial_syncs += 1,
         }
+        let udp = udp_services(&model, &desired.rules);
         let mut skipped = model.skipped;
         skipped.extend(desired.skipped);
         let report = SyncReport {
@@ -211,6 +215,7 @@ impl<I: Iptables> Proxier<I> {
             chains_deleted: input.chains_deleted,
             restore_bytes: input.text.len(),
             skipped,
+            udp,
             duration: started.elapsed(),
             restore_duration,
         };
@@ -230,6 +235,7 @@ impl<I: Iptables> Proxier<I> {
             chains_deleted: 0,
             restore_bytes: 0,
             skipped: Vec::new(),
+            udp: UdpServices::new(),
             duration: Duration::ZERO,
             restore_duration: Duration::ZERO,
         };

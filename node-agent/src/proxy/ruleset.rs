@@ -46,6 +46,12 @@ impl TableRules {
     fn is_empty(&self) -> bool {
         self.chains.is_empty() && self.jumps.is_empty()
     }
+
+    /// Rules in our chains plus our jumps in built-in chains.
+    pub fn rule_count(&self) -> usize {
+        self.chains.values().map(Vec::len).sum::<usize>()
+            + self.jumps.values().map(Vec::len).sum::<usize>()
+    }
 }
 
 /// Everything of ours in the nat and filter tables.
@@ -72,14 +78,7 @@ impl RuleSet {
 
     /// Rules in our chains plus our jumps in built-in chains.
     pub fn rule_count(&self) -> usize {
-        Table::ALL
-            .iter()
-            .map(|&t| {
-                let tr = self.table(t);
-                tr.chains.values().map(Vec::len).sum::<usize>()
-                    + tr.jumps.values().map(Vec::len).sum::<usize>()
-            })
-            .sum()
+        Table::ALL.iter().map(|&t| self.table(t).rule_count()).sum()
     }
 
     pub fn chain_count(&self) -> usize {
