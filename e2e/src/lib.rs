@@ -2,6 +2,7 @@
 //!
 //! The tests assume the cluster is up and fail (never skip) when it is not: a test
 //! run that could not reach the real components must not look green.
+pub mod backends;
 pub mod cluster;
 pub mod kubectl;
 pub mod node;

@@ -21,7 +21,8 @@ use sha2::{Digest, Sha256};
 
 use super::config::{Dispatch, NodeInfo, ProxyConfig};
 use super::model::{
-    Endpoint, Model, ObjectKind, ServicePort, ServicePortName, Skip, SkipReason, TrafficPolicy,
+    Endpoint, Model, ObjectKind, Protocol, ServicePort, ServicePortName, Skip, SkipReason,
+    TrafficPolicy,
 };
 use super::ruleset::{probability, RuleSet, RuleSpec, TableRules};
 
@@ -324,10 +325,13 @@ fn service_rules(
     };
 
     let (internal_block, external_block) = if !eps.any {
-        let reject = (
-            "REJECT --reject-with icmp-port-unreachable",
-            format!("{label} has no endpoints"),
-        );
+        // A TCP reset refuses the connect() at once; kube-proxy's ICMP
+        // port-unreachable is only noticed on the SYN's retransmit, a second later.
+        let target = match proto {
+            Protocol::Tcp => "REJECT --reject-with tcp-reset",
+            Protocol::Udp | Protocol::Sctp => "REJECT --reject-with icmp-port-unreachable",
+        };
+        let reject = (target, format!("{label} has no endpoints"));
         (Some(reject.clone()), Some(reject))
     } else {
         let drop = ("DROP", format!("{label} has no local endpoints"));

@@ -212,11 +212,11 @@ fn no_endpoints_rejects_at_once() {
     assert!(nat(&p, NODEPORTS).is_empty());
     assert_eq!(
         filter(&p, SERVICES),
-        ["-d 10.96.0.10/32 -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable"]
+        ["-d 10.96.0.10/32 -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with tcp-reset"]
     );
     assert_eq!(
         filter(&p, EXTERNAL_SERVICES),
-        ["-p tcp -m comment --comment \"default/web:http has no endpoints\" -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j REJECT --reject-with icmp-port-unreachable"]
+        ["-p tcp -m comment --comment \"default/web:http has no endpoints\" -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j REJECT --reject-with tcp-reset"]
     );
 }
 
@@ -645,7 +645,7 @@ fn odd_names_are_safe_in_comments() {
     let p = plan_one(s, vec![], &cfg());
     assert_eq!(
         filter(&p, SERVICES)[0],
-        "-d 10.96.0.10/32 -p tcp -m comment --comment \"default/we\\\"b?-j ACCEPT:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable"
+        "-d 10.96.0.10/32 -p tcp -m comment --comment \"default/we\\\"b?-j ACCEPT:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with tcp-reset"
     );
 }
 
