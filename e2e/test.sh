@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR=never
+e2e/scripts/install-deps.sh   # protoc for the CRI crate, the cluster's packages
 
 echo "== unit tests"
 cargo test --workspace --exclude nodeconfig-e2e --locked
