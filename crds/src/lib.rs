@@ -7,6 +7,7 @@
 
 pub mod conditions;
 pub mod crd;
+pub mod duration;
 mod v1alpha1;
 
 pub use v1alpha1::*;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::duration::parse_duration;
+use nodeconfig_crds::duration::parse_duration;
 
 /// nodeconfig's operator: one NodeConfig per Node, and the node agent's rollout.
 #[derive(Parser, Debug, Clone)]

@@ -21,7 +21,7 @@ use nodeconfig_crds::NodeConfigSpec;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::duration::{format_duration, parse_duration};
+use nodeconfig_crds::duration::{format_duration, parse_duration};
 
 /// Name of the defaults ConfigMap in the operator's namespace.
 pub const CONFIG_MAP_NAME: &str = "nodeconfig-defaults";

@@ -16,7 +16,7 @@ use nodeconfig_crds::conditions::{find_condition, types, ConditionStatus};
 use nodeconfig_crds::{NodeConfig, NodeConfigStatus, NodeMode};
 use serde_json::{json, Value};
 
-use crate::duration::format_duration;
+use nodeconfig_crds::duration::format_duration;
 
 /// Reason of the Ready condition the operator sets.
 pub const HEARTBEAT_LOST: &str = "AgentHeartbeatLost";

@@ -6,7 +6,6 @@ mod config;
 mod controller;
 mod daemonset;
 mod defaults;
-mod duration;
 mod error;
 mod leader;
 mod liveness;

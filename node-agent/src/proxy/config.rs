@@ -121,47 +121,9 @@ fn parse_ipv4_cidr(field: &'static str, value: &str) -> Result<Option<Ipv4Net>, 
     }
 }
 
-/// A Go duration (`30s`, `1m30s`, `500ms`, `1.5h`), as the CRD's schema admits them.
+/// A Go duration (`30s`, `1m30s`, `500ms`), as the CRD's schema admits them.
 fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ProxyError> {
-    let s = value.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(invalid(field, value, "empty duration"));
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| invalid(field, value, "expected a number"))?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => {
-                return Err(invalid(
-                    field,
-                    value,
-                    "unit must be one of ns, us, ms, s, m, h",
-                ))
-            }
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| invalid(field, value, "out of range"))
+    nodeconfig_crds::duration::parse_duration(value).map_err(|e| invalid(field, value, &e.to_string()))
 }
 
 #[cfg(test)]
