@@ -19,6 +19,7 @@ pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod node_sync;
+pub mod pods;
 pub mod proxy;
 pub mod proxy_loop;
 pub mod runtime;

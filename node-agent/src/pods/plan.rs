@@ -1,0 +1,467 @@
+//! The pod planner, after the kubelet's `computePodActions`: given a Pod, what
+//! CRI reports for it, the probe verdicts and the back-off, it says what to do
+//! (kill the pod, create a sandbox, start the next init container, start and
+//! kill containers) and why. Pure; the shell runs the actions, then records
+//! each restart of an exited container in the [`Backoff`].
+//!
+//! The back-off needs each exited container's `finished_at`, so the runtime
+//! view must be built from CRI `ContainerStatus`, not `ListContainers` alone.
+//! Not covered yet: restartable init containers (sidecars), ephemeral
+//! containers, in-place resize.
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use sha2::{Digest, Sha256};
+
+use super::backoff::{Backoff, BackoffKey};
+use super::runtime_view::{ContainerState, ContainerView, PodRuntimeView, SandboxState};
+
+/// The Pod's `spec.restartPolicy` (default `Always`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn of(pod: &Pod) -> Self {
+        match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) {
+            Some("OnFailure") => Self::OnFailure,
+            Some("Never") => Self::Never,
+            _ => Self::Always,
+        }
+    }
+
+    /// The kubelet's `shouldRestartOnFailure`.
+    fn restarts_on_failure(self) -> bool {
+        self != Self::Never
+    }
+}
+
+/// Containers whose probes have failed past their thresholds (the prober's verdict).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeFailures {
+    pub liveness: BTreeSet<String>,
+    pub startup: BTreeSet<String>,
+}
+
+/// Why a container is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartReason {
+    /// No instance in the current sandbox: a new pod, a new sandbox, or the
+    /// next init container. `restart_count` still counts earlier instances.
+    NotCreated,
+    /// The last instance exited (or was created and never ran, or is in an unknown state).
+    Restart,
+    /// The running instance is being killed for this reason and replaced.
+    Replace(KillReason),
+}
+
+/// Why a container is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// Its spec hash differs from the one it was created with.
+    SpecChanged,
+    LivenessFailed,
+    StartupFailed,
+    /// CRI reports its state as unknown: stop it before anything else.
+    UnknownState,
+}
+
+impl KillReason {
+    /// The message the kubelet logs and puts in the Killing event.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::SpecChanged => "Container definition changed",
+            Self::LivenessFailed => "Container failed liveness probe, will be restarted",
+            Self::StartupFailed => "Container failed startup probe, will be restarted",
+            Self::UnknownState => "Container is in unknown state, try killing it before restarting",
+        }
+    }
+}
+
+/// A container to create and start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStart {
+    pub name: String,
+    pub reason: StartReason,
+    /// The restart count to record on the new instance (previous + 1, or 0).
+    pub restart_count: u32,
+    /// When the previous instance exited; the shell passes it to
+    /// [`Backoff::record_restart`] once the container is started.
+    pub previous_exit: Option<SystemTime>,
+}
+
+/// A running (or unknown) container to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerKill {
+    pub id: String,
+    pub name: String,
+    pub reason: KillReason,
+}
+
+/// A container that should start but waits for its back-off (`CrashLoopBackOff`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingOff {
+    pub name: String,
+    pub remaining: Duration,
+}
+
+/// What the shell must do for one pod, like the kubelet's `podActions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodActions {
+    /// Stop every container and the sandbox(es) of the pod first.
+    pub kill_pod: bool,
+    /// Create a new sandbox (after `kill_pod`) with this attempt number.
+    pub create_sandbox: bool,
+    pub attempt: u32,
+    /// The newest existing sandbox, if any (the one containers start in when
+    /// no new sandbox is created).
+    pub sandbox_id: Option<String>,
+    /// The one init container to start now; init containers run one by one.
+    pub next_init_container: Option<ContainerStart>,
+    pub containers_to_start: Vec<ContainerStart>,
+    pub containers_to_kill: Vec<ContainerKill>,
+    pub backing_off: Vec<BackingOff>,
+}
+
+impl PodActions {
+    /// Nothing to do now.
+    pub fn is_noop(&self) -> bool {
+        !self.kill_pod
+            && !self.create_sandbox
+            && self.next_init_container.is_none()
+            && self.containers_to_start.is_empty()
+            && self.containers_to_kill.is_empty()
+    }
+
+    /// When to look at the pod again for a container in back-off.
+    pub fn requeue_after(&self) -> Option<Duration> {
+        self.backing_off.iter().map(|b| b.remaining).min()
+    }
+}
+
+/// The hash recorded on each container ([`super::runtime_view::ANNOTATION_CONTAINER_HASH`]).
+///
+/// As the kubelet's `HashContainer` since 1.31, only `name` and `image` are
+/// hashed: every other field of a Pod's container is immutable (resources are
+/// resized in place), so hashing more would only restart containers when the
+/// serialisation of a field changes between versions. Hex of the first 8 bytes
+/// of SHA-256 over the JSON array `[name, image]`.
+pub fn container_spec_hash(container: &Container) -> String {
+    let canonical = serde_json::json!([container.name, container.image.as_deref().unwrap_or("")]);
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares the Pod with what CRI holds for it and returns the actions.
+pub fn compute_pod_actions(
+    pod: &Pod,
+    runtime: &PodRuntimeView,
+    probes: &ProbeFailures,
+    backoff: &Backoff,
+    now: SystemTime,
+) -> PodActions {
+    let mut planner = Planner {
+        pod,
+        runtime,
+        backoff,
+        now,
+        uid: pod.metadata.uid.as_deref().unwrap_or_default(),
+        actions: PodActions::default(),
+    };
+    planner.plan(probes);
+    planner.actions
+}
+
+struct Planner<'a> {
+    pod: &'a Pod,
+    runtime: &'a PodRuntimeView,
+    backoff: &'a Backoff,
+    now: SystemTime,
+    uid: &'a str,
+    actions: PodActions,
+}
+
+enum InitProgress<'a> {
+    Done,
+    /// An init container runs: wait for it.
+    Running,
+    Next {
+        container: &'a Container,
+        failed: Option<&'a ContainerView>,
+    },
+}
+
+impl<'a> Planner<'a> {
+    fn plan(&mut self, probes: &ProbeFailures) {
+        let policy = RestartPolicy::of(self.pod);
+        let (containers, init_containers) = match self.pod.spec.as_ref() {
+            Some(spec) => (
+                spec.containers.as_slice(),
+                spec.init_containers.as_deref().unwrap_or_default(),
+            ),
+            None => (&[][..], &[][..]),
+        };
+        self.actions.sandbox_id = self.runtime.sandboxes.first().map(|s| s.id.clone());
+
+        if self.pod.metadata.deletion_timestamp.is_some() || is_terminal(self.pod) {
+            self.actions.kill_pod = self.anything_alive();
+            return;
+        }
+
+        let (changed, attempt) = self.sandbox_changed();
+        if changed {
+            self.actions.kill_pod = !self.runtime.sandboxes.is_empty() || self.anything_alive();
+            // A Never pod whose sandbox died after its containers ran is over.
+            if policy == RestartPolicy::Never && attempt != 0 && !self.runtime.containers.is_empty()
+            {
+                return;
+            }
+            let to_start: Vec<&Container> = containers
+                .iter()
+                .filter(|c| !(policy == RestartPolicy::OnFailure && self.succeeded(&c.name)))
+                .collect();
+            if to_start.is_empty() {
+                return;
+            }
+            self.actions.create_sandbox = true;
+            self.actions.attempt = attempt;
+            if let Some(first) = init_containers.first() {
+                self.actions.next_init_container =
+                    self.start_or_back_off(first, StartReason::NotCreated);
+            } else {
+                for c in to_start {
+                    if let Some(start) = self.start_or_back_off(c, StartReason::NotCreated) {
+                        self.actions.containers_to_start.push(start);
+                    }
+                }
+            }
+            return;
+        }
+        self.actions.attempt = attempt;
+
+        match self.next_init_container(init_containers, containers) {
+            InitProgress::Done => {}
+            InitProgress::Running => return,
+            InitProgress::Next { container, failed } => {
+                if failed.is_some() && !policy.restarts_on_failure() {
+                    self.actions.kill_pod = true;
+                    return;
+                }
+                if let Some(last) = failed.filter(|f| f.state == ContainerState::Unknown) {
+                    self.kill(last, KillReason::UnknownState);
+                }
+                let reason = if failed.is_some() {
+                    StartReason::Restart
+                } else {
+                    StartReason::NotCreated
+                };
+                self.actions.next_init_container = self.start_or_back_off(container, reason);
+                return;
+            }
+        }
+
+        let mut keep = 0;
+        for c in containers {
+            let Some(last) = self.runtime.latest(&c.name) else {
+                if let Some(start) = self.start_or_back_off(c, StartReason::NotCreated) {
+                    self.actions.containers_to_start.push(start);
+                }
+                continue;
+            };
+            if last.state != ContainerState::Running {
+                if last.state == ContainerState::Unknown {
+                    self.kill(last, KillReason::UnknownState);
+                }
+                if should_restart(policy, last) {
+                    if let Some(start) = self.start_or_back_off(c, StartReason::Restart) {
+                        self.actions.containers_to_start.push(start);
+                    }
+                }
+                continue;
+            }
+            let (reason, restart) = if last
+                .spec_hash
+                .as_ref()
+                .is_some_and(|h| *h != container_spec_hash(c))
+            {
+                (KillReason::SpecChanged, true)
+            } else if probes.liveness.contains(&c.name) {
+                (KillReason::LivenessFailed, policy.restarts_on_failure())
+            } else if probes.startup.contains(&c.name) {
+                (KillReason::StartupFailed, policy.restarts_on_failure())
+            } else {
+                keep += 1;
+                continue;
+            };
+            self.kill(last, reason);
+            if restart {
+                self.actions.containers_to_start.push(ContainerStart {
+                    name: c.name.clone(),
+                    reason: StartReason::Replace(reason),
+                    restart_count: last.restart_count + 1,
+                    previous_exit: None,
+                });
+            }
+        }
+        if keep == 0
+            && self.actions.containers_to_start.is_empty()
+            && self.actions.backing_off.is_empty()
+        {
+            // Nothing runs or will run: stop the sandbox too.
+            self.actions.kill_pod = true;
+        }
+    }
+
+    /// The kubelet's `podSandboxChanged`: (must the sandbox be (re)created, its attempt).
+    fn sandbox_changed(&self) -> (bool, u32) {
+        let Some(newest) = self.runtime.sandboxes.first() else {
+            return (true, 0);
+        };
+        let next = newest.attempt + 1;
+        let ready = self
+            .runtime
+            .sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Ready)
+            .count();
+        let host_network = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        if ready > 1
+            || newest.state != SandboxState::Ready
+            || (!host_network && newest.ip.is_none())
+        {
+            return (true, next);
+        }
+        (false, newest.attempt)
+    }
+
+    /// The kubelet's `findNextInitContainerToRun`.
+    fn next_init_container(
+        &self,
+        init: &'a [Container],
+        containers: &[Container],
+    ) -> InitProgress<'a> {
+        if init.is_empty()
+            || containers.iter().any(|c| {
+                self.runtime
+                    .latest(&c.name)
+                    .is_some_and(|s| s.state == ContainerState::Running)
+            })
+        {
+            return InitProgress::Done;
+        }
+        for c in init.iter().rev() {
+            if let Some(last) = self.runtime.latest(&c.name).filter(|l| init_failed(l)) {
+                return InitProgress::Next {
+                    container: c,
+                    failed: Some(last),
+                };
+            }
+        }
+        for (i, c) in init.iter().enumerate().rev() {
+            match self.runtime.latest(&c.name).map(|s| s.state) {
+                None => continue,
+                Some(ContainerState::Running) => return InitProgress::Running,
+                Some(_) if i + 1 == init.len() => return InitProgress::Done,
+                Some(_) => {
+                    return InitProgress::Next {
+                        container: &init[i + 1],
+                        failed: None,
+                    }
+                }
+            }
+        }
+        InitProgress::Next {
+            container: &init[0],
+            failed: None,
+        }
+    }
+
+    /// A start, or a [`BackingOff`] entry when the last instance exited too recently.
+    fn start_or_back_off(&mut self, c: &Container, reason: StartReason) -> Option<ContainerStart> {
+        let last = self.runtime.latest(&c.name);
+        let previous_exit = last
+            .filter(|l| l.state == ContainerState::Exited)
+            .and_then(|l| l.finished_at);
+        let remaining = previous_exit.and_then(|exit| {
+            self.backoff
+                .remaining(&BackoffKey::new(self.uid, &c.name), exit, self.now)
+        });
+        if let Some(remaining) = remaining {
+            self.actions.backing_off.push(BackingOff {
+                name: c.name.clone(),
+                remaining,
+            });
+            return None;
+        }
+        Some(ContainerStart {
+            name: c.name.clone(),
+            reason,
+            restart_count: last.map_or(0, |l| l.restart_count + 1),
+            previous_exit,
+        })
+    }
+
+    fn kill(&mut self, c: &ContainerView, reason: KillReason) {
+        self.actions.containers_to_kill.push(ContainerKill {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            reason,
+        });
+    }
+
+    fn succeeded(&self, name: &str) -> bool {
+        self.runtime
+            .latest(name)
+            .is_some_and(|c| c.state == ContainerState::Exited && c.exit_code == 0)
+    }
+
+    fn anything_alive(&self) -> bool {
+        self.runtime
+            .sandboxes
+            .iter()
+            .any(|s| s.state == SandboxState::Ready)
+            || self
+                .runtime
+                .containers
+                .iter()
+                .any(|c| c.state != ContainerState::Exited)
+    }
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// The kubelet's `isInitContainerFailed`.
+fn init_failed(c: &ContainerView) -> bool {
+    match c.state {
+        ContainerState::Exited => c.exit_code != 0,
+        ContainerState::Unknown => true,
+        ContainerState::Created | ContainerState::Running => false,
+    }
+}
+
+/// The kubelet's `ShouldContainerBeRestarted` for a container that is not running.
+fn should_restart(policy: RestartPolicy, last: &ContainerView) -> bool {
+    match last.state {
+        ContainerState::Running => false,
+        ContainerState::Created | ContainerState::Unknown => true,
+        ContainerState::Exited => match policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => last.exit_code != 0,
+            RestartPolicy::Never => false,
+        },
+    }
+}
