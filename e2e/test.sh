@@ -9,8 +9,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR=never
 e2e/scripts/install-deps.sh   # protoc for the CRI crate, the cluster's packages
 
+# Every cargo test's output also goes here, for the total printed at the end.
+results="$(mktemp)"
+summary() {
+  awk '/^test result:/ {p += $4; f += $6; s += $8} END {printf "total: %d passed, %d failed, %d skipped\n", p, f, s}' "$results"
+}
+
+trap summary EXIT
+
 echo "== unit tests"
-cargo test --workspace --exclude nodeconfig-e2e --locked
+cargo test --workspace --exclude nodeconfig-e2e --locked 2>&1 | tee -a "$results"
 
 echo "== local cluster"
 was_up=0
@@ -27,10 +35,11 @@ finish() {
   if [ "$was_up" = 0 ] && [ "${NODECONFIG_KEEP_CLUSTER:-0}" != 1 ]; then
     e2e/cluster down || true
   fi
+  summary
   exit "$rc"
 }
 trap finish EXIT
 e2e/cluster up
 
 echo "== end-to-end tests"
-cargo test -p nodeconfig-e2e --locked -- --test-threads=2 "$@"
+cargo test -p nodeconfig-e2e --locked -- --test-threads=2 "$@" 2>&1 | tee -a "$results"
