@@ -122,6 +122,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
     let (owner_tx, owner_rx) = watch::channel(None);
     let (proxy_tx, proxy_rx) = watch::channel(ProxyReport::default());
 
+    let kubelet_mode = matches!(config.mode, Some(ModeOverride::Kubelet));
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<&'static str> = JoinSet::new();
     let mut spawn =
@@ -167,6 +168,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
         "node",
         Box::pin(
             NodeSync {
+                kubelet_port: kubelet_mode.then_some(config.kubelet_port),
                 api: Api::<Node>::all(client.clone()),
                 node_name: node_name.clone(),
                 internal_ip,
@@ -202,7 +204,6 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
     // A node's own credentials may renew Leases in kube-node-lease only
     // (NodeRestriction); in Kubelet mode the node Lease above is the agent's
     // heartbeat, and the operator reads it. Companion agents renew their own.
-    let kubelet_mode = matches!(config.mode, Some(ModeOverride::Kubelet));
     if !kubelet_mode {
         spawn(
             "agent-lease",
@@ -249,6 +250,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                 runtime: runtime_rx,
                 node: node_rx,
                 proxy: proxy_rx,
+                pods: None,
                 observed: observed_rx,
                 metrics: metrics.clone(),
                 heartbeat: health.register("status"),

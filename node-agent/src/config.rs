@@ -36,6 +36,40 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
+    /// Kubelet mode: the agent's state (pod volumes under `pods/<uid>`), as the kubelet's --root-dir.
+    #[arg(
+        long,
+        env = "NODECONFIG_ROOT_DIR",
+        default_value = "/var/lib/nodeconfig-agent",
+        global = true
+    )]
+    pub root_dir: PathBuf,
+
+    /// Kubelet mode: where container logs go (`<namespace>_<pod>_<uid>/<container>/<n>.log`).
+    #[arg(
+        long,
+        env = "NODECONFIG_POD_LOGS_DIR",
+        default_value = "/var/log/pods",
+        global = true
+    )]
+    pub pod_logs_dir: PathBuf,
+
+    /// Kubelet mode: the port of the HTTPS endpoint the API server calls for
+    /// `kubectl logs` and `kubectl exec` (the Node's daemon endpoint), on the node IP.
+    #[arg(
+        long,
+        env = "NODECONFIG_KUBELET_PORT",
+        default_value_t = 10250,
+        global = true
+    )]
+    pub kubelet_port: u16,
+
+    /// Kubelet mode: CA bundle that verifies client certificates on the kubelet
+    /// port (the API server's kubelet client certificate); without it only
+    /// bearer tokens (TokenReview) authenticate.
+    #[arg(long, env = "NODECONFIG_CLIENT_CA_FILE", global = true)]
+    pub client_ca_file: Option<PathBuf>,
+
     /// Run in this mode whatever the NodeConfig says.
     #[arg(long, env = "NODECONFIG_MODE", value_enum, global = true)]
     pub mode: Option<ModeOverride>,

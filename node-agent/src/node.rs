@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -47,6 +48,9 @@ pub struct NodeInputs<'a> {
     pub host: &'a HostFacts,
     pub pods: &'a PodsSpec,
     pub runtime: &'a RuntimeReport,
+    /// The port of the agent's kubelet endpoint (logs, exec), published as
+    /// the Node's daemon endpoint so the API server can reach it.
+    pub kubelet_port: Option<u16>,
 }
 
 /// The labels the agent owns on its Node: the kubelet's well-known ones, the
@@ -187,6 +191,11 @@ pub fn desired_status(
     }
 
     NodeStatus {
+        daemon_endpoints: inputs.kubelet_port.map(|port| NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(port),
+            }),
+        }),
         addresses: Some(addresses),
         capacity: Some(capacity),
         allocatable: Some(allocatable),
@@ -332,6 +341,7 @@ pub fn status_needs_update(
     });
     conditions_differ
         || desired.addresses != current.addresses
+        || desired.daemon_endpoints != current.daemon_endpoints
         || desired.node_info != current.node_info
         || !same_quantities(desired.capacity.as_ref(), current.capacity.as_ref())
         || !same_quantities(desired.allocatable.as_ref(), current.allocatable.as_ref())
@@ -522,6 +532,7 @@ mod tests {
             host: &host,
             pods: &pods,
             runtime: &runtime,
+            kubelet_port: Some(10250),
         };
         f(&inputs)
     }

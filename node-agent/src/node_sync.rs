@@ -63,6 +63,8 @@ pub struct NodeSyncError {
 
 /// The node loop's inputs and outputs.
 pub struct NodeSync {
+    /// The kubelet endpoint's port, when the agent serves it (Kubelet mode).
+    pub kubelet_port: Option<u16>,
     pub api: Api<Node>,
     pub node_name: String,
     pub internal_ip: Option<IpAddr>,
@@ -162,6 +164,7 @@ impl NodeSync {
             host: &self.host,
             pods,
             runtime,
+            kubelet_port: self.kubelet_port,
         };
         let mut problems = Vec::new();
         let mut node = match self.read_node().await? {

@@ -30,10 +30,11 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use nodeconfig_crds::conditions::{set_condition, types, ConditionStatus, NewCondition};
-use nodeconfig_crds::{AgentStatus, NodeConfigStatus, NodeMode, ProxyStatus};
+use nodeconfig_crds::{AgentStatus, NodeConfigStatus, NodeMode, PodsStatus, ProxyStatus};
 
 use crate::config_loop::{ConfigReport, ConfigState};
 use crate::node_sync::NodeReport;
+use crate::pods::report::PodsReport;
 use crate::proxy_loop::{ProxyReport, ProxyState};
 use crate::runtime::{RuntimeHealth, RuntimeReport};
 
@@ -57,6 +58,8 @@ pub struct StatusInputs<'a> {
     pub runtime: &'a RuntimeReport,
     pub node: &'a NodeReport,
     pub proxy: &'a ProxyReport,
+    /// The pod loop's counts; `None` when the agent runs no pods (Companion mode).
+    pub pods: Option<&'a PodsReport>,
     /// spec.mode as observed: the mode shown until the agent runs with an applied one.
     pub spec_mode: NodeMode,
 }
@@ -80,14 +83,17 @@ pub fn desired_status(
     let proxy = proxy_ready(inputs.proxy);
     let ready = ready(&config, &runtime, inputs.proxy.enabled.then_some(&proxy));
     let degraded = degraded(inputs.config, inputs.node);
+    let pods = inputs.pods.map(pods_ready);
     let conditions = [
-        (types::READY, ready),
-        (types::CONFIG_APPLIED, config),
-        (types::RUNTIME_READY, runtime),
-        (types::PROXY_READY, proxy),
-        (types::DEGRADED, degraded),
+        (types::READY, Some(ready)),
+        (types::CONFIG_APPLIED, Some(config)),
+        (types::RUNTIME_READY, Some(runtime)),
+        (types::PODS_READY, pods),
+        (types::PROXY_READY, Some(proxy)),
+        (types::DEGRADED, Some(degraded)),
     ]
     .into_iter()
+    .filter_map(|(type_, verdict)| verdict.map(|v| (type_, v)))
     .filter_map(|(type_, verdict)| {
         let mut one: Vec<Condition> = current
             .conditions
@@ -115,8 +121,51 @@ pub fn desired_status(
             mode: inputs.config.mode.unwrap_or(inputs.spec_mode),
         }),
         runtime: inputs.runtime.status(),
-        pods: None,
+        pods: inputs.pods.filter(|p| p.synced).map(pods_status),
         proxy: proxy_status(inputs.proxy),
+    }
+}
+
+/// The `pods` block: what `kubectl get pods --field-selector spec.nodeName=` shows, counted.
+fn pods_status(pods: &PodsReport) -> PodsStatus {
+    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    PodsStatus {
+        summary: format!("{}/{}", pods.running, pods.desired),
+        desired: count(pods.desired),
+        running: count(pods.running),
+        pending: count(pods.pending),
+        failed: count(pods.failed),
+        restarts: count(pods.restarts),
+    }
+}
+
+/// PodsReady: every pod bound to the node that is not finished runs and is
+/// Ready. Not part of Ready: a rollout or a crashing workload does not make
+/// the node itself unready.
+fn pods_ready(pods: &PodsReport) -> Verdict {
+    if !pods.synced {
+        return Verdict {
+            status: ConditionStatus::Unknown,
+            reason: "Starting",
+            message: "the pods bound to the node have not been listed yet".into(),
+        };
+    }
+    let not_ready = pods.desired - pods.ready.min(pods.desired);
+    if not_ready == 0 {
+        Verdict {
+            status: ConditionStatus::True,
+            reason: "AllPodsReady",
+            message: format!("{} of {} pods running and ready", pods.ready, pods.desired),
+        }
+    } else {
+        Verdict {
+            status: ConditionStatus::False,
+            reason: "PodsNotReady",
+            message: format!(
+                "{not_ready} of {} pods not ready ({} pending, {} running)",
+                pods.desired, pods.pending, pods.running
+            ),
+        }
     }
 }
 
@@ -508,6 +557,7 @@ mod tests {
             runtime,
             node: &node,
             proxy,
+            pods: None,
             spec_mode: NodeMode::Companion,
         };
         desired_status(inputs, current, at(now))
@@ -733,6 +783,81 @@ mod tests {
     }
 
     #[test]
+    fn kubelet_mode_reports_the_pods_block_and_pods_ready() {
+        let config = config_applied_at(1);
+        let runtime = runtime_ready_report();
+        let proxy = ProxyReport::default();
+        let node = NodeReport::default();
+        let status_with = |pods: &PodsReport| {
+            let inputs = StatusInputs {
+                config: &config,
+                runtime: &runtime,
+                node: &node,
+                proxy: &proxy,
+                pods: Some(pods),
+                spec_mode: NodeMode::Kubelet,
+            };
+            desired_status(inputs, &NodeConfigStatus::default(), at(1))
+        };
+        let starting = status_with(&PodsReport::default());
+        assert!(
+            starting.pods.is_none(),
+            "no counts before the pods are listed"
+        );
+        assert_eq!(condition(&starting, types::PODS_READY).status, "Unknown");
+
+        let rolling = status_with(&PodsReport {
+            synced: true,
+            desired: 3,
+            running: 2,
+            ready: 2,
+            pending: 1,
+            failed: 1,
+            restarts: 5,
+            rejected: 0,
+        });
+        let pods = rolling.pods.clone().expect("pods block");
+        assert_eq!(
+            (
+                pods.summary.as_str(),
+                pods.desired,
+                pods.running,
+                pods.pending,
+                pods.failed,
+                pods.restarts
+            ),
+            ("2/3", 3, 2, 1, 1, 5)
+        );
+        let ready = condition(&rolling, types::PODS_READY);
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.message.as_str()
+            ),
+            (
+                "False",
+                "PodsNotReady",
+                "1 of 3 pods not ready (1 pending, 2 running)"
+            )
+        );
+        assert_eq!(
+            condition(&rolling, types::READY).status,
+            "True",
+            "pods that are not ready do not make the node unready"
+        );
+
+        let settled = status_with(&PodsReport {
+            synced: true,
+            desired: 2,
+            running: 2,
+            ready: 2,
+            ..Default::default()
+        });
+        assert_eq!(condition(&settled, types::PODS_READY).status, "True");
+    }
+
+    #[test]
     fn inputs_settle_once_listed_and_asked_at_the_endpoint_in_force() {
         let mut config = config_applied_at(1);
         let mut runtime = runtime_ready_report();
@@ -936,6 +1061,7 @@ mod tests {
             runtime: &runtime,
             node: &node,
             proxy: &proxy,
+            pods: None,
             spec_mode: NodeMode::Kubelet,
         };
         let status = desired_status(inputs, &NodeConfigStatus::default(), at(1));

@@ -21,6 +21,7 @@ use crate::config_loop::ConfigReport;
 use crate::health::LoopHeartbeat;
 use crate::metrics::{Metrics, WriteResult};
 use crate::node_sync::NodeReport;
+use crate::pods::report::PodsReport;
 use crate::proxy_loop::ProxyReport;
 use crate::runtime::RuntimeReport;
 use crate::status::{desired_status, inputs_settled, needs_write, proxy_settled, StatusInputs};
@@ -40,6 +41,8 @@ pub struct StatusWriter {
     pub runtime: watch::Receiver<RuntimeReport>,
     pub node: watch::Receiver<NodeReport>,
     pub proxy: watch::Receiver<ProxyReport>,
+    /// The pod loop's counts (Kubelet mode only).
+    pub pods: Option<watch::Receiver<PodsReport>>,
     pub observed: watch::Receiver<Option<Arc<NodeConfig>>>,
     pub metrics: Metrics,
     pub heartbeat: LoopHeartbeat,
@@ -62,6 +65,14 @@ struct LastWrite {
 /// writers do not hammer the API server.
 const CONTESTED_MIN: Duration = Duration::from_secs(1);
 const CONTESTED_MAX: Duration = Duration::from_secs(30);
+
+/// Resolves when an optional report changes; never when there is none.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
 
 impl StatusWriter {
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -86,6 +97,7 @@ impl StatusWriter {
                 r = self.runtime.changed() => if r.is_err() { return },
                 r = self.node.changed() => if r.is_err() { return },
                 r = self.proxy.changed() => if r.is_err() { return },
+                r = changed(&mut self.pods) => if r.is_err() { return },
                 r = self.observed.changed() => if r.is_err() { return },
             }
             self.heartbeat.beat();
@@ -98,6 +110,7 @@ impl StatusWriter {
             let runtime = self.runtime.borrow_and_update().clone();
             let node = self.node.borrow_and_update().clone();
             let proxy = self.proxy.borrow_and_update().clone();
+            let pods = self.pods.as_mut().map(|p| p.borrow_and_update().clone());
             let Some(observed) = self.observed.borrow_and_update().clone() else {
                 // No NodeConfig: nothing to write to.
                 continue;
@@ -117,6 +130,7 @@ impl StatusWriter {
                 runtime: &runtime,
                 node: &node,
                 proxy: &proxy,
+                pods: pods.as_ref(),
                 spec_mode: observed.spec.mode,
             };
             let desired = desired_status(inputs, &current, Time(Timestamp::now()));

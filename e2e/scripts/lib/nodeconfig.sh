@@ -62,7 +62,9 @@ agent_start() {
   RUST_LOG="${RUST_LOG:-info}" setsid nsenter --net="/var/run/netns/$name" "$(nodeconfig_bin node-agent)" \
     --node-name "$name" --kubeconfig "$NC_STATE/$name.kubeconfig" \
     --cri-endpoint "unix://$(node_cri_socket "$i")" --mode kubelet \
-    --listen "$(node_ip "$i"):10356" \
+    --listen "$(node_ip "$i"):10356" --node-ip "$(node_ip "$i")" \
+    --root-dir "$(node_dir "$i")/agent" --pod-logs-dir "$(node_dir "$i")/pod-logs" \
+    --client-ca-file "$NC_STATE/pki/ca.crt" \
     >>"$NC_LOGS/agent-$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$pidfile"
 }

@@ -4,9 +4,12 @@
 //! ([`backoff`]), and the phase and conditions to report ([`phase`]). All
 //! pure; the CRI and API calls live in the shell.
 pub mod admit;
+pub mod api_status;
 pub mod backoff;
+pub mod cri_pods;
 pub mod phase;
 pub mod plan;
+pub mod report;
 pub mod runtime_view;
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ fn ctr(name: &str, state: ContainerState, exit_code: i32) -> ContainerView {
         spec_hash: None,
         reason: String::new(),
         message: String::new(),
+        image_ref: String::new(),
     }
 }
 

@@ -86,6 +86,7 @@ fn ctr(
         spec_hash: Some(hash_of(name)),
         reason: String::new(),
         message: String::new(),
+        image_ref: String::new(),
     }
 }
 

@@ -63,6 +63,8 @@ pub struct ContainerView {
     pub spec_hash: Option<String>,
     pub reason: String,
     pub message: String,
+    /// The image's digest reference (`ContainerStatus.image_ref`), the Pod's `imageID`.
+    pub image_ref: String,
 }
 
 /// Everything CRI holds for one pod; sandboxes and containers newest first.
@@ -170,6 +172,7 @@ impl ContainerView {
             spec_hash,
             reason: String::new(),
             message: String::new(),
+            image_ref: c.image_ref.clone(),
         }
     }
 
@@ -192,6 +195,7 @@ impl ContainerView {
             spec_hash,
             reason: c.reason.clone(),
             message: c.message.clone(),
+            image_ref: c.image_ref.clone(),
         }
     }
 }
