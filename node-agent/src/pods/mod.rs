@@ -16,9 +16,15 @@ pub mod runtime_view;
 pub mod sandbox_config;
 
 #[cfg(test)]
+mod container_config_tests;
+#[cfg(test)]
+mod env_tests;
+#[cfg(test)]
 mod phase_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod sandbox_config_tests;
 
 pub use admit::{admit, Admission};
 pub use backoff::{Backoff, BackoffKey};
