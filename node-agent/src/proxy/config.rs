@@ -123,8 +123,7 @@ fn parse_ipv4_cidr(field: &'static str, value: &str) -> Result<Option<Ipv4Net>, 
 
 /// A Go duration (`30s`, `1m30s`, `500ms`), as the CRD's schema admits them.
 fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ProxyError> {
-    nodeconfig_crds::duration::parse_duration(value)
-        .map_err(|e| invalid(field, value, &e.to_string()))
+    nodeconfig_crds::duration::parse_duration(value).map_err(|e| invalid(field, value, &e.to_string()))
 }
 
 #[cfg(test)]
