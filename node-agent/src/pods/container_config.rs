@@ -1,11 +1,13 @@
 //! The CRI `ContainerConfig` of one container of a Pod, as the kubelet's
 //! `generateContainerConfig`: command and args, environment, mounts, log
 //! path, cgroup resources and the effective security context.
+use std::collections::BTreeMap;
+
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, SeccompProfile};
 
 use super::env::expand;
-use super::quantity;
+use super::quantity::{self, Amount};
 use super::runtime_view::{container_annotations, container_labels};
 use super::sandbox_config::namespace_options;
 
@@ -200,9 +202,8 @@ fn resources(
 ) -> cri::LinuxContainerResources {
     let requests = quantity::requests(container);
     let limits = quantity::limits(container);
-    let milli = |list: &std::collections::BTreeMap<String, quantity::Amount>, name: &str| {
-        list.get(name).map_or(0, |a| a.milli_ceil())
-    };
+    let milli =
+        |list: &BTreeMap<String, Amount>, name: &str| list.get(name).map_or(0, |a| a.milli_ceil());
     cri::LinuxContainerResources {
         cpu_shares: milli_cpu_to_shares(milli(&requests, "cpu")),
         cpu_period: CPU_PERIOD_US,
@@ -268,8 +269,8 @@ pub fn qos_class(pod: &Pod) -> QosClass {
         _ => {}
     }
     let compute = ["cpu", "memory"];
-    let mut requests = std::collections::BTreeMap::<&str, quantity::Amount>::new();
-    let mut limits = std::collections::BTreeMap::<&str, quantity::Amount>::new();
+    let mut requests = BTreeMap::<&str, Amount>::new();
+    let mut limits = BTreeMap::<&str, Amount>::new();
     let mut guaranteed = true;
     for container in super::env::all_containers(pod) {
         for (list, sums) in [
@@ -277,9 +278,9 @@ pub fn qos_class(pod: &Pod) -> QosClass {
             (quantity::limits(container), &mut limits),
         ] {
             for name in compute {
-                if let Some(amount) = list.get(name).filter(|a| **a > quantity::Amount::default()) {
-                    *sums.entry(name).or_default() =
-                        sums.get(name).copied().unwrap_or_default() + *amount;
+                if let Some(amount) = list.get(name).filter(|a| **a > Amount::default()) {
+                    let sum = sums.entry(name).or_default();
+                    *sum = *sum + *amount;
                 }
             }
         }
@@ -287,7 +288,7 @@ pub fn qos_class(pod: &Pod) -> QosClass {
         if !compute.iter().all(|n| {
             container_limits
                 .get(*n)
-                .is_some_and(|a| *a > quantity::Amount::default())
+                .is_some_and(|a| *a > Amount::default())
         }) {
             guaranteed = false;
         }
