@@ -1,24 +1,42 @@
 //! Kubelet mode's pod loop, functional core: what CRI reports for a pod
 //! ([`runtime_view`]), whether the node takes the pod ([`mod@admit`]), what to do
 //! to make the runtime match the spec ([`plan`]), the crash-loop back-off
-//! ([`backoff`]), and the phase and conditions to report ([`phase`]). All
-//! pure; the CRI and API calls live in the shell.
+//! ([`backoff`]), the phase and conditions to report ([`phase`]), and the CRI
+//! requests that create a pod's sandbox ([`sandbox_config`]) and containers
+//! ([`container_config`], with their environment from [`env`]). All pure; the
+//! CRI and API calls live in the shell.
 pub mod admit;
 pub mod api_status;
 pub mod backoff;
+pub mod container_config;
 pub mod cri_pods;
+pub mod env;
 pub mod phase;
 pub mod plan;
+pub mod quantity;
 pub mod report;
 pub mod runtime_view;
+pub mod sandbox_config;
 
+#[cfg(test)]
+mod container_config_tests;
+#[cfg(test)]
+mod env_tests;
 #[cfg(test)]
 mod phase_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod sandbox_config_tests;
 
 pub use admit::{admit, Admission};
 pub use backoff::{Backoff, BackoffKey};
+pub use container_config::{
+    container_config, container_log_path, qos_class, ConfigError, ContainerContext, ImageUser,
+    QosClass,
+};
+pub use env::{container_env, service_env, EnvSources, PodFacts};
 pub use phase::{pod_status, PodPhase, PodStatusView};
 pub use plan::{compute_pod_actions, container_spec_hash, PodActions, ProbeFailures};
 pub use runtime_view::PodRuntimeView;
+pub use sandbox_config::{parse_resolv_conf, pod_log_dir, sandbox_config, SandboxContext};
