@@ -15,6 +15,7 @@ pub mod cri_handle;
 pub mod health;
 pub mod host;
 pub mod kube_client;
+pub mod kubelet_server;
 pub mod lease;
 pub mod metrics;
 pub mod node;

@@ -1,0 +1,246 @@
+//! Reading a container's CRI log file for `kubectl logs`, following it while the
+//! container runs.
+//!
+//! Follow mode polls the file (every [`POLL_INTERVAL`]) rather than using inotify, and
+//! asks the runtime whether the container still runs at most every
+//! [`RUNNING_CHECK_INTERVAL`]; once it has exited, what is left in the file is sent and
+//! the response ends, as the kubelet does. Rotated files (`<path>.<n>`) are not read:
+//! the agent does not ask containerd to rotate logs, so the file only grows.
+
+use std::future::Future;
+use std::io::SeekFrom;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
+use tokio::sync::mpsc;
+
+use super::cri_log::{self, LogFormatter, LogOptions, Progress};
+
+/// How often a followed file is checked for new records.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often follow mode asks the runtime whether the container still runs.
+pub const RUNNING_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Bytes read backwards at a time to find where the last `tailLines` records begin.
+const TAIL_BLOCK: u64 = 64 * 1024;
+
+/// Sends the log file at `path` to `out` with `options` applied. Returns when the
+/// output is complete, `limitBytes` is reached, the receiver is gone (the client
+/// left), or — following — the container stopped running (`running` answers false)
+/// and the rest of the file was sent.
+pub async fn stream_log_file<F, Fut>(
+    path: &Path,
+    options: LogOptions,
+    mut running: F,
+    out: mpsc::Sender<Bytes>,
+) -> std::io::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut file = tokio::fs::File::open(path).await?;
+    let start = match options.tail_lines {
+        Some(tail) => find_tail_start(&mut file, tail).await?,
+        None => 0,
+    };
+    file.seek(SeekFrom::Start(start)).await?;
+    let follow = options.follow;
+    let mut records_left = options.tail_lines.filter(|_| !follow);
+    let mut formatter = LogFormatter::new(options);
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut exited = false;
+    let mut last_check: Option<tokio::time::Instant> = None;
+    loop {
+        if records_left == Some(0) {
+            return Ok(());
+        }
+        let n = reader.read_until(b'\n', &mut line).await?;
+        let complete = line.last() == Some(&b'\n');
+        if !complete {
+            if !follow || exited {
+                // The end of the file: a last record without its newline is sent too.
+                if !line.is_empty() {
+                    send_record(&mut formatter, &line, &out).await;
+                }
+                return Ok(());
+            }
+            if n == 0 {
+                // At the end of a followed file: keep any incomplete record and wait.
+                if out.is_closed() {
+                    return Ok(());
+                }
+                let now = tokio::time::Instant::now();
+                if last_check.is_none_or(|t| now - t >= RUNNING_CHECK_INTERVAL) {
+                    last_check = Some(now);
+                    if !running().await {
+                        // Read what was written before it exited, then stop.
+                        exited = true;
+                        continue;
+                    }
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            continue;
+        }
+        let progress = send_record(&mut formatter, &line, &out).await;
+        line.clear();
+        if let Some(left) = records_left.as_mut() {
+            *left -= 1;
+        }
+        match progress {
+            Some(Progress::More) => {}
+            Some(Progress::Done) | None => return Ok(()),
+        }
+    }
+}
+
+/// Formats one record and sends it; `None` when the client is gone. Lines that are
+/// not CRI records are skipped, as the kubelet skips them.
+async fn send_record(
+    formatter: &mut LogFormatter,
+    line: &[u8],
+    out: &mpsc::Sender<Bytes>,
+) -> Option<Progress> {
+    let record = match cri_log::parse_record(line) {
+        Ok(record) => record,
+        Err(error) => {
+            tracing::warn!(%error, "skipping a line that is not a CRI log record");
+            return Some(Progress::More);
+        }
+    };
+    let mut buf = Vec::new();
+    let progress = formatter.write(&record, &mut buf);
+    if !buf.is_empty() && out.send(Bytes::from(buf)).await.is_err() {
+        return None;
+    }
+    Some(progress)
+}
+
+/// The offset where the last `tail` records of `file` begin, reading it backwards.
+async fn find_tail_start(file: &mut tokio::fs::File, tail: u64) -> std::io::Result<u64> {
+    let len = file.metadata().await?.len();
+    let mut from = len;
+    let mut buf = Vec::new();
+    loop {
+        let block = TAIL_BLOCK.min(from);
+        from -= block;
+        let mut chunk = vec![0; block as usize];
+        file.seek(SeekFrom::Start(from)).await?;
+        file.read_exact(&mut chunk).await?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        if let Some(i) = cri_log::tail_start(&buf, tail, from == 0) {
+            return Ok(from + i as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    async fn collect(mut rx: mpsc::Receiver<Bytes>) -> String {
+        let mut s = Vec::new();
+        while let Some(b) = rx.recv().await {
+            s.extend_from_slice(&b);
+        }
+        String::from_utf8(s).unwrap()
+    }
+
+    fn record(text: &str) -> String {
+        format!("2026-01-02T03:04:05.000000001Z stdout F {text}\n")
+    }
+
+    #[tokio::test]
+    async fn tail_reads_only_the_last_records_of_a_large_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        // Several tail blocks of records, so the backwards search crosses blocks.
+        for i in 0..5000 {
+            file.write_all(record(&format!("line {i:05} {}", "x".repeat(40))).as_bytes())
+                .unwrap();
+        }
+        let options = LogOptions {
+            tail_lines: Some(2),
+            ..Default::default()
+        };
+        let (tx, rx) = mpsc::channel(16);
+        stream_log_file(file.path(), options, || async { true }, tx)
+            .await
+            .unwrap();
+        let out = collect(rx).await;
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with("line 04998") && lines[1].starts_with("line 04999"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn follow_streams_growing_file_until_the_container_exits() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(record("before").as_bytes()).unwrap();
+        let path = file.path().to_path_buf();
+        let running = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel(16);
+        let options = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let still_running = running.clone();
+        let reader = tokio::spawn(async move {
+            let check = move || {
+                let r = still_running.load(Ordering::SeqCst);
+                async move { r }
+            };
+            stream_log_file(&path, options, check, tx).await
+        });
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from("before\n"));
+
+        // A record written in two pieces arrives only when complete, as one line.
+        let half = record("grown while reading");
+        let (a, b) = half.split_at(20);
+        file.write_all(a.as_bytes()).unwrap();
+        file.flush().unwrap();
+        tokio::time::sleep(POLL_INTERVAL * 2).await;
+        file.write_all(b.as_bytes()).unwrap();
+        file.flush().unwrap();
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            Bytes::from("grown while reading\n")
+        );
+
+        // The container writes its last line and exits: the line is sent, then the end.
+        file.write_all(record("last words").as_bytes()).unwrap();
+        running.store(false, Ordering::SeqCst);
+        let rest = tokio::time::timeout(Duration::from_secs(5), collect(rx))
+            .await
+            .expect("follow ends");
+        assert_eq!(rest, "last words\n");
+        reader.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn follow_stops_when_the_client_goes_away() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let options = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let done = stream_log_file(file.path(), options, || async { true }, tx);
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("returns")
+            .unwrap();
+    }
+}

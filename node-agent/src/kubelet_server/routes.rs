@@ -1,0 +1,194 @@
+//! The handlers behind the auth filter: `/healthz`, `/containerLogs`, `/exec`,
+//! `/attach` and `/portForward`, with the kubelet's paths and status codes.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+
+use super::cri_log::{InvalidLogOptions, LogOptions};
+use super::exec::{self, InvalidStreamRequest, StreamOptions};
+use super::locate::{self, ContainerRef, Instance, LocateError};
+use super::logs;
+use super::upgrade::proxy_upgrade;
+use super::KubeletServerState;
+use crate::cri::CriError;
+
+/// Path parameters: `{namespace}/{pod}[/{uid}]/{container}`.
+type PathParams = Path<HashMap<String, String>>;
+
+/// The query as `(name, value)` pairs; names may repeat (`command`, `port`).
+type QueryPairs = Query<Vec<(String, String)>>;
+
+/// What a handler can fail with, and the status the kubelet answers.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Locate(#[from] LocateError),
+    #[error(transparent)]
+    LogOptions(#[from] InvalidLogOptions),
+    #[error(transparent)]
+    Stream(#[from] InvalidStreamRequest),
+    #[error(transparent)]
+    Cri(#[from] CriError),
+    #[error("container {container:?} in pod {pod:?} has no log file: {reason}")]
+    NoLogFile {
+        container: String,
+        pod: String,
+        reason: String,
+    },
+}
+
+impl IntoResponse for RouteError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            RouteError::Locate(
+                LocateError::PodNotFound { .. } | LocateError::ContainerNotFound { .. },
+            ) => StatusCode::NOT_FOUND,
+            RouteError::Locate(LocateError::PreviousNotFound { .. })
+            | RouteError::LogOptions(_)
+            | RouteError::Stream(_)
+            | RouteError::NoLogFile { .. } => StatusCode::BAD_REQUEST,
+            RouteError::Locate(LocateError::Cri(e)) | RouteError::Cri(e) => cri_status(e),
+        };
+        (status, self.to_string()).into_response()
+    }
+}
+
+/// The HTTP status for a failed CRI call, as the kubelet's streaming errors map gRPC codes.
+fn cri_status(error: &CriError) -> StatusCode {
+    match error {
+        CriError::Call { status, .. } => match status.code() {
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
+                StatusCode::BAD_REQUEST
+            }
+            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn container_ref(params: &HashMap<String, String>) -> ContainerRef {
+    let get = |k: &str| params.get(k).cloned().unwrap_or_default();
+    ContainerRef {
+        namespace: get("namespace"),
+        pod: get("pod"),
+        pod_uid: params.get("uid").cloned(),
+        container: get("container"),
+    }
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /containerLogs/{namespace}/{pod}/{container}`: the container's log as
+/// `text/plain`, streamed.
+pub async fn container_logs(
+    State(state): State<KubeletServerState>,
+    Path(params): PathParams,
+    Query(query): QueryPairs,
+) -> Result<Response, RouteError> {
+    let options = LogOptions::from_query(&query, chrono::Utc::now())?;
+    let target = container_ref(&params);
+    let instance = if options.previous {
+        Instance::Previous
+    } else {
+        Instance::Current
+    };
+    let mut cri = state.cri.current();
+    let found = locate::locate(&mut cri, &target, instance).await?;
+    let no_log_file = |reason: String| RouteError::NoLogFile {
+        container: target.container.clone(),
+        pod: target.pod.clone(),
+        reason,
+    };
+    if found.log_path.is_empty() {
+        return Err(no_log_file(
+            "the runtime keeps none (no log directory on the sandbox)".into(),
+        ));
+    }
+    let path = std::path::PathBuf::from(&found.log_path);
+    tokio::fs::metadata(&path)
+        .await
+        .map_err(|e| no_log_file(format!("{}: {e}", path.display())))?;
+
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let handle = state.cri.clone();
+    let id = found.id.clone();
+    tokio::spawn(async move {
+        let running = move || {
+            let mut cri = handle.current();
+            let id = id.clone();
+            async move { locate::is_running(&mut cri, &id).await }
+        };
+        if let Err(error) = logs::stream_log_file(&path, options, running, tx).await {
+            tracing::warn!(%error, path = %path.display(), "reading a container log failed");
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// `GET|POST /exec/{namespace}/{pod}[/{uid}]/{container}?command=…`.
+pub async fn exec(
+    State(state): State<KubeletServerState>,
+    Path(params): PathParams,
+    Query(query): QueryPairs,
+    request: Request,
+) -> Result<Response, RouteError> {
+    let streams = StreamOptions::from_query(&query)?;
+    let command = exec::exec_command(&query)?;
+    let mut cri = state.cri.current();
+    let found = locate::locate(&mut cri, &container_ref(&params), Instance::Current).await?;
+    let url = exec::exec_url(&mut cri, &found.id, command, streams).await?;
+    Ok(proxy_upgrade(request, &url).await)
+}
+
+/// `GET|POST /attach/{namespace}/{pod}[/{uid}]/{container}`.
+pub async fn attach(
+    State(state): State<KubeletServerState>,
+    Path(params): PathParams,
+    Query(query): QueryPairs,
+    request: Request,
+) -> Result<Response, RouteError> {
+    let streams = StreamOptions::from_query(&query)?;
+    let mut cri = state.cri.current();
+    let found = locate::locate(&mut cri, &container_ref(&params), Instance::Current).await?;
+    let url = exec::attach_url(&mut cri, &found.id, streams).await?;
+    Ok(proxy_upgrade(request, &url).await)
+}
+
+/// `GET|POST /portForward/{namespace}/{pod}[/{uid}]`.
+pub async fn port_forward(
+    State(state): State<KubeletServerState>,
+    Path(params): PathParams,
+    Query(query): QueryPairs,
+    request: Request,
+) -> Result<Response, RouteError> {
+    let ports = exec::forwarded_ports(&query)?;
+    let target = container_ref(&params);
+    let mut cri = state.cri.current();
+    let sandbox =
+        locate::pod_sandbox_id(&mut cri, &target)
+            .await?
+            .ok_or(LocateError::PodNotFound {
+                pod: target.pod.clone(),
+            })?;
+    let url = exec::port_forward_url(&mut cri, &sandbox, ports).await?;
+    Ok(proxy_upgrade(request, &url).await)
+}
