@@ -67,6 +67,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("node {node}: cannot serve the kubelet endpoint: {reason}")]
+    KubeletServer { node: String, reason: String },
     #[error("node {node}: the {task} loop stopped unexpectedly")]
     LoopStopped { node: String, task: &'static str },
 }
@@ -101,6 +103,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
         source,
     })?;
     let (cri_switch, cri_handle) = crate::cri_handle::shared(cri);
+    let cri_for_server = cri_handle.clone();
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -272,6 +275,9 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
             }
         }),
     );
+    if kubelet_mode {
+        spawn_kubelet_server(&mut spawn, &config, &node_name, internal_ip, &client, &cri_for_server, &cancel).await?;
+    }
     tracing::info!(listen = %config.listen, "node-agent running");
 
     let signal = shutdown_signal(&node_name)?;
@@ -296,6 +302,58 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
         tracing::warn!("loops did not stop within {SHUTDOWN_GRACE:?}; leaving them");
     }
     result
+}
+
+type Spawn<'a> =
+    dyn FnMut(&'static str, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) + 'a;
+
+/// The kubelet's HTTPS endpoint (`kubectl logs`, `kubectl exec`) on the node
+/// IP and `--kubelet-port`, with a self-signed certificate as the kubelet
+/// makes without --tls-cert-file. Without `--client-ca-file` it is not served
+/// (nothing could authenticate the API server's certificate).
+async fn spawn_kubelet_server(
+    spawn: &mut Spawn<'_>,
+    config: &Config,
+    node_name: &str,
+    internal_ip: Option<IpAddr>,
+    client: &kube::Client,
+    cri: &crate::cri_handle::CriHandle,
+    cancel: &CancellationToken,
+) -> Result<(), AgentError> {
+    use crate::kubelet_server::{self, tls, KubeletServerState};
+    let Some(ca) = config.client_ca_file.as_deref() else {
+        tracing::warn!("no --client-ca-file: kubectl logs and exec are not served on this node");
+        return Ok(());
+    };
+    let serving = tls::ServingCert::SelfSigned {
+        node_name: node_name.to_string(),
+        addresses: internal_ip.into_iter().collect(),
+    };
+    let tls = tls::server_config(&serving, ca).map_err(|e| AgentError::KubeletServer {
+        node: node_name.to_string(),
+        reason: e.to_string(),
+    })?;
+    let ip = internal_ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let addr = std::net::SocketAddr::new(ip, config.kubelet_port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Listen {
+            node: node_name.to_string(),
+            addr,
+            source,
+        })?;
+    let state = KubeletServerState::new(cri.clone(), client.clone(), node_name);
+    let cancel = cancel.clone();
+    spawn(
+        "kubelet-server",
+        Box::pin(async move {
+            if let Err(err) = kubelet_server::serve(listener, tls, state, cancel).await {
+                tracing::error!(error = %err, "kubelet HTTPS server failed");
+            }
+        }),
+    );
+    tracing::info!(%addr, "kubelet endpoint (logs, exec) serving");
+    Ok(())
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
