@@ -7,6 +7,7 @@ pub mod admit;
 pub mod backoff;
 pub mod phase;
 pub mod plan;
+pub mod probe;
 pub mod runtime_view;
 
 #[cfg(test)]
@@ -18,4 +19,5 @@ pub use admit::{admit, Admission};
 pub use backoff::{Backoff, BackoffKey};
 pub use phase::{pod_status, PodPhase, PodStatusView};
 pub use plan::{compute_pod_actions, container_spec_hash, PodActions, ProbeFailures};
+pub use probe::{probe_action, probe_timing, ProbeAction, ProbeKind, ProbeOutcome, ProbeState};
 pub use runtime_view::PodRuntimeView;
