@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod phase;
 pub mod plan;
 pub mod probe;
+pub mod probe_run;
 pub mod runtime_view;
 
 #[cfg(test)]
