@@ -145,8 +145,8 @@ impl ProbeManager {
                 if deleting && kind != ProbeKind::Readiness {
                     continue;
                 }
-                if kind.of(container).is_some() {
-                    wanted.push((kind, container, instance));
+                if let Some(spec) = kind.of(container) {
+                    wanted.push((kind, container, spec, instance));
                 }
             }
         }
@@ -162,13 +162,15 @@ impl ProbeManager {
             probes: HashMap::new(),
         });
         entry.probes.retain(|(name, kind), probe| {
-            let keep = wanted.iter().any(|(k, c, _)| k == kind && c.name == *name);
+            let keep = wanted
+                .iter()
+                .any(|(k, c, _, _)| k == kind && c.name == *name);
             if !keep {
                 probe.stop.cancel();
             }
             keep
         });
-        for (kind, container, instance) in wanted {
+        for (kind, container, spec, instance) in wanted {
             let key = (container.name.clone(), kind);
             if let Some(probe) = entry.probes.get_mut(&key) {
                 probe.pod_ip = pod_ip;
@@ -178,9 +180,6 @@ impl ProbeManager {
                 probe.container = instance.clone();
                 continue;
             }
-            let Some(spec) = kind.of(container) else {
-                continue;
-            };
             let mut state = ProbeState::new(kind, spec);
             state.observe_container(&instance.id);
             let probe = ProbeEntry {
@@ -350,8 +349,8 @@ impl Shared {
         match (key.1, result) {
             (ProbeKind::Readiness, true) => tracing::info!("container is ready"),
             (ProbeKind::Readiness, false) => tracing::info!(%message, "container is not ready"),
-            (ProbeKind::Startup, true) => tracing::info!("container has started"),
-            (kind, _) => {
+            (kind, true) => tracing::info!("{kind} probe succeeded"),
+            (kind, false) => {
                 tracing::warn!(%message, "{kind} probe failed, the container will be restarted")
             }
         }
