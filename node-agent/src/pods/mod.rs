@@ -3,8 +3,10 @@
 //! to make the runtime match the spec ([`plan`]), the crash-loop back-off
 //! ([`backoff`]), the phase and conditions to report ([`phase`]), and the CRI
 //! requests that create a pod's sandbox ([`sandbox_config`]) and containers
-//! ([`container_config`], with their environment from [`env`]). All pure; the
-//! CRI and API calls live in the shell.
+//! ([`container_config`], with their environment from [`env`]). All pure, as
+//! are the probes' thresholds ([`probe`]); the CRI and API calls live in the
+//! shell: running one probe ([`probe_run`]), one task per probe ([`prober`]),
+//! the runtime calls ([`cri_pods`]), volumes and the pod worker.
 pub mod admit;
 pub mod api_status;
 pub mod backoff;
@@ -13,6 +15,9 @@ pub mod cri_pods;
 pub mod env;
 pub mod phase;
 pub mod plan;
+pub mod probe;
+pub mod probe_run;
+pub mod prober;
 pub mod quantity;
 pub mod report;
 pub mod runtime_view;
@@ -38,5 +43,7 @@ pub use container_config::{
 pub use env::{container_env, service_env, EnvSources, PodFacts};
 pub use phase::{pod_status, PodPhase, PodStatusView};
 pub use plan::{compute_pod_actions, container_spec_hash, PodActions, ProbeFailures};
+pub use probe::{probe_action, probe_timing, ProbeAction, ProbeKind, ProbeOutcome, ProbeState};
+pub use prober::{ProbeManager, ProbeResults, RunningContainer};
 pub use runtime_view::PodRuntimeView;
 pub use sandbox_config::{parse_resolv_conf, pod_log_dir, sandbox_config, SandboxContext};
