@@ -12,20 +12,21 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use k8s_cri::v1 as cri;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, PostParams};
 
 use super::atomic_writer::{make_dir, set_mode, write_atomically};
 use super::volumes::{
-    plan_volumes, required_objects, HostPathType, SetUpFailure, TokenKey, VolumeData, VolumeError,
-    VolumePlan, EMPTY_DIR_PLUGIN_DIR,
+    container_mounts, plan_volumes, required_objects, HostPathType, SetUpFailure, TokenKey,
+    VolumeData, VolumeError, VolumePlan, EMPTY_DIR_PLUGIN_DIR,
 };
 
 /// Directories the manager makes for pods and volumes of files.
@@ -343,18 +344,14 @@ fn check_host_path(path: &Path, type_: HostPathType) -> Result<(), String> {
     match type_ {
         HostPathType::Unchecked => Ok(()),
         HostPathType::DirectoryOrCreate if meta.is_err() => fs::create_dir_all(path)
-            .and_then(|()| {
-                fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            })
+            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
             .map_err(|e| format!("creating {shown}: {e}")),
         HostPathType::FileOrCreate if meta.is_err() => fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map(drop)
-            .and_then(|()| {
-                fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            })
+            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o644)))
             .map_err(|e| format!("creating {shown}: {e}")),
         HostPathType::Directory | HostPathType::DirectoryOrCreate => match file_type {
             Ok(t) if t.is_dir() => Ok(()),
@@ -382,6 +379,76 @@ fn check_host_path(path: &Path, type_: HostPathType) -> Result<(), String> {
             Err(_) => Err(format!("{shown} does not exist")),
         },
     }
+}
+
+/// [`container_mounts`] with each `subPath` made safe, as the kubelet does:
+/// a missing subPath is created as a directory (with its volume's mode), and
+/// the host path is resolved through any symlinks and must stay inside the
+/// volume, so a link a pod made in its emptyDir cannot mount the host's
+/// files into a container.
+pub fn prepare_mounts(
+    container: &Container,
+    host_paths: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<cri::Mount>, VolumeError> {
+    let mut mounts = container_mounts(container, host_paths)?;
+    for (mount, spec) in mounts
+        .iter_mut()
+        .zip(container.volume_mounts.iter().flatten())
+    {
+        let (Some(sub_path), Some(volume_path)) = (
+            spec.sub_path.as_deref().filter(|s| !s.is_empty()),
+            host_paths.get(&spec.name),
+        ) else {
+            continue;
+        };
+        let resolved =
+            resolve_sub_path(volume_path, sub_path)?.ok_or_else(|| VolumeError::SubPath {
+                container: container.name.clone(),
+                volume: spec.name.clone(),
+                sub_path: sub_path.to_string(),
+                reason: "resolves outside its volume",
+            })?;
+        mount.host_path = resolved.to_string_lossy().into_owned();
+    }
+    Ok(mounts)
+}
+
+/// The real path of `sub_path` in the volume, its missing directories
+/// created; `None` when it leads outside the volume.
+fn resolve_sub_path(volume_path: &Path, sub_path: &str) -> Result<Option<PathBuf>, VolumeError> {
+    let io = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| VolumeError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let root = fs::canonicalize(volume_path).map_err(io("resolving", volume_path))?;
+    let mode = fs::metadata(&root)
+        .map_err(io("inspecting", &root))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let mut current = root.clone();
+    for part in Path::new(sub_path).components() {
+        let next = current.join(part);
+        match fs::symlink_metadata(&next) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&next).map_err(io("creating", &next))?;
+                set_mode(&next, mode)?;
+                current = next;
+            }
+            Err(e) => return Err(io("inspecting", &next)(e)),
+            Ok(_) => {
+                current = fs::canonicalize(&next).map_err(io("resolving", &next))?;
+                if !current.starts_with(&root) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(Some(current))
 }
 
 /// Removes `<pods_dir>/<uid>`. Refuses a UID that is not one path component.

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use serde_json::json;
 
 use super::atomic_writer::{write_atomically, DATA_DIR};
-use super::volume_manager::{known_pod_dirs, make_volumes, remove_pod_dir};
+use super::volume_manager::{known_pod_dirs, make_volumes, prepare_mounts, remove_pod_dir};
 use super::volumes::*;
 
 fn pod(volumes: serde_json::Value) -> Pod {
@@ -611,4 +611,36 @@ fn host_path_types_are_checked() {
     let created = tmp.path().join("new-file");
     assert!(check(&created, HostPathType::FileOrCreate).is_ok());
     assert!(created.is_file());
+}
+
+#[test]
+fn sub_paths_are_created_and_may_not_lead_out_of_the_volume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tmp.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink("/etc", scratch.join("escape")).unwrap();
+    fs::create_dir(scratch.join("real")).unwrap();
+    std::os::unix::fs::symlink("real", scratch.join("inside")).unwrap();
+    let host_paths = BTreeMap::from([("scratch".to_string(), scratch.clone())]);
+    let mount = |sub_path: &str| {
+        let c = container(json!([{"name": "scratch", "mountPath": "/x", "subPath": sub_path}]));
+        prepare_mounts(&c, &host_paths).map(|m| PathBuf::from(&m[0].host_path))
+    };
+
+    let created = mount("data/db").unwrap();
+    assert_eq!(created, scratch.canonicalize().unwrap().join("data/db"));
+    assert!(created.is_dir());
+    assert_eq!(mode(&created), 0o777);
+    assert_eq!(
+        mount("inside").unwrap(),
+        scratch.canonicalize().unwrap().join("real")
+    );
+    assert!(matches!(
+        mount("escape/passwd"),
+        Err(VolumeError::SubPath {
+            reason: "resolves outside its volume",
+            ..
+        })
+    ));
 }
