@@ -28,7 +28,7 @@ pub use backoff::{Backoff, BackoffKey};
 pub use phase::{pod_status, PodPhase, PodStatusView};
 pub use plan::{compute_pod_actions, container_spec_hash, PodActions, ProbeFailures};
 pub use runtime_view::PodRuntimeView;
-pub use volume_manager::VolumeManager;
+pub use volume_manager::{prepare_mounts, VolumeManager};
 pub use volumes::{
     container_mounts, plan_volumes, required_objects, VolumeData, VolumeError, VolumePlan,
 };

@@ -29,7 +29,9 @@ use super::volumes::{
     VolumeData, VolumeError, VolumePlan, EMPTY_DIR_PLUGIN_DIR,
 };
 
-/// Directories the manager makes for pods and volumes of files.
+/// `<pods_dir>/<uid>` (and `pods_dir` when missing), like the kubelet's pod directories.
+const POD_DIR_MODE: u32 = 0o750;
+/// Directories inside a pod's directory.
 const DIR_MODE: u32 = 0o755;
 /// emptyDir volumes: any user of the pod may write (the kubelet's 0777).
 const EMPTY_DIR_MODE: u32 = 0o777;
@@ -276,6 +278,9 @@ pub fn make_volumes(
     pod_dir: &Path,
     plans: &[VolumePlan],
 ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
+    // Host users other than root must not read the pod's secrets; containers
+    // see their volumes through bind mounts and never traverse this.
+    make_dir(pod_dir, POD_DIR_MODE)?;
     let mut paths = BTreeMap::new();
     for plan in plans {
         let path = match plan {
@@ -301,7 +306,6 @@ pub fn make_volumes(
                 fs_group,
             } => {
                 let dir = pod_dir.join("volumes").join(source.plugin_dir()).join(name);
-                make_dir(&dir, DIR_MODE)?;
                 if write_atomically(&dir, files, *fs_group)? {
                     tracing::debug!(volume = %name, path = %dir.display(), "volume written");
                 }

@@ -4,7 +4,8 @@
 //! objects [`required_objects`] names, [`plan_volumes`] says which files each
 //! volume gets (paths, bytes, modes), and the shell writes them
 //! ([`super::volume_manager`]); [`container_mounts`] turns `volumeMounts` into
-//! CRI mounts.
+//! CRI mounts (the shell's [`super::volume_manager::prepare_mounts`] also
+//! creates missing subPaths and keeps them inside their volume).
 //!
 //! Not covered: persistent volumes, CSI, image and ephemeral volumes,
 //! clusterTrustBundle and podCertificate projections, `subPathExpr`.

@@ -566,6 +566,8 @@ fn volumes_are_made_under_the_pod_dir_and_torn_down() {
     assert_eq!(paths["host"], host_dir);
     assert!(host_dir.is_dir());
     assert_eq!(known_pod_dirs(&pods_dir), ["uid-1"]);
+    assert_eq!(mode(&pods_dir.join("uid-1")), 0o750);
+    assert_eq!(mode(&projected.join("..data/token")), 0o644);
 
     // Setting up again changes nothing.
     let before = fs::read_link(projected.join(DATA_DIR)).unwrap();
