@@ -34,6 +34,8 @@ use crate::kube_client::{self, KubeClientError};
 use crate::lease::{self, LeaseRenewer, LeaseTarget};
 use crate::metrics::{LeaseKind, Metrics};
 use crate::node_sync::{NodeReport, NodeSync};
+use crate::pods::report::PodsReport;
+use crate::pods_loop::PodsLoop;
 use crate::proxy_loop::{ProxyLoop, ProxyReport};
 use crate::runtime::{self, RuntimeReport};
 use crate::server::{self, ServerState};
@@ -124,6 +126,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
     let (node_tx, node_rx) = watch::channel(NodeReport::default());
     let (owner_tx, owner_rx) = watch::channel(None);
     let (proxy_tx, proxy_rx) = watch::channel(ProxyReport::default());
+    let (pods_tx, pods_rx) = watch::channel(PodsReport::default());
 
     let kubelet_mode = matches!(config.mode, Some(ModeOverride::Kubelet));
     let cancel = CancellationToken::new();
@@ -175,7 +178,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                 api: Api::<Node>::all(client.clone()),
                 node_name: node_name.clone(),
                 internal_ip,
-                host,
+                host: host.clone(),
                 config: config_rx.clone(),
                 runtime: runtime_rx.clone(),
                 report: node_tx,
@@ -253,7 +256,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                 runtime: runtime_rx,
                 node: node_rx,
                 proxy: proxy_rx,
-                pods: None,
+                pods: kubelet_mode.then_some(pods_rx),
                 observed: observed_rx,
                 metrics: metrics.clone(),
                 heartbeat: health.register("status"),
@@ -261,6 +264,25 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
             .run(cancel.clone()),
         ),
     );
+    if kubelet_mode {
+        spawn(
+            "pods",
+            Box::pin(
+                PodsLoop {
+                    client: client.clone(),
+                    node_name: node_name.clone(),
+                    node_ip: internal_ip,
+                    cri: cri_for_server.clone(),
+                    root_dir: config.root_dir.clone(),
+                    pod_logs_dir: config.pod_logs_dir.clone(),
+                    host: host.clone(),
+                    report: pods_tx,
+                    heartbeat: health.register("pods"),
+                }
+                .run(cancel.clone()),
+            ),
+        );
+    }
     let server_state = ServerState {
         health,
         config: config_rx,
@@ -276,7 +298,16 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
         }),
     );
     if kubelet_mode {
-        spawn_kubelet_server(&mut spawn, &config, &node_name, internal_ip, &client, &cri_for_server, &cancel).await?;
+        spawn_kubelet_server(
+            &mut spawn,
+            &config,
+            &node_name,
+            internal_ip,
+            &client,
+            &cri_for_server,
+            &cancel,
+        )
+        .await?;
     }
     tracing::info!(listen = %config.listen, "node-agent running");
 

@@ -3,9 +3,10 @@
 //! Functional core: [`config_plan`], [`node`], [`status`], [`lease::renewed`],
 //! the parsers of [`host`] and [`runtime`], the proxy's planner, renderer,
 //! [`proxy::Scheduler`] and conntrack decisions are pure and unit-tested.
+//! The pod loop's planner, status and configs ([`pods`]) are pure too.
 //! Imperative shell: the loops ([`config_loop`], [`runtime::run`], [`node_sync`],
-//! [`lease::LeaseRenewer`], [`proxy_loop`], [`status_writer`]), the [`server`],
-//! wired in [`agent`].
+//! [`lease::LeaseRenewer`], [`proxy_loop`], [`pods_loop`], [`status_writer`]),
+//! the [`server`] and the [`kubelet_server`], wired in [`agent`].
 pub mod agent;
 pub mod config;
 pub mod config_loop;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod node;
 pub mod node_sync;
 pub mod pods;
+pub mod pods_loop;
 pub mod proxy;
 pub mod proxy_loop;
 pub mod runtime;

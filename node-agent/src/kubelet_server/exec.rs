@@ -20,18 +20,20 @@ pub struct StreamOptions {
 pub struct InvalidStreamRequest(pub String);
 
 impl StreamOptions {
-    /// Reads the options as the kubelet does: the API server sends `1` for true.
+    /// Reads the options as the kubelet does: the API server names the
+    /// streams `input`, `output` and `error` (core/v1's ExecStdinParam...)
+    /// and sends `1` for true; `stdin`/`stdout`/`stderr` are accepted too.
     pub fn from_query(query: &[(String, String)]) -> Result<Self, InvalidStreamRequest> {
-        let flag = |name: &str| {
-            query
-                .iter()
-                .any(|(k, v)| k == name && matches!(v.as_str(), "1" | "true" | "True" | "TRUE"))
+        let flag = |names: &[&str]| {
+            query.iter().any(|(k, v)| {
+                names.contains(&k.as_str()) && matches!(v.as_str(), "1" | "true" | "True" | "TRUE")
+            })
         };
         let mut options = StreamOptions {
-            stdin: flag("stdin"),
-            stdout: flag("stdout"),
-            stderr: flag("stderr"),
-            tty: flag("tty"),
+            stdin: flag(&["input", "stdin"]),
+            stdout: flag(&["output", "stdout"]),
+            stderr: flag(&["error", "stderr"]),
+            tty: flag(&["tty"]),
         };
         if !(options.stdin || options.stdout || options.stderr) {
             return Err(InvalidStreamRequest(
@@ -145,10 +147,10 @@ mod tests {
             ("command", "sh"),
             ("command", "-c"),
             ("command", "echo hi"),
-            ("stdin", "1"),
-            ("stdout", "1"),
+            ("input", "1"),
+            ("output", "1"),
             ("tty", "1"),
-            ("stderr", "1"),
+            ("error", "1"),
         ]);
         assert_eq!(exec_command(&query).unwrap(), ["sh", "-c", "echo hi"]);
         let options = StreamOptions::from_query(&query).unwrap();
@@ -167,6 +169,11 @@ mod tests {
     #[test]
     fn refuses_requests_without_streams_or_command() {
         assert!(StreamOptions::from_query(&q(&[("tty", "1")])).is_err());
+        assert_eq!(
+            StreamOptions::from_query(&q(&[("stdout", "1")])).map(|o| o.stdout),
+            Ok(true),
+            "the stream names of the kubelet's own clients work too"
+        );
         assert!(exec_command(&q(&[("stdout", "1")])).is_err());
         assert_eq!(
             forwarded_ports(&q(&[("port", "80"), ("port", "8080")])).unwrap(),

@@ -31,6 +31,7 @@ pub mod runtime_view;
 pub mod sandbox_config;
 pub mod volume_manager;
 pub mod volumes;
+pub mod worker;
 
 #[cfg(test)]
 mod container_config_tests;

@@ -1,0 +1,821 @@
+//! One pod's worker, the imperative shell around [`compute_pod_actions`]:
+//! reads what CRI holds for the pod, runs the planner's actions (volumes,
+//! sandbox, images, containers), feeds the prober, patches the Pod status,
+//! and on deletion stops everything within the grace period and finalises
+//! the Pod as the kubelet does. The pod loop runs one per pod UID and pokes
+//! it on every change.
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::future::join_all;
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, PodStatus, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Client};
+
+use super::admit::{admit, Admission};
+use super::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
+use super::backoff::{Backoff, BackoffKey};
+use super::container_config::{container_config, ContainerContext};
+use super::cri_pods::{CriPods, ImageError, PodRuntime, PullPolicy};
+use super::env::{container_env, referenced_config_maps, referenced_secrets, service_env};
+use super::env::{EnvSources, PodFacts};
+use super::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
+use super::prober::{ProbeManager, RunningContainer};
+use super::runtime_view::{ContainerState, SandboxState};
+use super::sandbox_config::{sandbox_config, SandboxContext};
+use super::volume_manager::prepare_mounts;
+use super::volume_manager::VolumeManager;
+
+/// How long an orphaned pod's containers get to stop (the Pod is gone, so
+/// its own grace period is unknown).
+const ORPHAN_GRACE_SECONDS: i64 = 2;
+/// Default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE_SECONDS: i64 = 30;
+/// Retry after a failed step (volume, sandbox, API).
+const RETRY: Duration = Duration::from_secs(2);
+/// Volumes (ConfigMaps, Secrets, tokens) are refreshed at least this often.
+const VOLUME_REFRESH: Duration = Duration::from_secs(60);
+/// Exited instances kept per container (the newest is `--previous`).
+const KEEP_EXITED: usize = 1;
+
+/// What every worker shares.
+pub struct PodEnv {
+    pub client: Client,
+    pub cri: CriPods,
+    pub node_name: String,
+    pub node_ip: Option<IpAddr>,
+    pub pod_logs_root: PathBuf,
+    pub host_dns: cri::DnsConfig,
+    /// The node's CPUs (milli) and memory (bytes): downward API defaults and the OOM score.
+    pub node_milli_cpu: i64,
+    pub node_memory: i64,
+    pub node_ephemeral_storage: i64,
+    pub volumes: VolumeManager,
+    pub probes: ProbeManager,
+    pub backoff: Mutex<Backoff>,
+    pub image_backoff: Mutex<Backoff>,
+    /// UIDs the node admitted; admission of a new pod counts them.
+    pub admitted: Mutex<BTreeSet<String>>,
+    /// Serialises admissions so two new pods never both take the last slot.
+    pub admission: tokio::sync::Mutex<()>,
+}
+
+/// What a sync decided about the worker's future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Keep going; look again after this long at the latest.
+    Requeue(Option<Duration>),
+    /// The pod is gone and cleaned up: the worker ends.
+    Done,
+}
+
+/// One pod's worker state.
+pub struct PodWorker {
+    env: Arc<PodEnv>,
+    uid: String,
+    waiting: BTreeMap<String, Waiting>,
+    last_written: Option<PodStatus>,
+    volumes_at: Option<std::time::Instant>,
+    volume_paths: BTreeMap<String, PathBuf>,
+    /// When each image's last pull failed (ImagePullBackOff).
+    pull_failures: BTreeMap<String, SystemTime>,
+}
+
+impl PodWorker {
+    pub fn new(env: Arc<PodEnv>, uid: String) -> Self {
+        Self {
+            env,
+            uid,
+            waiting: BTreeMap::new(),
+            last_written: None,
+            volumes_at: None,
+            volume_paths: BTreeMap::new(),
+            pull_failures: BTreeMap::new(),
+        }
+    }
+
+    /// One sync of the pod (`None`: it is gone from the API).
+    pub async fn sync(&mut self, pod: Option<Arc<Pod>>, pods_on_node: &[Arc<Pod>]) -> Next {
+        let Some(pod) = pod else {
+            return self.clean_up_orphan().await;
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            return self.terminate(&pod).await;
+        }
+        if is_terminal(&pod) {
+            // Finished (or rejected): nothing may run again.
+            self.stop_everything(&pod, grace_seconds(&pod)).await;
+            self.env.probes.remove_pod(&self.uid);
+            return Next::Requeue(None);
+        }
+        if !self.admitted(&pod, pods_on_node).await {
+            return Next::Requeue(None);
+        }
+        match self.sync_running(&pod).await {
+            Ok(next) => next,
+            Err(err) => {
+                tracing::warn!(pod = %pod_key(&pod), error = %err, "pod sync failed; retrying");
+                Next::Requeue(Some(RETRY))
+            }
+        }
+    }
+
+    async fn admitted(&mut self, pod: &Pod, pods_on_node: &[Arc<Pod>]) -> bool {
+        if self.env.admitted.lock().unwrap().contains(&self.uid) {
+            return true;
+        }
+        let _one_at_a_time = self.env.admission.lock().await;
+        // A pod CRI already runs was admitted before a restart.
+        if let Ok(rt) = self.env.cri.pod(&self.uid).await {
+            if !rt.view.is_empty() {
+                self.env.admitted.lock().unwrap().insert(self.uid.clone());
+                return true;
+            }
+        }
+        let node = match Api::<Node>::all(self.env.client.clone())
+            .get(&self.env.node_name)
+            .await
+        {
+            Ok(node) => node,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the Node for admission; retrying");
+                return false;
+            }
+        };
+        let others: Vec<Pod> = {
+            let admitted = self.env.admitted.lock().unwrap();
+            pods_on_node
+                .iter()
+                .filter(|p| {
+                    p.metadata
+                        .uid
+                        .as_ref()
+                        .is_some_and(|u| admitted.contains(u))
+                })
+                .map(|p| (**p).clone())
+                .collect()
+        };
+        match admit(pod, &node, &others) {
+            Admission::Admit => {
+                self.env.admitted.lock().unwrap().insert(self.uid.clone());
+                true
+            }
+            Admission::Reject { reason, message } => {
+                tracing::info!(pod = %pod_key(pod), reason, message, "pod rejected");
+                let status = rejected_status(pod, reason, &message, Timestamp::now());
+                if let Err(err) = self.patch_status(pod, &status).await {
+                    tracing::warn!(pod = %pod_key(pod), error = %err, "cannot write the rejection");
+                }
+                false
+            }
+        }
+    }
+
+    async fn sync_running(&mut self, pod: &Pod) -> Result<Next, SyncError> {
+        let env = self.env.clone();
+        let mut rt = env.cri.pod(&self.uid).await?;
+        let results = env.probes.results(&self.uid);
+        let actions = {
+            let backoff = env.backoff.lock().unwrap();
+            compute_pod_actions(
+                pod,
+                &rt.view,
+                &results.failures,
+                &backoff,
+                SystemTime::now(),
+            )
+        };
+        let mut requeue = actions.requeue_after();
+        self.note_backoffs(pod, &actions);
+
+        if !actions.is_noop() {
+            if let Some(r) = self.run_actions(pod, &rt, &actions).await? {
+                requeue = min_opt(requeue, Some(r));
+            }
+            rt = env.cri.pod(&self.uid).await?;
+        } else if self
+            .volumes_at
+            .is_none_or(|at| at.elapsed() >= VOLUME_REFRESH)
+        {
+            // Keep ConfigMap, Secret and token volumes of running pods fresh.
+            if let Err(err) = self.setup_volumes(pod).await {
+                tracing::warn!(pod = %pod_key(pod), error = %err, "volume refresh failed");
+            }
+        }
+
+        let running: Vec<RunningContainer> = rt
+            .view
+            .containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .filter(|c| {
+                rt.view
+                    .sandboxes
+                    .first()
+                    .is_some_and(|s| s.id == c.sandbox_id)
+            })
+            .map(|c| RunningContainer {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                started_at: c.started_at.unwrap_or(c.created_at),
+            })
+            .collect();
+        let pod_ip = rt.ips.first().and_then(|ip| ip.parse().ok());
+        env.probes.update_pod(pod, &running, pod_ip);
+        let results = env.probes.results(&self.uid);
+
+        self.write_status(pod, &rt, &results.ready, &results.not_started)
+            .await?;
+        self.collect_garbage(&rt).await;
+        Ok(Next::Requeue(requeue))
+    }
+
+    /// Runs the planner's actions; returns a requeue delay when something
+    /// must be retried.
+    async fn run_actions(
+        &mut self,
+        pod: &Pod,
+        rt: &PodRuntime,
+        actions: &PodActions,
+    ) -> Result<Option<Duration>, SyncError> {
+        let env = self.env.clone();
+        let grace = grace_seconds(pod);
+        if actions.kill_pod {
+            tracing::info!(pod = %pod_key(pod), "killing the pod's containers and sandbox to recreate it");
+            self.stop_everything(pod, grace).await;
+        }
+        let kills = actions.containers_to_kill.iter().map(|k| {
+            tracing::info!(pod = %pod_key(pod), container = %k.name, reason = k.reason.message(), "killing container");
+            env.cri.stop_container(&k.id, grace)
+        });
+        for result in join_all(kills).await {
+            result?;
+        }
+
+        let mut attempt = rt.view.sandboxes.first().map_or(0, |s| s.attempt);
+        let sandbox_id = if actions.create_sandbox {
+            if let Err(err) = self.setup_volumes(pod).await {
+                self.wait_all(pod, "ContainerCreating", &err.to_string());
+                return Ok(Some(RETRY));
+            }
+            attempt = actions.attempt;
+            let config = self.sandbox_config(pod, attempt);
+            match env.cri.run_sandbox(config).await {
+                Ok(id) => {
+                    tracing::info!(pod = %pod_key(pod), sandbox = %id, "sandbox created");
+                    id
+                }
+                Err(err) => {
+                    self.wait_all(
+                        pod,
+                        "ContainerCreating",
+                        &format!("Failed to create pod sandbox: {err}"),
+                    );
+                    return Ok(Some(RETRY));
+                }
+            }
+        } else {
+            match &actions.sandbox_id {
+                Some(id) => id.clone(),
+                None => return Ok(None),
+            }
+        };
+
+        let starts: Vec<&ContainerStart> = actions
+            .next_init_container
+            .iter()
+            .chain(actions.containers_to_start.iter())
+            .collect();
+        if starts.is_empty() {
+            return Ok(None);
+        }
+        if self.volume_paths.is_empty() || self.volumes_at.is_none() {
+            if let Err(err) = self.setup_volumes(pod).await {
+                self.wait_all(pod, "ContainerCreating", &err.to_string());
+                return Ok(Some(RETRY));
+            }
+        }
+        let sandbox = self.sandbox_config(pod, attempt);
+        let pod_ips = if actions.create_sandbox {
+            env.cri.pod(&self.uid).await?.ips
+        } else {
+            rt.ips.clone()
+        };
+        let mut retry = None;
+        for start in starts {
+            let Some(container) = find_container(pod, &start.name) else {
+                continue;
+            };
+            match self
+                .start_container(pod, container, start, &sandbox_id, &sandbox, &pod_ips)
+                .await
+            {
+                Ok(()) => {
+                    self.waiting.remove(&start.name);
+                    if let Some(exit) = start.previous_exit {
+                        env.backoff
+                            .lock()
+                            .unwrap()
+                            .record_restart(BackoffKey::new(&self.uid, &start.name), exit);
+                    }
+                }
+                Err(w) => {
+                    tracing::warn!(pod = %pod_key(pod), container = %start.name, reason = %w.reason, message = %w.message, "cannot start container");
+                    self.waiting.insert(start.name.clone(), w);
+                    retry = Some(RETRY);
+                }
+            }
+        }
+        Ok(retry)
+    }
+
+    async fn start_container(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+        start: &ContainerStart,
+        sandbox_id: &str,
+        sandbox: &cri::PodSandboxConfig,
+        pod_ips: &[String],
+    ) -> Result<(), Waiting> {
+        let env = self.env.clone();
+        let image = container.image.clone().unwrap_or_default();
+        let key = BackoffKey::new(&self.uid, format!("image:{image}"));
+        let left = self.pull_failures.get(&image).and_then(|failed_at| {
+            env.image_backoff
+                .lock()
+                .unwrap()
+                .remaining(&key, *failed_at, SystemTime::now())
+        });
+        if let Some(left) = left {
+            return Err(Waiting {
+                reason: "ImagePullBackOff".into(),
+                message: format!(
+                    "Back-off pulling image \"{image}\" ({}s left)",
+                    left.as_secs()
+                ),
+            });
+        }
+        let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image);
+        if let Err(err) = env.cri.ensure_image(&image, policy, sandbox).await {
+            if !matches!(err, ImageError::NeverPull(_)) {
+                let now = SystemTime::now();
+                env.image_backoff.lock().unwrap().record_restart(key, now);
+                self.pull_failures.insert(image.clone(), now);
+            }
+            return Err(Waiting {
+                reason: err.reason().into(),
+                message: err.to_string(),
+            });
+        }
+
+        let config_error = |message: String| Waiting {
+            reason: "CreateContainerConfigError".into(),
+            message,
+        };
+        let sources = self.env_sources(pod).await.map_err(config_error)?;
+        let services = self.services(pod).await.map_err(config_error)?;
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        let service_env = service_env(&services, namespace, links);
+        let host_ip = env.node_ip.map(|ip| ip.to_string());
+        let facts = PodFacts {
+            pod_ip: pod_ips.first().map(String::as_str),
+            pod_ips,
+            host_ip: host_ip.as_deref(),
+            node_allocatable_milli_cpu: env.node_milli_cpu,
+            node_allocatable_memory: env.node_memory,
+            node_allocatable_ephemeral_storage: env.node_ephemeral_storage,
+        };
+        let envs = container_env(pod, container, &facts, &sources, &service_env)
+            .map_err(|e| config_error(e.to_string()))?;
+        let mounts = prepare_mounts(container, &self.volume_paths)
+            .map_err(|e| config_error(e.to_string()))?;
+        let hash = container_spec_hash(container);
+        let config = container_config(
+            pod,
+            container,
+            ContainerContext {
+                restart_count: start.restart_count,
+                env: envs,
+                mounts,
+                spec_hash: &hash,
+                node_memory_capacity: env.node_memory,
+                image_user: None,
+            },
+        )
+        .map_err(|e| config_error(e.to_string()))?;
+        let id = env
+            .cri
+            .create_container(sandbox_id, config, sandbox)
+            .await
+            .map_err(|e| Waiting {
+                reason: "CreateContainerError".into(),
+                message: e.to_string(),
+            })?;
+        env.cri.start_container(&id).await.map_err(|e| Waiting {
+            reason: "RunContainerError".into(),
+            message: e.to_string(),
+        })?;
+        tracing::info!(pod = %pod_key(pod), container = %container.name, id = %id, restarts = start.restart_count, "container started");
+        Ok(())
+    }
+
+    /// The ConfigMaps and Secrets the pod's env refers to.
+    async fn env_sources(&self, pod: &Pod) -> Result<EnvSources, String> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut sources = EnvSources::default();
+        let cms = Api::<ConfigMap>::namespaced(self.env.client.clone(), namespace);
+        for name in referenced_config_maps(pod) {
+            let cm = cms.get_opt(&name).await.map_err(|e| e.to_string())?;
+            sources
+                .config_maps
+                .insert(name, cm.map(|c| c.data.unwrap_or_default()));
+        }
+        let secrets = Api::<Secret>::namespaced(self.env.client.clone(), namespace);
+        for name in referenced_secrets(pod) {
+            let s = secrets.get_opt(&name).await.map_err(|e| e.to_string())?;
+            sources.secrets.insert(
+                name,
+                s.map(|s| {
+                    s.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect()
+                }),
+            );
+        }
+        Ok(sources)
+    }
+
+    /// The Services whose variables go into the container's environment:
+    /// the namespace's (with service links) and `default/kubernetes`.
+    async fn services(&self, pod: &Pod) -> Result<Vec<Service>, String> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        let mut services = Vec::new();
+        if links {
+            services = Api::<Service>::namespaced(self.env.client.clone(), namespace)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| format!("cannot list the services of {namespace}: {e}"))?
+                .items;
+        }
+        if !links || namespace != "default" {
+            if let Some(master) = Api::<Service>::namespaced(self.env.client.clone(), "default")
+                .get_opt("kubernetes")
+                .await
+                .map_err(|e| format!("cannot read service default/kubernetes: {e}"))?
+            {
+                services.push(master);
+            }
+        }
+        Ok(services)
+    }
+
+    async fn setup_volumes(&mut self, pod: &Pod) -> Result<(), super::volumes::VolumeError> {
+        let paths = self.env.volumes.setup(pod).await?;
+        self.volume_paths = paths;
+        self.volumes_at = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    fn sandbox_config(&self, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
+        sandbox_config(
+            pod,
+            &SandboxContext {
+                node_name: &self.env.node_name,
+                pod_logs_root: &self.env.pod_logs_root,
+                attempt,
+                host_dns: &self.env.host_dns,
+            },
+        )
+    }
+
+    fn wait_all(&mut self, pod: &Pod, reason: &str, message: &str) {
+        tracing::warn!(pod = %pod_key(pod), reason, message, "pod cannot start");
+        for c in all_containers(pod) {
+            self.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: reason.into(),
+                    message: message.into(),
+                },
+            );
+        }
+    }
+
+    fn note_backoffs(&mut self, pod: &Pod, actions: &PodActions) {
+        let backoff = self.env.backoff.lock().unwrap();
+        for b in &actions.backing_off {
+            let current = backoff
+                .current(&BackoffKey::new(&self.uid, &b.name))
+                .unwrap_or(b.remaining);
+            self.waiting.insert(
+                b.name.clone(),
+                Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: format!(
+                        "back-off {} restarting failed container={} pod={}",
+                        format_duration(current),
+                        b.name,
+                        pod_key(pod),
+                    ),
+                },
+            );
+        }
+    }
+
+    async fn write_status(
+        &mut self,
+        pod: &Pod,
+        rt: &PodRuntime,
+        probe_ready: &BTreeSet<String>,
+        not_started: &BTreeSet<String>,
+    ) -> Result<(), SyncError> {
+        let host_ip = self.env.node_ip.map(|ip| ip.to_string());
+        let status = api_status(&StatusInputs {
+            pod,
+            runtime: &rt.view,
+            probe_ready,
+            not_started,
+            waiting: &self.waiting,
+            pod_ips: &rt.ips,
+            host_ip: host_ip.as_deref(),
+            now: Timestamp::now(),
+        });
+        if !status_differs(pod.status.as_ref(), &status) {
+            return Ok(());
+        }
+        if self.last_written.as_ref() == Some(&status) {
+            // Written already; the watch has not caught up.
+            return Ok(());
+        }
+        self.patch_status(pod, &status).await?;
+        self.last_written = Some(status);
+        Ok(())
+    }
+
+    async fn patch_status(&self, pod: &Pod, status: &PodStatus) -> Result<(), kube::Error> {
+        let (namespace, name) = ns_name(pod);
+        let patch = serde_json::json!({ "status": status });
+        Api::<Pod>::namespaced(self.env.client.clone(), namespace)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    }
+
+    /// Stops every container (gracefully) and every sandbox of the pod.
+    async fn stop_everything(&self, pod: &Pod, grace: i64) {
+        let env = &self.env;
+        let Ok(rt) = env.cri.pod(&self.uid).await else {
+            return;
+        };
+        let stops = rt
+            .view
+            .containers
+            .iter()
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Unknown))
+            .map(|c| env.cri.stop_container(&c.id, grace));
+        for result in join_all(stops).await {
+            if let Err(err) = result {
+                tracing::warn!(pod = %pod_key(pod), error = %err, "cannot stop a container");
+            }
+        }
+        for s in rt
+            .view
+            .sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Ready)
+        {
+            if let Err(err) = env.cri.stop_sandbox(&s.id).await {
+                tracing::warn!(pod = %pod_key(pod), error = %err, "cannot stop the sandbox");
+            }
+        }
+    }
+
+    /// `deletionTimestamp` is set: stop the containers within the grace
+    /// period, write the final status, remove the sandbox and volumes, and
+    /// delete the Pod for good (grace 0, only this UID).
+    async fn terminate(&mut self, pod: &Pod) -> Next {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .unwrap_or_else(|| grace_seconds(pod));
+        tracing::info!(pod = %pod_key(pod), grace, "terminating pod");
+        self.env.probes.remove_pod(&self.uid);
+        self.stop_everything(pod, grace).await;
+        let Ok(rt) = self.env.cri.pod(&self.uid).await else {
+            return Next::Requeue(Some(RETRY));
+        };
+        if rt
+            .view
+            .containers
+            .iter()
+            .any(|c| c.state == ContainerState::Running)
+        {
+            return Next::Requeue(Some(RETRY));
+        }
+        let mut status = api_status(&StatusInputs {
+            pod,
+            runtime: &rt.view,
+            probe_ready: &BTreeSet::new(),
+            not_started: &BTreeSet::new(),
+            waiting: &BTreeMap::new(),
+            pod_ips: &rt.ips,
+            host_ip: None,
+            now: Timestamp::now(),
+        });
+        // Everything stopped: the pod is terminal (the kubelet reports Failed
+        // unless every container succeeded).
+        let all_succeeded =
+            rt.view.containers.iter().all(|c| c.exit_code == 0) && !rt.view.containers.is_empty();
+        status.phase = Some(if all_succeeded { "Succeeded" } else { "Failed" }.into());
+        status.host_ip = None;
+        status.host_ips = None;
+        if let Err(err) = self.patch_status(pod, &status).await {
+            tracing::debug!(pod = %pod_key(pod), error = %err, "final status not written");
+        }
+        if let Err(err) = self.remove_runtime(&rt).await {
+            tracing::warn!(pod = %pod_key(pod), error = %err, "cannot remove the pod's sandbox; retrying");
+            return Next::Requeue(Some(RETRY));
+        }
+        if let Err(err) = self.env.volumes.teardown(&self.uid).await {
+            tracing::warn!(pod = %pod_key(pod), error = %err, "cannot remove the pod's volumes");
+        }
+        let (namespace, name) = ns_name(pod);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match Api::<Pod>::namespaced(self.env.client.clone(), namespace)
+            .delete(name, &params)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(err) => {
+                tracing::warn!(pod = %pod_key(pod), error = %err, "cannot delete the pod; retrying");
+                return Next::Requeue(Some(RETRY));
+            }
+        }
+        tracing::info!(pod = %pod_key(pod), "pod terminated and deleted");
+        self.forget();
+        Next::Done
+    }
+
+    /// A pod that CRI holds but the API no longer has (deleted while the
+    /// agent was down, or force-deleted): stop and remove it.
+    async fn clean_up_orphan(&mut self) -> Next {
+        let env = self.env.clone();
+        env.probes.remove_pod(&self.uid);
+        let Ok(rt) = env.cri.pod(&self.uid).await else {
+            return Next::Requeue(Some(RETRY));
+        };
+        if !rt.view.is_empty() {
+            tracing::info!(uid = %self.uid, "removing the sandbox of a pod that no longer exists");
+        }
+        let stops = rt
+            .view
+            .containers
+            .iter()
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Unknown))
+            .map(|c| env.cri.stop_container(&c.id, ORPHAN_GRACE_SECONDS));
+        join_all(stops).await;
+        if let Err(err) = self.remove_runtime(&rt).await {
+            tracing::warn!(uid = %self.uid, error = %err, "cannot remove an orphaned sandbox; retrying");
+            return Next::Requeue(Some(RETRY));
+        }
+        if let Err(err) = env.volumes.teardown(&self.uid).await {
+            tracing::warn!(uid = %self.uid, error = %err, "cannot remove an orphaned pod's volumes");
+        }
+        self.forget();
+        Next::Done
+    }
+
+    async fn remove_runtime(&self, rt: &PodRuntime) -> Result<(), crate::cri::CriError> {
+        for c in &rt.view.containers {
+            self.env.cri.remove_container(&c.id).await?;
+        }
+        for s in &rt.view.sandboxes {
+            self.env.cri.stop_sandbox(&s.id).await?;
+            self.env.cri.remove_sandbox(&s.id).await?;
+        }
+        Ok(())
+    }
+
+    fn forget(&self) {
+        self.env.backoff.lock().unwrap().forget_pod(&self.uid);
+        self.env.admitted.lock().unwrap().remove(&self.uid);
+    }
+
+    /// Removes exited instances beyond the newest [`KEEP_EXITED`] per
+    /// container name, and sandboxes older than the newest that have no
+    /// container left.
+    async fn collect_garbage(&self, rt: &PodRuntime) {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &rt.view.containers {
+            let n = seen.entry(c.name.as_str()).or_default();
+            *n += 1;
+            if *n > 1 + KEEP_EXITED && c.state == ContainerState::Exited {
+                if let Err(err) = self.env.cri.remove_container(&c.id).await {
+                    tracing::debug!(error = %err, "container garbage collection");
+                }
+            }
+        }
+        for s in rt.view.sandboxes.iter().skip(1) {
+            let in_use = rt.view.containers.iter().any(|c| c.sandbox_id == s.id);
+            if !in_use && s.state == SandboxState::NotReady {
+                if let Err(err) = self.env.cri.remove_sandbox(&s.id).await {
+                    tracing::debug!(error = %err, "sandbox garbage collection");
+                }
+            }
+        }
+    }
+}
+
+/// A failed step of a sync.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Cri(#[from] crate::cri::CriError),
+    #[error("writing the pod status: {0}")]
+    Api(#[from] kube::Error),
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn grace_seconds(pod: &Pod) -> i64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
+}
+
+fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    let spec = pod.spec.as_ref();
+    spec.and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .chain(spec.map(|s| s.containers.as_slice()).unwrap_or_default())
+}
+
+fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    all_containers(pod).find(|c| c.name == name)
+}
+
+fn ns_name(pod: &Pod) -> (&str, &str) {
+    (
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// `name_namespace(uid)`, as the kubelet names a pod in messages.
+pub fn pod_key(pod: &Pod) -> String {
+    let (namespace, name) = ns_name(pod);
+    format!(
+        "{name}_{namespace}({})",
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `10s`, `1m20s`, `5m0s`: Go's duration format, as in the kubelet's message.
+fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m{}s", s / 60, s % 60)
+    }
+}

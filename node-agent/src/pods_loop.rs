@@ -1,0 +1,299 @@
+//! The pod loop (Kubelet mode): the kubelet's sync loop. Watches the pods
+//! bound to this node (field selector on `spec.nodeName`), runs one
+//! [`PodWorker`] per pod UID, and pokes a worker when its Pod changes, when a
+//! relist of CRI (every [`RELIST_PERIOD`], the kubelet's PLEG) shows its
+//! containers changed, when a probe result flips, or when its requeue time
+//! comes. A periodic resync looks at every pod anyway.
+//!
+//! - **Nothing before the first list**: until the watch has listed, the loop
+//!   does not know which sandboxes belong to pods that still exist, so it
+//!   neither starts nor removes anything.
+//! - **After a restart** every sandbox the agent's labels mark is matched to
+//!   its Pod by UID: running pods are adopted (the planner finds them
+//!   complete), pods deleted meanwhile are finalised or, when the API no
+//!   longer has them, their sandboxes removed.
+//! - **Runtime down**: syncs fail and retry; `RuntimeReady` says why (the
+//!   runtime loop); when it comes back the planner finds what still runs, so
+//!   nothing is created twice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cri_handle::CriHandle;
+use crate::health::LoopHeartbeat;
+use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
+use crate::pods::cri_pods::CriPods;
+use crate::pods::prober::ProbeManager;
+use crate::pods::report::PodsReport;
+use crate::pods::sandbox_config::parse_resolv_conf;
+use crate::pods::volume_manager::VolumeManager;
+use crate::pods::worker::{Next, PodEnv, PodWorker};
+
+/// How often CRI is relisted to notice containers that changed (PLEG).
+pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
+/// Every pod is synced at least this often.
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(10);
+/// The loop beats its heartbeat at least this often.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// The pod loop's inputs.
+pub struct PodsLoop {
+    pub client: Client,
+    pub node_name: String,
+    pub node_ip: Option<IpAddr>,
+    pub cri: CriHandle,
+    /// Pod volumes live under `<root_dir>/pods/<uid>`.
+    pub root_dir: PathBuf,
+    /// Container logs: `<pod_logs_dir>/<namespace>_<name>_<uid>/<container>/<n>.log`.
+    pub pod_logs_dir: PathBuf,
+    pub host: crate::host::HostFacts,
+    pub report: watch::Sender<PodsReport>,
+    pub heartbeat: LoopHeartbeat,
+}
+
+struct WorkerHandle {
+    poke: mpsc::Sender<()>,
+}
+
+impl PodsLoop {
+    pub async fn run(self, cancel: CancellationToken) {
+        let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<String>();
+        let host_dns =
+            parse_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let env = Arc::new(PodEnv {
+            client: self.client.clone(),
+            cri: CriPods::new(self.cri.clone()),
+            node_name: self.node_name.clone(),
+            node_ip: self.node_ip,
+            pod_logs_root: self.pod_logs_dir.clone(),
+            host_dns,
+            node_milli_cpu: i64::from(self.host.cpus) * 1000,
+            node_memory: i64::try_from(self.host.memory_bytes).unwrap_or(i64::MAX),
+            node_ephemeral_storage: i64::try_from(self.host.ephemeral_storage_bytes)
+                .unwrap_or(i64::MAX),
+            volumes: VolumeManager::new(self.client.clone(), self.root_dir.join("pods"))
+                .with_node_allocatable(BTreeMap::from([
+                    ("cpu".to_string(), Quantity(self.host.cpus.to_string())),
+                    (
+                        "memory".to_string(),
+                        Quantity(self.host.memory_bytes.to_string()),
+                    ),
+                    (
+                        "ephemeral-storage".to_string(),
+                        Quantity(self.host.ephemeral_storage_bytes.to_string()),
+                    ),
+                ])),
+            probes: ProbeManager::new(self.cri.clone(), wake_tx.clone()),
+            backoff: Mutex::new(Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)),
+            image_backoff: Mutex::new(Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)),
+            admitted: Mutex::new(BTreeSet::new()),
+            admission: tokio::sync::Mutex::new(()),
+        });
+
+        let api = Api::<Pod>::all(self.client.clone());
+        let config = watcher::Config::default()
+            .fields(&format!("spec.nodeName={}", self.node_name))
+            .any_semantic();
+        let (store, writer) = reflector::store();
+        let mut events = Box::pin(
+            watcher(api, config)
+                .default_backoff()
+                .modify(|pod: &mut Pod| {
+                    pod.managed_fields_mut().clear();
+                })
+                .reflect(writer),
+        );
+
+        let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+        let mut tasks: JoinSet<String> = JoinSet::new();
+        let mut fingerprints = BTreeMap::new();
+        let mut relist = tokio::time::interval(RELIST_PERIOD);
+        relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut resync = tokio::time::interval(RESYNC_PERIOD);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        let mut listed = false;
+        let mut warned_relist = false;
+
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                event = events.next() => match event {
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        if !listed {
+                            listed = true;
+                            // Adopt every pod the first list returned.
+                            for pod in store.state() {
+                                self.poke(&env, &store, &mut workers, &mut tasks, &pod);
+                            }
+                        }
+                        self.publish(&store);
+                    }
+                    Some(Ok(watcher::Event::Apply(pod) | watcher::Event::Delete(pod))) => {
+                        if listed {
+                            self.poke(&env, &store, &mut workers, &mut tasks, &pod);
+                            self.publish(&store);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => tracing::warn!(error = %err, "pod watch failed; retrying"),
+                    None => break,
+                },
+                Some(uid) = wake_rx.recv() => {
+                    if let Some(w) = workers.get(&uid) {
+                        let _ = w.poke.try_send(());
+                    }
+                }
+                _ = relist.tick(), if listed => {
+                    match env.cri.relist().await {
+                        Ok(now) => {
+                            warned_relist = false;
+                            for (uid, fp) in &now {
+                                let changed = fingerprints.get(uid) != Some(fp);
+                                match workers.get(uid) {
+                                    Some(w) if changed => { let _ = w.poke.try_send(()); }
+                                    Some(_) => {}
+                                    // CRI holds it, no Pod has that UID: an orphan.
+                                    None if !store.state().iter().any(|p| p.metadata.uid.as_deref() == Some(uid.as_str())) => {
+                                        self.spawn(&env, &store, &mut workers, &mut tasks, uid.clone(), None);
+                                    }
+                                    None => {}
+                                }
+                            }
+                            fingerprints = now;
+                        }
+                        Err(err) => {
+                            if !warned_relist {
+                                tracing::warn!(error = %err, "cannot relist the runtime's pods");
+                                warned_relist = true;
+                            }
+                        }
+                    }
+                }
+                _ = resync.tick(), if listed => {
+                    for w in workers.values() {
+                        let _ = w.poke.try_send(());
+                    }
+                    for uid in env.volumes.known_pod_dirs() {
+                        if !workers.contains_key(&uid)
+                            && !store.state().iter().any(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+                        {
+                            if let Err(err) = env.volumes.teardown(&uid).await {
+                                tracing::warn!(%uid, error = %err, "cannot remove an orphaned pod's volumes");
+                            }
+                        }
+                    }
+                    self.publish(&store);
+                }
+                Some(done) = tasks.join_next() => {
+                    if let Ok(uid) = done {
+                        workers.remove(&uid);
+                    }
+                }
+                _ = beat.tick() => self.heartbeat.beat(),
+            }
+        }
+        tasks.abort_all();
+    }
+
+    fn publish(&self, store: &Store<Pod>) {
+        let new = PodsReport::from_pods(store.state().iter().map(|p| p.as_ref()));
+        self.report.send_if_modified(|r| {
+            let changed = *r != new;
+            *r = new;
+            changed
+        });
+    }
+
+    /// Pokes the worker of `pod`'s UID, starting it if needed.
+    fn poke(
+        &self,
+        env: &Arc<PodEnv>,
+        store: &Store<Pod>,
+        workers: &mut HashMap<String, WorkerHandle>,
+        tasks: &mut JoinSet<String>,
+        pod: &Pod,
+    ) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        match workers.get(&uid) {
+            Some(w) => {
+                let _ = w.poke.try_send(());
+            }
+            None => self.spawn(
+                env,
+                store,
+                workers,
+                tasks,
+                uid,
+                Some(ObjectRef::from_obj(pod)),
+            ),
+        }
+    }
+
+    fn spawn(
+        &self,
+        env: &Arc<PodEnv>,
+        store: &Store<Pod>,
+        workers: &mut HashMap<String, WorkerHandle>,
+        tasks: &mut JoinSet<String>,
+        uid: String,
+        key: Option<ObjectRef<Pod>>,
+    ) {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let _ = tx.try_send(());
+        workers.insert(uid.clone(), WorkerHandle { poke: tx });
+        let env = env.clone();
+        let store = store.clone();
+        let node = self.node_name.clone();
+        tasks.spawn(async move {
+            let mut worker = PodWorker::new(env, uid.clone());
+            let mut requeue: Option<Duration> = None;
+            loop {
+                match requeue {
+                    Some(after) => {
+                        tokio::select! {
+                            poked = rx.recv() => if poked.is_none() { break },
+                            () = tokio::time::sleep(after) => {}
+                        }
+                    }
+                    None => {
+                        if rx.recv().await.is_none() {
+                            break;
+                        }
+                    }
+                }
+                let pod = key
+                    .as_ref()
+                    .and_then(|k| store.get(k))
+                    .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+                let on_node: Vec<Arc<Pod>> = store
+                    .state()
+                    .into_iter()
+                    .filter(|p| {
+                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+                    })
+                    .collect();
+                match worker.sync(pod, &on_node).await {
+                    Next::Done => break,
+                    Next::Requeue(after) => requeue = after,
+                }
+            }
+            uid
+        });
+    }
+}
