@@ -264,6 +264,33 @@ fn containers_of_a_pod_reach_each_other_on_localhost() {
     }
     let got = kubectl(&["exec", "-n", &ns.0, "pair", "-c", "client", "--", "cat", "/tmp/got"]).expect_ok("exec");
     assert_eq!(got.trim(), "pair", "the client got the web container's page over localhost");
+
+    // `kubectl describe pod` tells the story with the kubelet's events.
+    let reasons = eventually(Duration::from_secs(30), "the pod's events", || {
+        let run = kubectl(&["get", "events", "-n", &ns.0, "--field-selector", "involvedObject.name=pair", "-o", "json"]);
+        let v: Value = serde_json::from_str(&run.stdout).ok()?;
+        let notes: BTreeSet<String> = v["items"].as_array()?.iter()
+            .map(|e| format!("{} {}", e["reason"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+            .collect();
+        notes.iter().any(|n| n == "Started Started container client").then_some(notes)
+    });
+    for want in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(reasons.iter().any(|n| n.starts_with(want)), "no {want} event in {reasons:?}");
+    }
+}
+
+#[test]
+fn missing_image_with_pull_policy_never_waits_with_err_image_never_pull() {
+    let _turn = shared_turn();
+    let ns = Namespace::new("image");
+    let c = json!({"name": "app", "image": "nodeconfig.local/not-imported:1", "imagePullPolicy": "Never"});
+    apply_json(simple_pod(&ns.0, "noimage", json!([c]), json!({})));
+    let p = await_pod(&ns.0, "noimage", "waiting with ErrImageNeverPull", STARTED, |p| {
+        container_status(p, "app").is_some_and(|c| c["state"]["waiting"]["reason"] == "ErrImageNeverPull")
+    });
+    let message = container_status(&p, "app").expect("status")["state"]["waiting"]["message"].clone();
+    assert!(message.as_str().is_some_and(|m| m.contains("not-imported:1") && m.contains("pull policy of Never")), "{message}");
+    assert_eq!(p["status"]["phase"], "Pending");
 }
 
 // ---------------------------------------------------------------- 3

@@ -36,6 +36,7 @@ use crate::cri_handle::CriHandle;
 use crate::health::LoopHeartbeat;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
 use crate::pods::cri_pods::CriPods;
+use crate::pods::events::PodEvents;
 use crate::pods::prober::ProbeManager;
 use crate::pods::report::PodsReport;
 use crate::pods::sandbox_config::parse_resolv_conf;
@@ -96,6 +97,7 @@ impl PodsLoop {
                         Quantity(self.host.ephemeral_storage_bytes.to_string()),
                     ),
                 ])),
+            events: PodEvents::new(self.client.clone(), &self.node_name),
             probes: ProbeManager::new(self.cri.clone(), wake_tx.clone()),
             backoff: Mutex::new(Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)),
             image_backoff: Mutex::new(Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)),

@@ -272,13 +272,14 @@ impl CriPods {
         }
     }
 
-    /// Makes `image` present as `policy` asks; returns nothing on success.
+    /// Makes `image` present as `policy` asks; `Ok(true)` when it was pulled,
+    /// `Ok(false)` when it was there already.
     pub async fn ensure_image(
         &self,
         image: &str,
         policy: PullPolicy,
         sandbox: &cri::PodSandboxConfig,
-    ) -> Result<(), ImageError> {
+    ) -> Result<bool, ImageError> {
         let mut client = self.cri.current();
         let spec = cri::ImageSpec {
             image: image.to_string(),
@@ -297,7 +298,7 @@ impl CriPods {
                 .image
                 .is_some();
             if present {
-                return Ok(());
+                return Ok(false);
             }
             if policy == PullPolicy::Never {
                 return Err(ImageError::NeverPull(image.to_string()));
@@ -311,7 +312,7 @@ impl CriPods {
                 sandbox_config: Some(sandbox.clone()),
             })
             .await
-            .map(|_| ())
+            .map(|_| true)
             .map_err(|s| ImageError::Pull {
                 image: image.to_string(),
                 message: s.message().to_string(),

@@ -20,6 +20,7 @@ pub mod container_config;
 pub mod cri_pods;
 pub mod downward_api;
 pub mod env;
+pub mod events;
 pub mod phase;
 pub mod plan;
 pub mod probe;

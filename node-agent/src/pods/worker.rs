@@ -24,6 +24,7 @@ use super::container_config::{container_config, ContainerContext};
 use super::cri_pods::{CriPods, ImageError, PodRuntime, PullPolicy};
 use super::env::{container_env, referenced_config_maps, referenced_secrets, service_env};
 use super::env::{EnvSources, PodFacts};
+use super::events::PodEvents;
 use super::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
 use super::prober::{ProbeManager, RunningContainer};
 use super::runtime_view::{ContainerState, SandboxState};
@@ -56,6 +57,7 @@ pub struct PodEnv {
     pub node_memory: i64,
     pub node_ephemeral_storage: i64,
     pub volumes: VolumeManager,
+    pub events: PodEvents,
     pub probes: ProbeManager,
     pub backoff: Mutex<Backoff>,
     pub image_backoff: Mutex<Backoff>,
@@ -167,6 +169,7 @@ impl PodWorker {
             }
             Admission::Reject { reason, message } => {
                 tracing::info!(pod = %pod_key(pod), reason, message, "pod rejected");
+                self.env.events.warning(pod, None, reason, message.clone());
                 let status = rejected_status(pod, reason, &message, Timestamp::now());
                 if let Err(err) = self.patch_status(pod, &status).await {
                     tracing::warn!(pod = %pod_key(pod), error = %err, "cannot write the rejection");
@@ -251,6 +254,7 @@ impl PodWorker {
         }
         let kills = actions.containers_to_kill.iter().map(|k| {
             tracing::info!(pod = %pod_key(pod), container = %k.name, reason = k.reason.message(), "killing container");
+            env.events.normal(pod, Some(&k.name), "Killing", format!("Container {} {}", k.name, kill_note(k.reason)));
             env.cri.stop_container(&k.id, grace)
         });
         for result in join_all(kills).await {
@@ -260,6 +264,8 @@ impl PodWorker {
         let mut attempt = rt.view.sandboxes.first().map_or(0, |s| s.attempt);
         let sandbox_id = if actions.create_sandbox {
             if let Err(err) = self.setup_volumes(pod).await {
+                env.events
+                    .warning(pod, None, "FailedMount", err.to_string());
                 self.wait_all(pod, "ContainerCreating", &err.to_string());
                 return Ok(Some(RETRY));
             }
@@ -296,6 +302,8 @@ impl PodWorker {
         }
         if self.volume_paths.is_empty() || self.volumes_at.is_none() {
             if let Err(err) = self.setup_volumes(pod).await {
+                env.events
+                    .warning(pod, None, "FailedMount", err.to_string());
                 self.wait_all(pod, "ContainerCreating", &err.to_string());
                 return Ok(Some(RETRY));
             }
@@ -326,6 +334,19 @@ impl PodWorker {
                 }
                 Err(w) => {
                     tracing::warn!(pod = %pod_key(pod), container = %start.name, reason = %w.reason, message = %w.message, "cannot start container");
+                    if w.reason == "ImagePullBackOff" {
+                        env.events
+                            .normal(pod, Some(&start.name), "BackOff", w.message.clone());
+                    } else {
+                        env.events
+                            .warning(pod, Some(&start.name), "Failed", w.message.clone());
+                    }
+                    env.events.warning(
+                        pod,
+                        Some(&start.name),
+                        "Failed",
+                        format!("Error: {}", w.reason),
+                    );
                     self.waiting.insert(start.name.clone(), w);
                     retry = Some(RETRY);
                 }
@@ -362,7 +383,27 @@ impl PodWorker {
             });
         }
         let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image);
-        if let Err(err) = env.cri.ensure_image(&image, policy, sandbox).await {
+        let pull_started = std::time::Instant::now();
+        let pulled = env.cri.ensure_image(&image, policy, sandbox).await;
+        match &pulled {
+            Ok(false) => env.events.normal(
+                pod,
+                Some(&container.name),
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            ),
+            Ok(true) => env.events.normal(
+                pod,
+                Some(&container.name),
+                "Pulled",
+                format!(
+                    "Successfully pulled image \"{image}\" in {:.3}s",
+                    pull_started.elapsed().as_secs_f64()
+                ),
+            ),
+            Err(_) => {}
+        }
+        if let Err(err) = pulled {
             if !matches!(err, ImageError::NeverPull(_)) {
                 let now = SystemTime::now();
                 env.image_backoff.lock().unwrap().record_restart(key, now);
@@ -422,10 +463,22 @@ impl PodWorker {
                 reason: "CreateContainerError".into(),
                 message: e.to_string(),
             })?;
+        env.events.normal(
+            pod,
+            Some(&container.name),
+            "Created",
+            format!("Created container: {}", container.name),
+        );
         env.cri.start_container(&id).await.map_err(|e| Waiting {
             reason: "RunContainerError".into(),
             message: e.to_string(),
         })?;
+        env.events.normal(
+            pod,
+            Some(&container.name),
+            "Started",
+            format!("Started container {}", container.name),
+        );
         tracing::info!(pod = %pod_key(pod), container = %container.name, id = %id, restarts = start.restart_count, "container started");
         Ok(())
     }
@@ -525,6 +578,22 @@ impl PodWorker {
             let current = backoff
                 .current(&BackoffKey::new(&self.uid, &b.name))
                 .unwrap_or(b.remaining);
+            let already = self
+                .waiting
+                .get(&b.name)
+                .is_some_and(|w| w.reason == "CrashLoopBackOff");
+            if !already {
+                self.env.events.warning(
+                    pod,
+                    Some(&b.name),
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {} in pod {}",
+                        b.name,
+                        pod_key(pod)
+                    ),
+                );
+            }
             self.waiting.insert(
                 b.name.clone(),
                 Waiting {
@@ -759,6 +828,17 @@ pub enum SyncError {
     Cri(#[from] crate::cri::CriError),
     #[error("writing the pod status: {0}")]
     Api(#[from] kube::Error),
+}
+
+/// The Killing event's note after the container's name.
+fn kill_note(reason: super::plan::KillReason) -> &'static str {
+    use super::plan::KillReason;
+    match reason {
+        KillReason::SpecChanged => "definition changed, will be restarted",
+        KillReason::LivenessFailed => "failed liveness probe, will be restarted",
+        KillReason::StartupFailed => "failed startup probe, will be restarted",
+        KillReason::UnknownState => "is in unknown state, will be restarted",
+    }
 }
 
 fn is_terminal(pod: &Pod) -> bool {
