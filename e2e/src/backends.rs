@@ -6,9 +6,9 @@
 //! `ncb-<node>-<host>`, joined by a veth pair (`ncb<host>` in the node, `eth0`
 //! in the backend) to the node's pod bridge `cni0`, with the address
 //! `10.244.<node>.<host>/24` and a default route via the bridge's
-//! `10.244.<node>.1`. Hosts are taken from 200..=250, far above what host-local
-//! IPAM hands out to the few pods of a test run, and a host whose IPAM
-//! reservation file exists is skipped. The namespace's name is the claim: `ip
+//! `10.244.<node>.1`. Hosts are taken from 200..=250, which host-local IPAM
+//! never hands out (its range ends at .199, see e2e/scripts/lib/nodes.sh), and
+//! a host whose IPAM reservation file exists is skipped. The namespace's name is the claim: `ip
 //! netns add` fails when another test (or test process) holds the address. Every
 //! GET gets the backend's name as the body.
 //!

@@ -20,7 +20,8 @@
 #     sockets, runc root and pidfile under node_run_dir), started inside the
 #     namespace with nsenter --net (not `ip netns exec`, which remounts /sys and
 #     hides the cgroup mounts from runc); its pods get addresses on the node's own
-#     bridge cni0 from host-local IPAM with its own data dir.
+#     bridge cni0 from host-local IPAM with its own data dir; pods get .2-.199
+#     (.200-.250 are the proxy tests' backends, see e2e/src/backends.rs).
 # Host side: net.ipv4.ip_forward=1, unreachable guard routes for the cluster and
 # service CIDRs (the /24 node routes are more specific and win), and, only when
 # the host's FORWARD chain would drop node traffic, ACCEPT rules in our own chain
@@ -332,7 +333,7 @@ EOF
       "ipam": {
         "type": "host-local",
         "dataDir": "$dir/cni/ipam",
-        "ranges": [[{ "subnet": "$(node_pod_cidr "$i")" }]],
+        "ranges": [[{ "subnet": "$(node_pod_cidr "$i")", "rangeEnd": "10.244.$i.199" }]],
         "routes": [{ "dst": "0.0.0.0/0" }]
       }
     }
