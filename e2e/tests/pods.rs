@@ -580,3 +580,19 @@ fn operator_runs_in_cluster_from_the_manifests_with_leader_election() {
     println!("{next} took over {:.1?} after the leader's deletion", started.elapsed());
     operator_answers_a_new_node("after failover");
 }
+
+#[test]
+fn host_network_pod_has_the_node_address_and_serves_on_it() {
+    let _turn = shared_turn();
+    let ns = Namespace::new("hostnet");
+    let port = 18000 + (std::process::id() % 1000) as u16;
+    let mut c = busybox("web", &format!("mkdir -p /www && echo on-host > /www/index.html && exec httpd -f -p {port} -h /www"));
+    c["readinessProbe"] = json!({"httpGet": {"path": "/", "port": port}, "periodSeconds": 1});
+    apply_json(simple_pod(&ns.0, "hostweb", json!([c]),
+        json!({"hostNetwork": true, "nodeSelector": {"kubernetes.io/hostname": "nc-node-2"}})));
+    let p = await_pod(&ns.0, "hostweb", "Running and Ready", STARTED, running_and_ready);
+    assert_eq!(p["status"]["podIP"], "10.200.2.2", "a host-network pod has its node's address");
+    assert_eq!(p["status"]["hostIP"], "10.200.2.2");
+    let body = nodeconfig_e2e::backends::get_from_node(1, &format!("http://10.200.2.2:{port}/"));
+    assert_eq!(body.as_deref(), Ok("on-host"), "served on the node's own address");
+}

@@ -48,8 +48,11 @@ pub fn sandbox_config(pod: &Pod, ctx: &SandboxContext) -> cri::PodSandboxConfig 
     let uid = m.uid.as_deref().unwrap_or_default();
     let spec = pod.spec.as_ref();
     let host_network = is_host_network(pod);
+    // On the host's network the pod shares the host's UTS namespace too:
+    // the runtime may not set a hostname there (runc refuses), and the pod
+    // sees the node's own, as with the kubelet.
     let hostname = if host_network {
-        ctx.node_name.to_string()
+        String::new()
     } else {
         pod_hostname(pod)
     };

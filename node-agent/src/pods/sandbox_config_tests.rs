@@ -71,11 +71,12 @@ fn identity_labels_and_log_directory() {
 }
 
 #[test]
-fn hostname_comes_from_the_spec_the_name_or_the_node() {
+fn hostname_comes_from_the_spec_or_the_name_and_is_the_hosts_on_its_network() {
     assert_eq!(config(&pod(json!({"hostname": "db"}))).hostname, "db");
     assert_eq!(
         config(&pod(json!({"hostNetwork": true, "hostname": "db"}))).hostname,
-        "node-a"
+        "",
+        "the host's UTS namespace keeps the host's name; runc refuses to set one there"
     );
     let mut long = pod(json!({}));
     long.metadata.name = Some(format!("{}-{}", "a".repeat(62), "b".repeat(20)));

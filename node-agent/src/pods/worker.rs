@@ -228,7 +228,11 @@ impl PodWorker {
                 started_at: c.started_at.unwrap_or(c.created_at),
             })
             .collect();
-        let pod_ip = rt.ips.first().and_then(|ip| ip.parse().ok());
+        let pod_ip = if host_network(pod) {
+            env.node_ip
+        } else {
+            rt.ips.first().and_then(|ip| ip.parse().ok())
+        };
         env.probes.update_pod(pod, &running, pod_ip);
         let results = env.probes.results(&self.uid);
 
@@ -277,11 +281,10 @@ impl PodWorker {
                     id
                 }
                 Err(err) => {
-                    self.wait_all(
-                        pod,
-                        "ContainerCreating",
-                        &format!("Failed to create pod sandbox: {err}"),
-                    );
+                    let message = format!("Failed to create pod sandbox: {err}");
+                    env.events
+                        .warning(pod, None, "FailedCreatePodSandBox", message.clone());
+                    self.wait_all(pod, "ContainerCreating", &message);
                     return Ok(Some(RETRY));
                 }
             }
@@ -617,13 +620,18 @@ impl PodWorker {
         not_started: &BTreeSet<String>,
     ) -> Result<(), SyncError> {
         let host_ip = self.env.node_ip.map(|ip| ip.to_string());
+        // A pod on the host's network has the node's address, as the kubelet reports it.
+        let pod_ips = match &host_ip {
+            Some(ip) if host_network(pod) && !rt.view.sandboxes.is_empty() => vec![ip.clone()],
+            _ => rt.ips.clone(),
+        };
         let status = api_status(&StatusInputs {
             pod,
             runtime: &rt.view,
             probe_ready,
             not_started,
             waiting: &self.waiting,
-            pod_ips: &rt.ips,
+            pod_ips: &pod_ips,
             host_ip: host_ip.as_deref(),
             now: Timestamp::now(),
         });
@@ -839,6 +847,13 @@ fn kill_note(reason: super::plan::KillReason) -> &'static str {
         KillReason::StartupFailed => "failed startup probe, will be restarted",
         KillReason::UnknownState => "is in unknown state, will be restarted",
     }
+}
+
+fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
 }
 
 fn is_terminal(pod: &Pod) -> bool {
