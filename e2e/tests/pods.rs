@@ -596,3 +596,16 @@ fn host_network_pod_has_the_node_address_and_serves_on_it() {
     let body = nodeconfig_e2e::backends::get_from_node(1, &format!("http://10.200.2.2:{port}/"));
     assert_eq!(body.as_deref(), Ok("on-host"), "served on the node's own address");
 }
+
+#[test]
+fn pod_the_node_cannot_admit_ends_failed_with_the_kubelets_reason() {
+    let _turn = shared_turn();
+    let ns = Namespace::new("admit");
+    // Bound directly (no scheduler), with a node selector the node does not match.
+    apply_json(simple_pod(&ns.0, "misfit", json!([busybox("app", "exec sleep 3600")]),
+        json!({"nodeName": "nc-node-1", "nodeSelector": {"disk": "ssd"}})));
+    let p = await_pod(&ns.0, "misfit", "Failed", STARTED, |p| p["status"]["phase"] == "Failed");
+    assert_eq!(p["status"]["reason"], "NodeAffinity", "{}", p["status"]);
+    assert!(p["status"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(sandboxes_for(1, &uid(&p)), 0, "a rejected pod never gets a sandbox");
+}
