@@ -468,21 +468,27 @@ fn agent_killed_and_restarted_adopts_running_pods_and_cleans_up_deleted_ones() {
     let _turn = exclusive_turn();
     let ns = Namespace::new("adopt");
     let on_node1 = json!({"nodeSelector": {"kubernetes.io/hostname": "nc-node-1"}, "terminationGracePeriodSeconds": 2});
-    for name in ["keep", "gone"] {
+    for name in ["keep", "gone", "forced"] {
         apply_json(simple_pod(&ns.0, name, json!([busybox("app", "trap 'exit 0' TERM; while true; do sleep 1; done")]), on_node1.clone()));
     }
     let keep = await_pod(&ns.0, "keep", "Running and Ready", STARTED, running_and_ready);
     let gone = await_pod(&ns.0, "gone", "Running and Ready", STARTED, running_and_ready);
+    let forced = await_pod(&ns.0, "forced", "Running and Ready", STARTED, running_and_ready);
     let keep_id = container_status(&keep, "app").expect("status")["containerID"].clone();
 
     cluster(&["agent", "kill", "nc-node-1"]);
     kubectl(&["delete", "pod", "-n", &ns.0, "gone", "--wait=false"]).expect_ok("delete");
+    // Force-deleted: the API forgets it at once; only CRI still knows the sandbox.
+    kubectl(&["delete", "pod", "-n", &ns.0, "forced", "--grace-period=0", "--force"]).expect_ok("force delete");
     std::thread::sleep(Duration::from_secs(3));
     assert!(pod(&ns.0, "gone").is_some(), "without its agent the node cannot finalise the pod");
     cluster(&["agent", "start", "nc-node-1"]);
 
     eventually(Duration::from_secs(60), "the deleted pod finalised", || pod(&ns.0, "gone").is_none().then_some(()));
     assert_eq!(sandboxes_for(1, &uid(&gone)), 0, "the deleted pod's sandbox is removed");
+    eventually(Duration::from_secs(30), "the force-deleted pod's sandbox removed", || {
+        (sandboxes_for(1, &uid(&forced)) == 0).then_some(())
+    });
     let keep_after = await_pod(&ns.0, "keep", "still Running and Ready", Duration::from_secs(30), running_and_ready);
     let s = container_status(&keep_after, "app").expect("status");
     assert_eq!(s["containerID"], keep_id, "the running container was adopted, not replaced");
@@ -493,7 +499,7 @@ fn agent_killed_and_restarted_adopts_running_pods_and_cleans_up_deleted_ones() {
 // ---------------------------------------------------------------- 6
 
 #[test]
-fn containerd_restart_keeps_pods_running() {
+fn containerd_down_and_back_keeps_pods_running() {
     let _turn = exclusive_turn();
     let ns = Namespace::new("runtime");
     apply_json(simple_pod(&ns.0, "steady", json!([busybox("app", "trap 'exit 0' TERM; while true; do sleep 1; done")]),
@@ -501,8 +507,15 @@ fn containerd_restart_keeps_pods_running() {
     let before = await_pod(&ns.0, "steady", "Running and Ready", STARTED, running_and_ready);
     let id = container_status(&before, "app").expect("status")["containerID"].clone();
 
-    cluster(&["containerd", "restart", "nc-node-2"]);
-    std::thread::sleep(Duration::from_secs(5));
+    // Down long enough for the agent to notice: RuntimeReady turns False and says why.
+    cluster(&["containerd", "stop", "nc-node-2"]);
+    let started = Instant::now();
+    let nc = eventually(Duration::from_secs(60), "RuntimeReady=False on nc-node-2", || {
+        get_json("nodeconfig", "nc-node-2", None)
+            .filter(|nc| condition(nc, "RuntimeReady").is_some_and(|c| c.0 == "False"))
+    });
+    println!("RuntimeReady=False {:.1?} after containerd stopped: {:?}", started.elapsed(), condition(&nc, "RuntimeReady"));
+    cluster(&["containerd", "start", "nc-node-2"]);
     let after = await_pod(&ns.0, "steady", "Running and Ready after the runtime restart", Duration::from_secs(60), running_and_ready);
     assert_eq!(container_status(&after, "app").expect("status")["containerID"], id, "same container");
     assert_eq!(sandboxes_for(2, &uid(&after)), 1, "no second sandbox");
@@ -510,8 +523,10 @@ fn containerd_restart_keeps_pods_running() {
     apply_json(simple_pod(&ns.0, "fresh", json!([busybox("app", "exec sleep 3600")]),
         json!({"nodeSelector": {"kubernetes.io/hostname": "nc-node-2"}})));
     await_pod(&ns.0, "fresh", "Running", STARTED, |p| p["status"]["phase"] == "Running");
-    let nc = get_json("nodeconfig", "nc-node-2", None).expect("nodeconfig");
-    assert_eq!(condition(&nc, "RuntimeReady").map(|c| c.0).as_deref(), Some("True"));
+    eventually(Duration::from_secs(60), "RuntimeReady=True on nc-node-2 again", || {
+        get_json("nodeconfig", "nc-node-2", None)
+            .filter(|nc| condition(nc, "RuntimeReady").is_some_and(|c| c.0 == "True"))
+    });
 }
 
 // ---------------------------------------------------------------- 7
@@ -608,4 +623,71 @@ fn pod_the_node_cannot_admit_ends_failed_with_the_kubelets_reason() {
     assert_eq!(p["status"]["reason"], "NodeAffinity", "{}", p["status"]);
     assert!(p["status"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     assert_eq!(sandboxes_for(1, &uid(&p)), 0, "a rejected pod never gets a sandbox");
+}
+
+#[test]
+fn configmap_secret_and_downward_api_reach_env_and_volumes() {
+    let _turn = shared_turn();
+    let ns = Namespace::new("volumes");
+    apply_json(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": ns.0},
+        "data": {"greeting": "hello", "color": "blue"}}));
+    apply_json(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec", "namespace": ns.0},
+        "stringData": {"password": "s3cret"}}));
+    let c = json!({
+        "name": "app", "image": BUSYBOX, "command": ["sh", "-c", "echo $GREETING > /data/env; exec sleep 3600"],
+        "env": [
+            {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+            {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "MESSAGE", "value": "$(GREETING) from $(MY_NAME)"}
+        ],
+        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+        "volumeMounts": [
+            {"name": "cfg", "mountPath": "/etc/cfg"},
+            {"name": "sec", "mountPath": "/etc/sec"},
+            {"name": "podinfo", "mountPath": "/etc/podinfo"},
+            {"name": "data", "mountPath": "/data"}
+        ]
+    });
+    let reader = json!({
+        "name": "reader", "image": BUSYBOX, "command": ["sh", "-c", "exec sleep 3600"],
+        "volumeMounts": [{"name": "data", "mountPath": "/shared", "readOnly": true}]
+    });
+    apply_json(simple_pod(&ns.0, "wired", json!([c, reader]), json!({
+        "volumes": [
+            {"name": "cfg", "configMap": {"name": "cfg"}},
+            {"name": "sec", "secret": {"secretName": "sec", "defaultMode": 0o400}},
+            {"name": "podinfo", "downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}
+            ]}},
+            {"name": "data", "emptyDir": {}}
+        ]
+    })));
+    let p = await_pod(&ns.0, "wired", "Running and Ready", STARTED, running_and_ready);
+    let ip = p["status"]["podIP"].as_str().unwrap_or_default().to_string();
+    let exec = |container: &str, script: &str| {
+        kubectl(&["exec", "-n", &ns.0, "wired", "-c", container, "--", "sh", "-c", script]).expect_ok("exec")
+    };
+    let env = exec("app", "echo \"$GREETING|$PASSWORD|$MY_NAME|$MY_IP|$MESSAGE|$CFG_color\"");
+    assert_eq!(env.trim(), format!("hello|s3cret|wired|{ip}|hello from wired|blue"));
+    let files = exec("app", "cat /etc/cfg/greeting /etc/sec/password /etc/podinfo/name; echo; cat /etc/podinfo/labels");
+    assert_eq!(files.lines().next(), Some("hellos3cretwired"), "{files}");
+    assert!(files.contains("app=\"wired\""), "{files}");
+    let mode = exec("app", "stat -L -c %a /etc/sec/password");
+    assert_eq!(mode.trim(), "400", "defaultMode applies");
+    assert_eq!(exec("reader", "cat /shared/env").trim(), "hello", "emptyDir shared between the containers");
+    let refused = kubectl(&["exec", "-n", &ns.0, "wired", "-c", "reader", "--", "touch", "/shared/x"]);
+    assert!(!refused.ok, "a readOnly mount is read-only");
+
+    // A ConfigMap edit reaches the mounted file, as with the kubelet (within its sync period).
+    apply_json(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": ns.0},
+        "data": {"greeting": "bonjour", "color": "blue"}}));
+    let started = Instant::now();
+    eventually(Duration::from_secs(120), "the edited ConfigMap in the volume", || {
+        let run = kubectl(&["exec", "-n", &ns.0, "wired", "-c", "app", "--", "cat", "/etc/cfg/greeting"]);
+        (run.ok && run.stdout.trim() == "bonjour").then_some(())
+    });
+    println!("ConfigMap edit visible in the pod after {:.1?}", started.elapsed());
 }

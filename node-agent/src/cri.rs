@@ -46,6 +46,14 @@ pub enum CriError {
     #[error("CRI endpoint {endpoint} did not accept a connection within {timeout:?}")]
     ConnectTimeout { endpoint: String, timeout: Duration },
 
+    /// The runtime accepted the calls but did not answer in time.
+    #[error("CRI {what} on {endpoint} did not answer within {timeout:?}")]
+    CallTimeout {
+        endpoint: String,
+        what: &'static str,
+        timeout: Duration,
+    },
+
     /// A CRI call failed; `method` is the gRPC method, e.g. `RunPodSandbox`.
     /// The message carries the status code and message; `status` is kept for
     /// callers that branch on the code (e.g. `NotFound` during clean-up).

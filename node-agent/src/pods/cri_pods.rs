@@ -12,6 +12,9 @@ use super::runtime_view::{PodRuntimeView, SandboxView, LABEL_POD_UID};
 use crate::cri::CriError;
 use crate::cri_handle::CriHandle;
 
+/// Longest wait for the list and status calls of one pod or a relist.
+pub const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// One pod's sandboxes and containers with their details, and the newest
 /// ready sandbox's IPs (primary first).
 #[derive(Debug, Clone, Default)]
@@ -90,8 +93,29 @@ impl CriPods {
     }
 
     /// Everything CRI holds for the pod with this UID, with container
-    /// details (times, exit codes) and the sandbox IPs.
+    /// details (times, exit codes) and the sandbox IPs. Bounded by
+    /// [`LIST_TIMEOUT`]: a runtime that hangs must not hang the pod's worker.
     pub async fn pod(&self, uid: &str) -> Result<PodRuntime, CriError> {
+        self.bounded("pod listing", self.pod_unbounded(uid)).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, CriError>>,
+    ) -> Result<T, CriError> {
+        tokio::time::timeout(LIST_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CriError::CallTimeout {
+                    endpoint: self.cri.current().endpoint().to_string(),
+                    what,
+                    timeout: LIST_TIMEOUT,
+                })
+            })
+    }
+
+    async fn pod_unbounded(&self, uid: &str) -> Result<PodRuntime, CriError> {
         let mut client = self.cri.current();
         let sandboxes = client
             .runtime
@@ -190,6 +214,10 @@ impl CriPods {
     /// its sandboxes' and containers' states. Two list calls, whatever the
     /// number of pods.
     pub async fn relist(&self) -> Result<BTreeMap<String, Fingerprint>, CriError> {
+        self.bounded("relist", self.relist_unbounded()).await
+    }
+
+    async fn relist_unbounded(&self) -> Result<BTreeMap<String, Fingerprint>, CriError> {
         let mut client = self.cri.current();
         let sandboxes = client
             .runtime
