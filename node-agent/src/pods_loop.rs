@@ -103,6 +103,7 @@ impl PodsLoop {
             image_backoff: Mutex::new(Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)),
             admitted: Mutex::new(BTreeSet::new()),
             admission: tokio::sync::Mutex::new(()),
+            node_cache: Mutex::new(None),
         });
 
         let api = Api::<Pod>::all(self.client.clone());

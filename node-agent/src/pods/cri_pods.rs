@@ -268,6 +268,28 @@ impl CriPods {
             .map_err(|s| client.call_error("RunPodSandbox", s))
     }
 
+    /// The IPs of a sandbox, primary first (`PodSandboxStatus`).
+    pub async fn sandbox_ips(&self, id: &str) -> Result<Vec<String>, CriError> {
+        let mut client = self.cri.current();
+        let status = client
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .map_err(|s| client.call_error("PodSandboxStatus", s))?
+            .into_inner();
+        let mut ips = Vec::new();
+        if let Some(net) = status.status.and_then(|s| s.network) {
+            if !net.ip.is_empty() {
+                ips.push(net.ip);
+            }
+            ips.extend(net.additional_ips.into_iter().map(|ip| ip.ip));
+        }
+        Ok(ips)
+    }
+
     /// Stops a sandbox (its containers are killed at once: stop them first
     /// with [`Self::stop_container`] for a graceful end).
     pub async fn stop_sandbox(&self, id: &str) -> Result<(), CriError> {

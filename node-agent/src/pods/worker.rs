@@ -65,6 +65,28 @@ pub struct PodEnv {
     pub admitted: Mutex<BTreeSet<String>>,
     /// Serialises admissions so two new pods never both take the last slot.
     pub admission: tokio::sync::Mutex<()>,
+    /// The Node as last read for admission, and when.
+    pub node_cache: Mutex<Option<(std::time::Instant, Arc<Node>)>>,
+}
+
+/// How long a Node read for admission is reused (a burst of new pods reads it once).
+const NODE_CACHE_TTL: Duration = Duration::from_secs(5);
+
+impl PodEnv {
+    async fn node_for_admission(&self) -> Result<Arc<Node>, kube::Error> {
+        if let Some((at, node)) = self.node_cache.lock().unwrap().as_ref() {
+            if at.elapsed() < NODE_CACHE_TTL {
+                return Ok(node.clone());
+            }
+        }
+        let node = Arc::new(
+            Api::<Node>::all(self.client.clone())
+                .get(&self.node_name)
+                .await?,
+        );
+        *self.node_cache.lock().unwrap() = Some((std::time::Instant::now(), node.clone()));
+        Ok(node)
+    }
 }
 
 /// What a sync decided about the worker's future.
@@ -86,6 +108,8 @@ pub struct PodWorker {
     volume_paths: BTreeMap<String, PathBuf>,
     /// When each image's last pull failed (ImagePullBackOff).
     pull_failures: BTreeMap<String, SystemTime>,
+    /// The listing admission made, for the first sync.
+    prefetched: Option<PodRuntime>,
 }
 
 impl PodWorker {
@@ -98,6 +122,7 @@ impl PodWorker {
             volumes_at: None,
             volume_paths: BTreeMap::new(),
             pull_failures: BTreeMap::new(),
+            prefetched: None,
         }
     }
 
@@ -131,18 +156,18 @@ impl PodWorker {
         if self.env.admitted.lock().unwrap().contains(&self.uid) {
             return true;
         }
-        let _one_at_a_time = self.env.admission.lock().await;
         // A pod CRI already runs was admitted before a restart.
         if let Ok(rt) = self.env.cri.pod(&self.uid).await {
             if !rt.view.is_empty() {
                 self.env.admitted.lock().unwrap().insert(self.uid.clone());
                 return true;
             }
+            // Nothing there, and only this worker creates anything for the
+            // pod: the first sync can start from this listing.
+            self.prefetched = Some(rt);
         }
-        let node = match Api::<Node>::all(self.env.client.clone())
-            .get(&self.env.node_name)
-            .await
-        {
+        let _one_at_a_time = self.env.admission.lock().await;
+        let node = match self.env.node_for_admission().await {
             Ok(node) => node,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot read the Node for admission; retrying");
@@ -181,7 +206,10 @@ impl PodWorker {
 
     async fn sync_running(&mut self, pod: &Pod) -> Result<Next, SyncError> {
         let env = self.env.clone();
-        let mut rt = env.cri.pod(&self.uid).await?;
+        let mut rt = match self.prefetched.take() {
+            Some(rt) => rt,
+            None => env.cri.pod(&self.uid).await?,
+        };
         let results = env.probes.results(&self.uid);
         let actions = {
             let backoff = env.backoff.lock().unwrap();
@@ -265,67 +293,108 @@ impl PodWorker {
             result?;
         }
 
-        let mut attempt = rt.view.sandboxes.first().map_or(0, |s| s.attempt);
-        let sandbox_id = if actions.create_sandbox {
-            if let Err(err) = self.setup_volumes(pod).await {
-                env.events
-                    .warning(pod, None, "FailedMount", err.to_string());
-                self.wait_all(pod, "ContainerCreating", &err.to_string());
-                return Ok(Some(RETRY));
-            }
-            attempt = actions.attempt;
-            let config = self.sandbox_config(pod, attempt);
-            match env.cri.run_sandbox(config).await {
-                Ok(id) => {
-                    tracing::info!(pod = %pod_key(pod), sandbox = %id, "sandbox created");
-                    id
-                }
-                Err(err) => {
-                    let message = format!("Failed to create pod sandbox: {err}");
-                    env.events
-                        .warning(pod, None, "FailedCreatePodSandBox", message.clone());
-                    self.wait_all(pod, "ContainerCreating", &message);
-                    return Ok(Some(RETRY));
-                }
-            }
-        } else {
-            match &actions.sandbox_id {
-                Some(id) => id.clone(),
-                None => return Ok(None),
-            }
-        };
-
         let starts: Vec<&ContainerStart> = actions
             .next_init_container
             .iter()
             .chain(actions.containers_to_start.iter())
             .collect();
-        if starts.is_empty() {
-            return Ok(None);
-        }
-        if self.volume_paths.is_empty() || self.volumes_at.is_none() {
-            if let Err(err) = self.setup_volumes(pod).await {
+        let mut attempt = rt.view.sandboxes.first().map_or(0, |s| s.attempt);
+        // What containers need from the API (volume contents, env sources,
+        // service variables) is fetched while the runtime makes the sandbox.
+        let need_volumes =
+            actions.create_sandbox || self.volume_paths.is_empty() || self.volumes_at.is_none();
+        let volumes = async {
+            if need_volumes {
+                Some(env.volumes.setup(pod).await)
+            } else {
+                None
+            }
+        };
+        let env_inputs = async {
+            if starts.is_empty() {
+                None
+            } else {
+                Some(env_inputs(&env, pod).await)
+            }
+        };
+        let sandbox = async {
+            if !actions.create_sandbox {
+                return None;
+            }
+            let config = self.sandbox_config(pod, actions.attempt);
+            let id = env.cri.run_sandbox(config).await;
+            let ips = match &id {
+                Ok(id) => env.cri.sandbox_ips(id).await,
+                Err(_) => Ok(Vec::new()),
+            };
+            Some((id, ips))
+        };
+        let (volumes, env_inputs, sandbox) = tokio::join!(volumes, env_inputs, sandbox);
+
+        match volumes {
+            Some(Ok(paths)) => {
+                self.volume_paths = paths;
+                self.volumes_at = Some(std::time::Instant::now());
+            }
+            Some(Err(err)) => {
                 env.events
                     .warning(pod, None, "FailedMount", err.to_string());
                 self.wait_all(pod, "ContainerCreating", &err.to_string());
                 return Ok(Some(RETRY));
             }
+            None => {}
         }
+        let (sandbox_id, pod_ips) = match sandbox {
+            Some((Ok(id), ips)) => {
+                tracing::info!(pod = %pod_key(pod), sandbox = %id, "sandbox created");
+                attempt = actions.attempt;
+                (id, ips?)
+            }
+            Some((Err(err), _)) => {
+                let message = format!("Failed to create pod sandbox: {err}");
+                env.events
+                    .warning(pod, None, "FailedCreatePodSandBox", message.clone());
+                self.wait_all(pod, "ContainerCreating", &message);
+                return Ok(Some(RETRY));
+            }
+            None => match &actions.sandbox_id {
+                Some(id) => (id.clone(), rt.ips.clone()),
+                None => return Ok(None),
+            },
+        };
+        let Some(env_inputs) = env_inputs else {
+            return Ok(None);
+        };
+        let env_inputs = match env_inputs {
+            Ok(inputs) => inputs,
+            Err(message) => {
+                for start in &starts {
+                    self.waiting.insert(
+                        start.name.clone(),
+                        Waiting {
+                            reason: "CreateContainerConfigError".into(),
+                            message: message.clone(),
+                        },
+                    );
+                }
+                env.events
+                    .warning(pod, None, "Failed", format!("Error: {message}"));
+                return Ok(Some(RETRY));
+            }
+        };
         let sandbox = self.sandbox_config(pod, attempt);
-        let pod_ips = if actions.create_sandbox {
-            env.cri.pod(&self.uid).await?.ips
-        } else {
-            rt.ips.clone()
+        let target = StartTarget {
+            sandbox_id: &sandbox_id,
+            sandbox: &sandbox,
+            pod_ips: &pod_ips,
+            inputs: &env_inputs,
         };
         let mut retry = None;
         for start in starts {
             let Some(container) = find_container(pod, &start.name) else {
                 continue;
             };
-            match self
-                .start_container(pod, container, start, &sandbox_id, &sandbox, &pod_ips)
-                .await
-            {
+            match self.start_container(pod, container, start, &target).await {
                 Ok(()) => {
                     self.waiting.remove(&start.name);
                     if let Some(exit) = start.previous_exit {
@@ -363,10 +432,14 @@ impl PodWorker {
         pod: &Pod,
         container: &Container,
         start: &ContainerStart,
-        sandbox_id: &str,
-        sandbox: &cri::PodSandboxConfig,
-        pod_ips: &[String],
+        target: &StartTarget<'_>,
     ) -> Result<(), Waiting> {
+        let StartTarget {
+            sandbox_id,
+            sandbox,
+            pod_ips,
+            inputs,
+        } = *target;
         let env = self.env.clone();
         let image = container.image.clone().unwrap_or_default();
         let key = BackoffKey::new(&self.uid, format!("image:{image}"));
@@ -422,15 +495,6 @@ impl PodWorker {
             reason: "CreateContainerConfigError".into(),
             message,
         };
-        let sources = self.env_sources(pod).await.map_err(config_error)?;
-        let services = self.services(pod).await.map_err(config_error)?;
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let links = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.enable_service_links)
-            .unwrap_or(true);
-        let service_env = service_env(&services, namespace, links);
         let host_ip = env.node_ip.map(|ip| ip.to_string());
         let facts = PodFacts {
             pod_ip: pod_ips.first().map(String::as_str),
@@ -440,7 +504,7 @@ impl PodWorker {
             node_allocatable_memory: env.node_memory,
             node_allocatable_ephemeral_storage: env.node_ephemeral_storage,
         };
-        let envs = container_env(pod, container, &facts, &sources, &service_env)
+        let envs = container_env(pod, container, &facts, &inputs.sources, &inputs.service_env)
             .map_err(|e| config_error(e.to_string()))?;
         let mounts = prepare_mounts(container, &self.volume_paths)
             .map_err(|e| config_error(e.to_string()))?;
@@ -484,63 +548,6 @@ impl PodWorker {
         );
         tracing::info!(pod = %pod_key(pod), container = %container.name, id = %id, restarts = start.restart_count, "container started");
         Ok(())
-    }
-
-    /// The ConfigMaps and Secrets the pod's env refers to.
-    async fn env_sources(&self, pod: &Pod) -> Result<EnvSources, String> {
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let mut sources = EnvSources::default();
-        let cms = Api::<ConfigMap>::namespaced(self.env.client.clone(), namespace);
-        for name in referenced_config_maps(pod) {
-            let cm = cms.get_opt(&name).await.map_err(|e| e.to_string())?;
-            sources
-                .config_maps
-                .insert(name, cm.map(|c| c.data.unwrap_or_default()));
-        }
-        let secrets = Api::<Secret>::namespaced(self.env.client.clone(), namespace);
-        for name in referenced_secrets(pod) {
-            let s = secrets.get_opt(&name).await.map_err(|e| e.to_string())?;
-            sources.secrets.insert(
-                name,
-                s.map(|s| {
-                    s.data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect()
-                }),
-            );
-        }
-        Ok(sources)
-    }
-
-    /// The Services whose variables go into the container's environment:
-    /// the namespace's (with service links) and `default/kubernetes`.
-    async fn services(&self, pod: &Pod) -> Result<Vec<Service>, String> {
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let links = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.enable_service_links)
-            .unwrap_or(true);
-        let mut services = Vec::new();
-        if links {
-            services = Api::<Service>::namespaced(self.env.client.clone(), namespace)
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| format!("cannot list the services of {namespace}: {e}"))?
-                .items;
-        }
-        if !links || namespace != "default" {
-            if let Some(master) = Api::<Service>::namespaced(self.env.client.clone(), "default")
-                .get_opt("kubernetes")
-                .await
-                .map_err(|e| format!("cannot read service default/kubernetes: {e}"))?
-            {
-                services.push(master);
-            }
-        }
-        Ok(services)
     }
 
     async fn setup_volumes(&mut self, pod: &Pod) -> Result<(), super::volumes::VolumeError> {
@@ -827,6 +834,93 @@ impl PodWorker {
             }
         }
     }
+}
+
+/// Where containers start: the sandbox, its IPs, and what their env needs.
+#[derive(Clone, Copy)]
+struct StartTarget<'a> {
+    sandbox_id: &'a str,
+    sandbox: &'a cri::PodSandboxConfig,
+    pod_ips: &'a [String],
+    inputs: &'a EnvInputs,
+}
+
+/// What a pod's containers take from the API: the ConfigMaps and Secrets
+/// their env refers to, and the service variables.
+pub struct EnvInputs {
+    pub sources: EnvSources,
+    pub service_env: Vec<(String, String)>,
+}
+
+async fn env_inputs(env: &PodEnv, pod: &Pod) -> Result<EnvInputs, String> {
+    let (sources, services) = tokio::join!(env_sources(env, pod), services(env, pod));
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    Ok(EnvInputs {
+        sources: sources?,
+        service_env: service_env(&services?, namespace, links),
+    })
+}
+
+/// The ConfigMaps and Secrets the pod's env refers to.
+async fn env_sources(env: &PodEnv, pod: &Pod) -> Result<EnvSources, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut sources = EnvSources::default();
+    let cms = Api::<ConfigMap>::namespaced(env.client.clone(), namespace);
+    for name in referenced_config_maps(pod) {
+        let cm = cms.get_opt(&name).await.map_err(|e| e.to_string())?;
+        sources
+            .config_maps
+            .insert(name, cm.map(|c| c.data.unwrap_or_default()));
+    }
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), namespace);
+    for name in referenced_secrets(pod) {
+        let s = secrets.get_opt(&name).await.map_err(|e| e.to_string())?;
+        sources.secrets.insert(
+            name,
+            s.map(|s| {
+                s.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect()
+            }),
+        );
+    }
+    Ok(sources)
+}
+
+/// The Services whose variables go into the container's environment:
+/// the namespace's (with service links) and `default/kubernetes`.
+async fn services(env: &PodEnv, pod: &Pod) -> Result<Vec<Service>, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let mut services = Vec::new();
+    if links {
+        services = Api::<Service>::namespaced(env.client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("cannot list the services of {namespace}: {e}"))?
+            .items;
+    }
+    if !links || namespace != "default" {
+        if let Some(master) = Api::<Service>::namespaced(env.client.clone(), "default")
+            .get_opt("kubernetes")
+            .await
+            .map_err(|e| format!("cannot read service default/kubernetes: {e}"))?
+        {
+            services.push(master);
+        }
+    }
+    Ok(services)
 }
 
 /// A failed step of a sync.
