@@ -4,7 +4,7 @@
 //! settings from the applied NodeConfig's `spec.proxy`, and runs
 //! [`Proxier::sync`] on a blocking thread when the [`Scheduler`] says so: a
 //! burst of changes within minSyncPeriod is one sync, a partial sync (canary
-//! check) every syncPeriod, a full one every hour, a failed one retried full
+//! and nat NC-SERVICES checks) every syncPeriod, a full one every hour, a failed one retried full
 //! after a backoff. After each sync it deletes stale UDP conntrack entries,
 //! updates the metrics, and publishes a [`ProxyReport`] for the status writer.
 //!
@@ -424,6 +424,8 @@ impl ProxyLoop {
                 rules = report.rules,
                 chains_written = report.chains_written,
                 chains_deleted = report.chains_deleted,
+                ports_planned = report.ports_planned,
+                plan_duration = ?report.plan_duration,
                 restore_bytes = report.restore_bytes,
                 duration = ?report.duration,
                 "service proxy rules synced"
