@@ -1,9 +1,10 @@
 //! The proxy loop: kube-proxy's job on this node. Watches all Services and
-//! EndpointSlices (reflector stores, managedFields stripped), takes its
+//! EndpointSlices (reflector stores of objects trimmed to what the proxy
+//! reads, see [`crate::proxy::trim`]), takes its
 //! settings from the applied NodeConfig's `spec.proxy`, and runs
 //! [`Proxier::sync`] on a blocking thread when the [`Scheduler`] says so: a
 //! burst of changes within minSyncPeriod is one sync, a partial sync (canary
-//! check) every syncPeriod, a full one every hour, a failed one retried full
+//! and nat NC-SERVICES checks) every syncPeriod, a full one every hour, a failed one retried full
 //! after a backoff. After each sync it deletes stale UDP conntrack entries,
 //! updates the metrics, and publishes a [`ProxyReport`] for the status writer.
 //!
@@ -38,15 +39,13 @@ use crate::config_loop::ConfigReport;
 use crate::health::{Health, LoopHeartbeat};
 use crate::metrics::{Metrics, SkipLabels, TableLabels};
 use crate::proxy::conntrack::stale_flows;
+use crate::proxy::trim::{trim_service, trim_slice};
 use crate::proxy::{
     Conntrack, FullSyncReason, IptablesCommand, NodeInfo, Proxier, ProxyConfig, ProxyError,
     Scheduler, Skip, SyncReport, Table, UdpServices,
 };
 
-/// Set by the EndpointSlice controller: when the change that led to this
-/// version of the slice happened (the start of network programming latency).
-pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub use crate::proxy::trim::TRIGGER_TIME_ANNOTATION;
 /// Name of the proxy's deadline in [`Health`].
 const HEALTH_NAME: &str = "proxy";
 /// The loop wakes at least this often to beat its heartbeat.
@@ -151,11 +150,13 @@ impl ProxyLoop {
         let changes = Arc::new(Changes::default());
         let (services, services_done) = watch_all::<Service>(
             Api::all(self.client.clone()),
+            trim_service,
             changes.clone(),
             cancel.clone(),
         );
         let (slices, slices_done) = watch_all::<EndpointSlice>(
             Api::all(self.client.clone()),
+            trim_slice,
             changes.clone(),
             cancel.clone(),
         );
@@ -423,6 +424,8 @@ impl ProxyLoop {
                 rules = report.rules,
                 chains_written = report.chains_written,
                 chains_deleted = report.chains_deleted,
+                ports_planned = report.ports_planned,
+                plan_duration = ?report.plan_duration,
                 restore_bytes = report.restore_bytes,
                 duration = ?report.duration,
                 "service proxy rules synced"
@@ -499,10 +502,12 @@ fn delete_stale_flows(old: &UdpServices, new: &UdpServices) -> u64 {
     failures
 }
 
-/// A reflector store of every `K` in the cluster, kept by a task that records
-/// each change; the handle stops the task when dropped.
+/// A reflector store of every `K` in the cluster, each object `trim`med to
+/// what the proxy reads, kept by a task that records each change; the handle
+/// stops the task when dropped.
 fn watch_all<K>(
     api: Api<K>,
+    trim: fn(&mut K),
     changes: Arc<Changes>,
     cancel: CancellationToken,
 ) -> (Store<K>, DropGuard)
@@ -519,10 +524,7 @@ where
     let kind = K::kind(&());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|obj: &mut K| {
-            obj.managed_fields_mut().clear();
-            obj.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
-        })
+        .modify(trim)
         .reflect(writer);
     let task = tokio::spawn(drive(stream, changes, kind.to_string(), cancel));
     (store, DropGuard(task))

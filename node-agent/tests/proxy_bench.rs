@@ -1,8 +1,10 @@
 //! Benchmark of the rule engine alone (no API server): in a throwaway network
 //! namespace, the time to program N ClusterIP Services × 2 endpoints in one
 //! full sync, linear dispatch (kube-proxy's shape) against /24-split dispatch,
-//! and afterwards: adding one Service (a partial sync, with its in-process
-//! share and the canary check), a periodic full resync, and an agent restart
+//! and afterwards: adding one Service (a partial sync: its restore, its
+//! model-and-plan share and how many service ports it planned, what planning
+//! everything again would cost, building the model alone, the canary check,
+//! the listing of nat NC-SERVICES), a periodic full resync, and an agent restart
 //! (rules read back, nothing rewritten). "walk" is the number of dispatch rules
 //! a first packet to the worst-placed Service passes. Prints figures, asserts
 //! nothing about time.
@@ -10,6 +12,7 @@
 //! ```sh
 //! cargo test -p node-agent --release --test proxy_bench -- --ignored --nocapture
 //! NC_BENCH_SIZES=1000,5000 NC_BENCH_BACKEND=legacy cargo test ... # iptables-legacy-*
+//! NC_BENCH_DISPATCH=24 cargo test ...   # only the /24 split (`linear` for the other)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +28,7 @@ use node_agent::proxy::model::SERVICE_NAME_LABEL;
 use node_agent::proxy::plan::plan;
 use node_agent::proxy::{
     render_restore_input, Dispatch, IptablesCommand, Model, NodeInfo, Proxier, ProxyConfig,
-    SyncMode,
+    SyncMode, Table,
 };
 
 struct Netns(String);
@@ -152,7 +155,7 @@ fn rule_engine_full_and_partial_sync() {
             .unwrap_or(0)
     );
     println!(
-        "{:>6} {:>6} {:>6} {:>6} {:>8} {:>8} | {:>7} {:>6} {:>7} {:>7} {:>6} | {:>8} {:>8} | {:>5}",
+        "{:>6} {:>6} {:>6} {:>6} {:>8} {:>8} | {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} | {:>8} {:>8} | {:>5}",
         "svcs",
         "disp",
         "rules",
@@ -163,14 +166,27 @@ fn rule_engine_full_and_partial_sync() {
         "bytes",
         "restore",
         "plan s",
+        "planned",
+        "model s",
+        "replan s",
         "canary",
+        "list",
         "resync s",
         "restart",
         "walk"
     );
     for &n in &sizes {
         let ips = cluster_ips(n + 1);
+        let only = std::env::var("NC_BENCH_DISPATCH").ok();
         for dispatch in [Dispatch::Linear, Dispatch::ByPrefix24] {
+            let name = if dispatch == Dispatch::Linear {
+                "linear"
+            } else {
+                "24"
+            };
+            if only.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
             let (mut services, mut slices): (Vec<_>, Vec<_>) = ips[..n]
                 .iter()
                 .enumerate()
@@ -199,7 +215,8 @@ fn rule_engine_full_and_partial_sync() {
                 .expect("partial sync");
             let partial_secs = started.elapsed().as_secs_f64();
 
-            // Its in-process part alone: model, plan, render.
+            // What the in-process part costs when everything is planned again:
+            // model, plan, render.
             let started = Instant::now();
             let model = Model::build(&services, &slices);
             let planned = plan(&model, &node, &cfg);
@@ -211,8 +228,23 @@ fn rule_engine_full_and_partial_sync() {
             let plan_secs = started.elapsed().as_secs_f64();
 
             let started = Instant::now();
+            let _ = Model::build(&services, &slices);
+            let model_secs = started.elapsed().as_secs_f64();
+
+            let started = Instant::now();
             assert!(proxier.iptables_mut().canary_present().unwrap());
             let canary_secs = started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            let listed = proxier
+                .iptables_mut()
+                .chain_rules(Table::Nat, "NC-SERVICES")
+                .unwrap()
+                .unwrap_or_default();
+            let list_secs = started.elapsed().as_secs_f64();
+            assert_eq!(
+                Some(&listed),
+                proxier.applied().unwrap().nat.chains.get("NC-SERVICES")
+            );
 
             // The periodic full sync: every chain rewritten, nothing read back.
             let started = Instant::now();
@@ -243,7 +275,7 @@ fn rule_engine_full_and_partial_sync() {
                 .unwrap_or(0);
             let walk = services_chain.len() - 1 + biggest_prefix;
             println!(
-                "{:>6} {:>6} {:>6} {:>6} {:>8.1} {:>8.2} | {:>7.3} {:>6} {:>7.3} {:>7.3} {:>6.3} | {:>8.2} {:>8.2} | {:>5}",
+                "{:>6} {:>6} {:>6} {:>6} {:>8.1} {:>8.2} | {:>7.3} {:>6} {:>7.3} {:>7.3} {:>7} {:>7.3} {:>7.3} {:>6.3} {:>6.3} | {:>8.2} {:>8.2} | {:>5}",
                 n,
                 if dispatch == Dispatch::Linear { "linear" } else { "/24" },
                 full.rules,
@@ -253,8 +285,12 @@ fn rule_engine_full_and_partial_sync() {
                 partial_secs,
                 partial.restore_bytes,
                 partial.restore_duration.as_secs_f64(),
+                partial.plan_duration.as_secs_f64(),
+                partial.ports_planned,
+                model_secs,
                 plan_secs,
                 canary_secs,
+                list_secs,
                 resync_secs,
                 restart_secs,
                 walk,

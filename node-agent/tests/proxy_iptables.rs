@@ -16,8 +16,8 @@ use node_agent::proxy::iptables::Iptables;
 use node_agent::proxy::model::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL};
 use node_agent::proxy::plan::plan;
 use node_agent::proxy::{
-    render_restore_input, FullSyncReason, IptablesCommand, Model, NodeInfo, Proxier, ProxyConfig,
-    RuleSet, SyncMode,
+    render_restore_input, Dispatch, FullSyncReason, IptablesCommand, Model, NodeInfo, Proxier,
+    ProxyConfig, RuleSet, SyncMode,
 };
 use proptest::prelude::*;
 
@@ -271,6 +271,42 @@ proptest! {
         proxier.sync(&services, &slices, &node(), &cfg(), true).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let installed = ns.iptables().installed().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(installed, desired(&services, &slices, &cfg()));
+    }
+}
+
+#[test]
+fn a_flushed_services_chain_is_repaired_at_the_next_sync() {
+    let (services, slices) = one_service();
+    for dispatch in [Dispatch::ByPrefix24, Dispatch::Linear] {
+        let ns = Netns::new();
+        let cfg = ProxyConfig { dispatch, ..cfg() };
+        let mut proxier = Proxier::new(ns.iptables());
+        proxier
+            .sync(&services, &slices, &node(), &cfg, false)
+            .unwrap();
+        let quiet = proxier
+            .sync(&services, &slices, &node(), &cfg, false)
+            .unwrap();
+        assert_eq!(
+            (quiet.full_reason, quiet.restore_bytes),
+            (None, 0),
+            "NC-SERVICES as listed is what was written ({dispatch:?})"
+        );
+
+        // The canary stays; every ClusterIP and NodePort stops working.
+        ns.run(&["iptables", "-t", "nat", "-F", "NC-SERVICES"]);
+        assert!(ns.iptables().canary_present().unwrap());
+        let report = proxier
+            .sync(&services, &slices, &node(), &cfg, false)
+            .unwrap();
+        assert_eq!(
+            report.full_reason,
+            Some(FullSyncReason::ServicesChainChanged)
+        );
+        assert_eq!(
+            ns.iptables().installed().unwrap(),
+            desired(&services, &slices, &cfg)
+        );
     }
 }
 

@@ -39,6 +39,12 @@ pub trait Iptables {
     /// flushed or deleted our rules and only a full sync can repair them.
     fn canary_present(&mut self) -> Result<bool, ProxyError>;
 
+    /// The rules of one chain, as iptables-save prints them after `-A CHAIN `;
+    /// `None` when the chain does not exist (or cannot be listed). One short
+    /// listing: on nf_tables only that chain is read.
+    fn chain_rules(&mut self, table: Table, chain: &str)
+        -> Result<Option<Vec<String>>, ProxyError>;
+
     /// Removes every rule and chain of ours, jumps in built-in chains included,
     /// and returns how many rules went.
     fn cleanup(&mut self) -> Result<usize, ProxyError> {
@@ -245,6 +251,30 @@ impl Iptables for IptablesCommand {
             }
         }
         Ok(true)
+    }
+
+    fn chain_rules(
+        &mut self,
+        table: Table,
+        chain: &str,
+    ) -> Result<Option<Vec<String>>, ProxyError> {
+        let (status, stdout, _) = self.run_raw(
+            &self.iptables,
+            &["-w", LOCK_WAIT_SECONDS, "-t", table.name(), "-S", chain],
+            None,
+        )?;
+        if !status.success() {
+            return Ok(None);
+        }
+        // `-S CHAIN` prints `-N CHAIN` first, then the rules as iptables-save does.
+        let prefix = format!("-A {chain} ");
+        Ok(Some(
+            stdout
+                .lines()
+                .filter_map(|l| l.trim_end().strip_prefix(&prefix))
+                .map(str::to_string)
+                .collect(),
+        ))
     }
 }
 

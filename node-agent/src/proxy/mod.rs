@@ -19,6 +19,7 @@ pub mod proxier;
 pub mod render;
 pub mod ruleset;
 pub mod schedule;
+pub mod trim;
 
 pub use config::{Dispatch, NodeInfo, ProxyConfig};
 pub use conntrack::{Conntrack, FlowDeletion, UdpServices};

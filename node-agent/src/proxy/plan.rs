@@ -13,7 +13,7 @@
 //! Chain names hash the service port exactly as kube-proxy does (so NC-SVC-X
 //! and KUBE-SVC-X name the same service port), within iptables' 28 characters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -59,6 +59,62 @@ pub struct Plan {
 
 /// The desired rule set for `node`.
 pub fn plan(model: &Model, node: &NodeInfo, cfg: &ProxyConfig) -> Plan {
+    plan_incremental(model, node, cfg, None).0
+}
+
+/// What planning each service port produced last time, so that a sync plans
+/// again only the service ports whose Service or endpoints changed (kube-proxy
+/// re-plans all of them on every sync: at 10,000 Services that is most of a
+/// partial sync's time). Built by [`plan_incremental`]; it holds the chain
+/// names, not the chains, which stay in the rule set planned with it.
+#[derive(Clone, Debug, Default)]
+pub struct PlanCache {
+    /// The node name and settings the entries were planned for.
+    node_name: String,
+    cfg: Option<ProxyConfig>,
+    ports: HashMap<ServicePortName, PlannedPort>,
+    /// Service ports the call that built this cache planned afresh.
+    planned: usize,
+}
+
+impl PlanCache {
+    /// Service ports the call that built this cache planned afresh (not reused).
+    pub fn planned(&self) -> usize {
+        self.planned
+    }
+}
+
+/// One service port's inputs and what they produced (its nat chains live in
+/// the rule set planned along with the cache).
+#[derive(Clone, Debug)]
+struct PlannedPort {
+    service: ServicePort,
+    endpoints: Vec<Endpoint>,
+    chains: Vec<String>,
+    endpoint_chains: usize,
+    cluster_ip: Option<String>,
+    node_port: Option<String>,
+    filter_cluster_ip: Option<String>,
+    filter_node_port: Option<String>,
+}
+
+/// What [`plan_incremental`] may reuse: the cache of the last plan and that
+/// plan's rules, both as a successful sync left them.
+pub struct Previous<'a> {
+    pub cache: PlanCache,
+    pub rules: &'a RuleSet,
+}
+
+/// [`plan`], reusing from `previous` the rules of every service port whose
+/// Service and endpoints are unchanged (and all of them only when the node name
+/// and settings are the same); returns the cache for the next call. The plan is
+/// exactly the one [`plan`] makes of `model`.
+pub fn plan_incremental(
+    model: &Model,
+    node: &NodeInfo,
+    cfg: &ProxyConfig,
+    previous: Option<Previous<'_>>,
+) -> (Plan, PlanCache) {
     let mut nat = TableRules::default();
     let mut filter = TableRules::default();
     let mut out = Plan::default();
@@ -67,12 +123,60 @@ pub fn plan(model: &Model, node: &NodeInfo, cfg: &ProxyConfig) -> Plan {
     let mut filter_services = Vec::new();
     let mut filter_external = Vec::new();
     let mut node_ports = Vec::new();
+    let (mut old, old_rules) = match previous {
+        Some(p) if p.cache.node_name == node.name && p.cache.cfg.as_ref() == Some(cfg) => {
+            (p.cache.ports, Some(p.rules))
+        }
+        _ => (HashMap::new(), None),
+    };
+    let mut cache = PlanCache {
+        node_name: node.name.clone(),
+        cfg: Some(cfg.clone()),
+        ports: HashMap::with_capacity(model.services.len()),
+        planned: 0,
+    };
 
     for (name, svc) in &model.services {
         let endpoints = model.endpoints.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        let rules = service_rules(svc, endpoints, &node.name, cfg);
+        // The old entry's key is reused: no new strings for an unchanged port.
+        let old_entry = old.remove_entry(name);
+        let reused = old_rules
+            .zip(old_entry)
+            .and_then(|(rules, (port_key, planned))| {
+                if planned.service != *svc || planned.endpoints != endpoints {
+                    return None;
+                }
+                let chains = planned
+                    .chains
+                    .iter()
+                    .map(|c| Some((c.clone(), rules.nat.chains.get(c)?.clone())))
+                    .collect::<Option<BTreeMap<_, _>>>()?;
+                Some((port_key, planned, chains))
+            });
+        let (port_key, planned, chains) = match reused {
+            Some(found) => found,
+            None => {
+                cache.planned += 1;
+                let rules = service_rules(svc, endpoints, &node.name, cfg);
+                let planned = PlannedPort {
+                    service: svc.clone(),
+                    endpoints: endpoints.to_vec(),
+                    chains: rules.chains.keys().cloned().collect(),
+                    endpoint_chains: rules
+                        .chains
+                        .keys()
+                        .filter(|c| c.starts_with("NC-SEP-"))
+                        .count(),
+                    cluster_ip: rules.cluster_ip,
+                    node_port: rules.node_port,
+                    filter_cluster_ip: rules.filter_cluster_ip,
+                    filter_node_port: rules.filter_node_port,
+                };
+                (name.clone(), planned, rules.chains)
+            }
+        };
         // Service chains are all in nat; a name taken means a hash collision.
-        if let Some(taken) = rules.chains.keys().find(|c| nat.chains.contains_key(*c)) {
+        if let Some(taken) = chains.keys().find(|c| nat.chains.contains_key(*c)) {
             out.skipped.push(Skip {
                 kind: ObjectKind::Service,
                 object: format!("{}/{}", name.namespace, name.name),
@@ -81,20 +185,20 @@ pub fn plan(model: &Model, node: &NodeInfo, cfg: &ProxyConfig) -> Plan {
             continue;
         }
         out.service_ports += 1;
-        out.endpoints += rules
-            .chains
-            .keys()
-            .filter(|c| c.starts_with("NC-SEP-"))
-            .count();
-        nat.chains.extend(rules.chains);
+        out.endpoints += planned.endpoint_chains;
+        nat.chains.extend(chains);
         let key = match cfg.dispatch {
             Dispatch::Linear => Ipv4Net::default(),
             Dispatch::ByPrefix24 => prefix24(svc.cluster_ip),
         };
-        dispatch.entry(key).or_default().extend(rules.cluster_ip);
-        filter_services.extend(rules.filter_cluster_ip);
-        filter_external.extend(rules.filter_node_port);
-        node_ports.extend(rules.node_port);
+        dispatch
+            .entry(key)
+            .or_default()
+            .extend(planned.cluster_ip.clone());
+        filter_services.extend(planned.filter_cluster_ip.clone());
+        filter_external.extend(planned.filter_node_port.clone());
+        node_ports.extend(planned.node_port.clone());
+        cache.ports.insert(port_key, planned);
     }
 
     let mut services = Vec::new();
@@ -188,7 +292,7 @@ pub fn plan(model: &Model, node: &NodeInfo, cfg: &ProxyConfig) -> Plan {
     filter.jumps.insert("OUTPUT".into(), vec![service]);
 
     out.rules = RuleSet { nat, filter };
-    out
+    (out, cache)
 }
 
 /// Where NC-SERVICES hands over to NC-NODEPORTS: the last rule(s) of NC-SERVICES,

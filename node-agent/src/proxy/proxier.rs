@@ -16,9 +16,9 @@ use super::config::{NodeInfo, ProxyConfig};
 use super::conntrack::{udp_services, UdpServices};
 use super::iptables::Iptables;
 use super::model::{Model, Skip};
-use super::plan::plan;
+use super::plan::{plan_incremental, PlanCache, Previous, SERVICES};
 use super::render::{render_restore_input, SyncMode};
-use super::ruleset::RuleSet;
+use super::ruleset::{RuleSet, Table};
 use super::ProxyError;
 
 /// Why a sync rewrote all our chains.
@@ -31,6 +31,9 @@ pub enum FullSyncReason {
     UnknownState,
     /// NC-CANARY or its rule was gone: someone flushed the tables.
     CanaryMissing,
+    /// The canary stood but nat NC-SERVICES was not what the last sync wrote:
+    /// someone flushed or edited that chain.
+    ServicesChainChanged,
     /// The proxy is turned off: all our rules are removed.
     Disabled,
 }
@@ -60,6 +63,10 @@ pub struct SyncReport {
     pub udp: UdpServices,
     /// The whole sync: planning, checks, restore.
     pub duration: Duration,
+    /// Building the model and planning the rules.
+    pub plan_duration: Duration,
+    /// Service ports planned afresh (the others reused their last rules).
+    pub ports_planned: usize,
     pub restore_duration: Duration,
 }
 
@@ -71,6 +78,7 @@ pub struct SyncCounters {
     pub partial_syncs: u64,
     pub failed_syncs: u64,
     pub canary_missing: u64,
+    pub services_chain_changed: u64,
 }
 
 /// The service proxy's sync engine for one node.
@@ -78,6 +86,8 @@ pub struct Proxier<I> {
     iptables: I,
     /// What the last successful sync left in the kernel; `None` when unknown.
     applied: Option<RuleSet>,
+    /// How `applied` was planned, per service port; only with `applied`.
+    cache: Option<PlanCache>,
     /// Our rules were removed because the proxy is turned off.
     removed: bool,
     counters: SyncCounters,
@@ -88,6 +98,7 @@ impl<I: Iptables> Proxier<I> {
         Self {
             iptables,
             applied: None,
+            cache: None,
             removed: false,
             counters: SyncCounters::default(),
         }
@@ -109,7 +120,8 @@ impl<I: Iptables> Proxier<I> {
     /// Brings the kernel's rules in line with these Services and EndpointSlices.
     ///
     /// Partial unless `full`, unless nothing is known of the kernel's state (first
-    /// sync, a failed one before) or the canary is gone. On error the previous
+    /// sync, a failed one before), the canary is gone, or nat NC-SERVICES is not
+    /// what the last sync wrote. On error the previous
     /// rules stay in place (restore commits per table) and the next sync is full.
     /// Runs processes and may take seconds on a large set: call it from a
     /// blocking thread.
@@ -134,6 +146,7 @@ impl<I: Iptables> Proxier<I> {
         };
         if result.is_err() {
             self.applied = None;
+            self.cache = None;
             self.counters.failed_syncs += 1;
         }
         result
@@ -143,6 +156,7 @@ impl<I: Iptables> Proxier<I> {
     /// Returns how many rules went.
     pub fn cleanup(&mut self) -> Result<usize, ProxyError> {
         self.applied = None;
+        self.cache = None;
         self.iptables.cleanup()
     }
 
@@ -161,7 +175,14 @@ impl<I: Iptables> Proxier<I> {
     {
         self.removed = false;
         let model = Model::build(services, slices);
-        let desired = plan(&model, node, cfg);
+        // Only a partial sync reuses the last planning: the periodic full sync
+        // plans every service port again.
+        let previous = match (full, self.cache.take(), self.applied.as_ref()) {
+            (false, Some(cache), Some(rules)) => Some(Previous { cache, rules }),
+            _ => None,
+        };
+        let (desired, cache) = plan_incremental(&model, node, cfg, previous);
+        let plan_duration = started.elapsed();
 
         let full_reason = if self.applied.is_none() {
             Some(FullSyncReason::UnknownState)
@@ -170,6 +191,9 @@ impl<I: Iptables> Proxier<I> {
         } else if !self.iptables.canary_present()? {
             self.counters.canary_missing += 1;
             Some(FullSyncReason::CanaryMissing)
+        } else if !self.services_chain_intact()? {
+            self.counters.services_chain_changed += 1;
+            Some(FullSyncReason::ServicesChainChanged)
         } else {
             None
         };
@@ -217,10 +241,26 @@ impl<I: Iptables> Proxier<I> {
             skipped,
             udp,
             duration: started.elapsed(),
+            plan_duration,
+            ports_planned: cache.planned(),
             restore_duration,
         };
         self.applied = Some(desired.rules);
+        self.cache = Some(cache);
         Ok(report)
+    }
+
+    /// Whether nat NC-SERVICES in the kernel is what the last sync wrote: a
+    /// flush of that chain alone (which leaves the canary) stops all service
+    /// traffic, and a listing of it costs a few hundred rules at 10,000 Services.
+    fn services_chain_intact(&mut self) -> Result<bool, ProxyError> {
+        let listed = self.iptables.chain_rules(Table::Nat, SERVICES)?;
+        Ok(chain_as_applied(
+            self.applied.as_ref(),
+            Table::Nat,
+            SERVICES,
+            listed.as_deref(),
+        ))
     }
 
     fn disable(&mut self, started: Instant) -> Result<SyncReport, ProxyError> {
@@ -237,6 +277,8 @@ impl<I: Iptables> Proxier<I> {
             skipped: Vec::new(),
             udp: UdpServices::new(),
             duration: Duration::ZERO,
+            plan_duration: Duration::ZERO,
+            ports_planned: 0,
             restore_duration: Duration::ZERO,
         };
         if !self.removed {
@@ -253,8 +295,26 @@ impl<I: Iptables> Proxier<I> {
             self.counters.full_syncs += 1;
         }
         self.applied = None;
+        self.cache = None;
         report.duration = started.elapsed();
         Ok(report)
+    }
+}
+
+/// Whether a chain as listed from the kernel (`None`: missing) holds exactly
+/// the rules `applied` has for it; nothing applied means nothing to trust.
+fn chain_as_applied(
+    applied: Option<&RuleSet>,
+    table: Table,
+    chain: &str,
+    listed: Option<&[String]>,
+) -> bool {
+    match (
+        applied.and_then(|a| a.table(table).chains.get(chain)),
+        listed,
+    ) {
+        (Some(want), Some(have)) => want.as_slice() == have,
+        _ => false,
     }
 }
 

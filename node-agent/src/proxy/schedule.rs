@@ -2,7 +2,8 @@
 //! it: a change is applied at once unless the last sync started less than
 //! minSyncPeriod ago (then a burst of changes becomes one sync when the period
 //! is over); without changes a partial sync runs every syncPeriod (it checks the
-//! canary, and a missing canary makes the Proxier rewrite everything); a full
+//! canary and lists nat NC-SERVICES, and a missing canary or a changed chain
+//! makes the Proxier rewrite everything); a full
 //! sync, every chain rewritten, runs every [`FULL_SYNC_PERIOD`]. A failed sync
 //! is retried as a full one after a backoff from [`RETRY_MIN`] doubling up to
 //! syncPeriod. Pure: the loop passes the clock in.

@@ -649,8 +649,8 @@ fn odd_names_are_safe_in_comments() {
     );
 }
 
-fn arb_model() -> impl Strategy<Value = Model> {
-    let endpoint = (
+fn arb_endpoint() -> impl Strategy<Value = Endpoint> {
+    (
         0u8..4,
         1u8..250,
         prop_oneof![Just(8080u16), 1u16..],
@@ -668,7 +668,11 @@ fn arb_model() -> impl Strategy<Value = Model> {
                     [node as usize]
                     .clone(),
             },
-        );
+        )
+}
+
+fn arb_model() -> impl Strategy<Value = Model> {
+    let endpoint = arb_endpoint();
     let service = (
         "[a-z][a-z0-9-]{0,20}",
         "[a-z0-9-]{0,15}",
@@ -757,4 +761,177 @@ proptest! {
             prop_assert!(in_nat != in_filter, "{}", s.name);
         }
     }
+}
+
+/// One change between two syncs, as the watches would bring it.
+#[derive(Clone, Debug)]
+enum Change {
+    ClusterIp(usize, u8),
+    Readiness(usize, usize),
+    Endpoints(usize, Vec<Endpoint>),
+    Remove(usize),
+    Add(Model),
+    Policies(usize, bool, bool),
+    NodePort(usize, Option<u16>),
+    Affinity(usize, Option<u32>),
+    /// New settings: linear dispatch, masquerade all.
+    Settings(bool, bool),
+    NodeName(bool),
+    /// A failed sync: nothing is reused next time.
+    Forget,
+}
+
+fn arb_change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, d)| Change::ClusterIp(i, d)),
+        3 => (any::<usize>(), any::<usize>()).prop_map(|(i, e)| Change::Readiness(i, e)),
+        2 => (any::<usize>(), proptest::collection::vec(arb_endpoint(), 0..4)).prop_map(|(i, e)| Change::Endpoints(i, e)),
+        1 => any::<usize>().prop_map(Change::Remove),
+        1 => arb_model().prop_map(Change::Add),
+        1 => (any::<usize>(), any::<bool>(), any::<bool>()).prop_map(|(i, a, b)| Change::Policies(i, a, b)),
+        1 => (any::<usize>(), proptest::option::of(30000u16..30010)).prop_map(|(i, p)| Change::NodePort(i, p)),
+        1 => (any::<usize>(), proptest::option::of(1u32..100)).prop_map(|(i, a)| Change::Affinity(i, a)),
+        1 => (any::<bool>(), any::<bool>()).prop_map(|(l, m)| Change::Settings(l, m)),
+        1 => any::<bool>().prop_map(Change::NodeName),
+        1 => Just(Change::Forget),
+    ]
+}
+
+/// The service port the `i`th of the model, if it has any.
+fn nth_port(m: &Model, i: usize) -> Option<ServicePortName> {
+    let n = m.services.len();
+    (n > 0).then(|| m.services.keys().nth(i % n).cloned())?
+}
+
+fn apply(m: &mut Model, cfg: &mut ProxyConfig, node: &mut NodeInfo, change: Change) -> bool {
+    let mut forget = false;
+    let port = |m: &Model, i| nth_port(m, i);
+    match change {
+        Change::ClusterIp(i, d) => {
+            if let Some(k) = port(m, i) {
+                m.services.get_mut(&k).unwrap().cluster_ip =
+                    std::net::Ipv4Addr::new(10, 96, d % 3, d);
+            }
+        }
+        Change::Readiness(i, e) => {
+            if let Some(eps) = port(m, i).and_then(|k| m.endpoints.get_mut(&k)) {
+                let n = eps.len();
+                if n > 0 {
+                    eps[e % n].ready = !eps[e % n].ready;
+                }
+            }
+        }
+        Change::Endpoints(i, mut eps) => {
+            if let Some(k) = port(m, i) {
+                eps.sort_by_key(|e| (e.ip, e.port));
+                eps.dedup_by_key(|e| (e.ip, e.port));
+                m.endpoints.insert(k, eps);
+            }
+        }
+        Change::Remove(i) => {
+            if let Some(k) = port(m, i) {
+                m.services.remove(&k);
+                m.endpoints.remove(&k);
+            }
+        }
+        Change::Add(more) => {
+            m.services.extend(more.services);
+            m.endpoints.extend(more.endpoints);
+        }
+        Change::Policies(i, itp, etp) => {
+            if let Some(k) = port(m, i) {
+                let s = m.services.get_mut(&k).unwrap();
+                let policy = |l| {
+                    if l {
+                        TrafficPolicy::Local
+                    } else {
+                        TrafficPolicy::Cluster
+                    }
+                };
+                s.internal_policy = policy(itp);
+                s.external_policy = policy(etp);
+            }
+        }
+        Change::NodePort(i, p) => {
+            if let Some(k) = port(m, i) {
+                m.services.get_mut(&k).unwrap().node_port = p;
+            }
+        }
+        Change::Affinity(i, a) => {
+            if let Some(k) = port(m, i) {
+                m.services.get_mut(&k).unwrap().affinity_seconds = a;
+            }
+        }
+        Change::Settings(linear, masquerade_all) => {
+            cfg.dispatch = if linear {
+                Dispatch::Linear
+            } else {
+                Dispatch::ByPrefix24
+            };
+            cfg.masquerade_all = masquerade_all;
+        }
+        Change::NodeName(other) => {
+            node.name = if other { "node-b".into() } else { NODE.into() };
+        }
+        Change::Forget => forget = true,
+    }
+    forget
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// After any sequence of changes, planning incrementally gives exactly the
+    /// plan of planning everything again.
+    #[test]
+    fn incremental_planning_equals_a_full_plan(
+        start in arb_model(),
+        steps in proptest::collection::vec(proptest::collection::vec(arb_change(), 1..4), 1..8),
+    ) {
+        let (mut m, mut cfg, mut node) = (start, cfg(), node());
+        let (mut p, mut cache) = plan_incremental(&m, &node, &cfg, None);
+        prop_assert_eq!(&p, &plan(&m, &node, &cfg));
+        for changes in steps {
+            let mut forget = false;
+            for change in changes {
+                forget |= apply(&mut m, &mut cfg, &mut node, change);
+            }
+            let previous = (!forget).then_some(Previous { cache, rules: &p.rules });
+            let (next, next_cache) = plan_incremental(&m, &node, &cfg, previous);
+            prop_assert_eq!(&next, &plan(&m, &node, &cfg));
+            prop_assert!(next_cache.planned() <= m.services.len());
+            (p, cache) = (next, next_cache);
+        }
+    }
+}
+
+#[test]
+fn an_unchanged_service_port_is_not_planned_again() {
+    let web = svc("web", "10.96.0.10");
+    let api = svc("api", "10.96.0.11");
+    let m = model(vec![
+        (web.clone(), vec![ep("10.244.1.5")]),
+        (api.clone(), vec![]),
+    ]);
+    let (p, cache) = plan_incremental(&m, &node(), &cfg(), None);
+    assert_eq!(cache.planned(), 2);
+    let previous = Previous {
+        cache,
+        rules: &p.rules,
+    };
+    let changed = model(vec![(web, vec![ep("10.244.1.6")]), (api, vec![])]);
+    let (again, cache) = plan_incremental(&changed, &node(), &cfg(), Some(previous));
+    assert_eq!(cache.planned(), 1, "only web's endpoints changed");
+    assert_eq!(again, plan(&changed, &node(), &cfg()));
+    // Other settings: everything again.
+    let masquerade_all = ProxyConfig {
+        masquerade_all: true,
+        ..cfg()
+    };
+    let previous = Previous {
+        cache,
+        rules: &again.rules,
+    };
+    let (_, cache) = plan_incremental(&changed, &node(), &masquerade_all, Some(previous));
+    assert_eq!(cache.planned(), 2);
 }

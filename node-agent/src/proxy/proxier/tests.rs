@@ -130,6 +130,14 @@ impl Iptables for FakeKernel {
         };
         Ok(canary(Table::Nat) && canary(Table::Filter))
     }
+
+    fn chain_rules(
+        &mut self,
+        table: Table,
+        chain: &str,
+    ) -> Result<Option<Vec<String>>, ProxyError> {
+        Ok(self.state.table(table).chains.get(chain).cloned())
+    }
 }
 
 fn service(name: &str, ip: &str) -> Service {
@@ -282,6 +290,83 @@ fn a_flushed_table_is_noticed_and_repaired_with_a_full_sync() {
     );
     assert_eq!(proxier.iptables_mut().state, desired(&services, &slices));
     assert_eq!(proxier.counters().canary_missing, 1);
+}
+
+#[test]
+fn a_flushed_services_chain_is_noticed_although_the_canary_stands() {
+    let mut proxier = Proxier::new(FakeKernel::default());
+    let services = vec![service("a", "10.96.0.10"), service("b", "10.96.1.10")];
+    let slices = vec![slice("a", &["10.244.1.1"]), slice("b", &["10.244.1.2"])];
+    proxier
+        .sync(&services, &slices, &node(), &cfg(), false)
+        .unwrap();
+    let quiet = proxier
+        .sync(&services, &slices, &node(), &cfg(), false)
+        .unwrap();
+    assert_eq!(quiet.full_reason, None, "an intact chain is trusted");
+    // `iptables -t nat -F NC-SERVICES`: every ClusterIP stops working.
+    let kernel = proxier.iptables_mut();
+    kernel.state.nat.chains.get_mut(SERVICES).unwrap().clear();
+    assert!(kernel.canary_present().unwrap());
+    let report = proxier
+        .sync(&services, &slices, &node(), &cfg(), false)
+        .unwrap();
+    assert_eq!(
+        (report.mode, report.full_reason),
+        (SyncMode::Full, Some(FullSyncReason::ServicesChainChanged))
+    );
+    assert_eq!(proxier.iptables_mut().state, desired(&services, &slices));
+    assert_eq!(proxier.counters().services_chain_changed, 1);
+    // One rule edited by hand counts too.
+    let kernel = proxier.iptables_mut();
+    kernel.state.nat.chains.get_mut(SERVICES).unwrap()[0].push_str(" -m mark");
+    let report = proxier
+        .sync(&services, &slices, &node(), &cfg(), false)
+        .unwrap();
+    assert_eq!(
+        report.full_reason,
+        Some(FullSyncReason::ServicesChainChanged)
+    );
+    assert_eq!(proxier.iptables_mut().state, desired(&services, &slices));
+}
+
+#[test]
+fn the_services_chain_is_trusted_only_as_applied() {
+    let rules = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut applied = RuleSet::default();
+    applied.nat.chains.insert(
+        SERVICES.into(),
+        rules(&["-d 10.96.0.0/24 -j NC-SVCS-10.96.0"]),
+    );
+    let check = |applied: Option<&RuleSet>, listed: Option<&[&str]>| {
+        let listed = listed.map(rules);
+        chain_as_applied(applied, Table::Nat, SERVICES, listed.as_deref())
+    };
+    assert!(check(
+        Some(&applied),
+        Some(&["-d 10.96.0.0/24 -j NC-SVCS-10.96.0"])
+    ));
+    assert!(!check(Some(&applied), Some(&[])), "flushed");
+    assert!(!check(Some(&applied), None), "deleted");
+    assert!(
+        !check(
+            Some(&applied),
+            Some(&["-d 10.96.0.0/24 -j NC-SVCS-10.96.0", "-j DROP"])
+        ),
+        "a rule added"
+    );
+    assert!(
+        !check(
+            Some(&applied),
+            Some(&["-d 10.96.1.0/24 -j NC-SVCS-10.96.0"])
+        ),
+        "edited"
+    );
+    assert!(!check(None, Some(&[])), "nothing applied to compare with");
+    assert!(
+        !check(Some(&RuleSet::default()), Some(&[])),
+        "the chain was never written"
+    );
 }
 
 #[test]
