@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cri_handle::CriHandle;
 use crate::health::LoopHeartbeat;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
-use crate::pods::cri_pods::CriPods;
+use crate::pods::cri_pods::{CriPods, Fingerprint};
 use crate::pods::events::PodEvents;
 use crate::pods::prober::ProbeManager;
 use crate::pods::report::PodsReport;
@@ -49,6 +49,43 @@ pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(10);
 /// The loop beats its heartbeat at least this often.
 const HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// How long a finished worker's UID is remembered (late watch events).
+const FINISHED_MEMORY: Duration = Duration::from_secs(120);
+
+/// The UIDs of the pods in the store.
+fn uids(store: &Store<Pod>) -> BTreeSet<String> {
+    store
+        .state()
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect()
+}
+
+/// Relists CRI every [`RELIST_PERIOD`] on a task of its own, so a slow
+/// runtime (a burst of sandboxes being made) never holds up the loop's
+/// handling of Pod events.
+fn spawn_relist(
+    env: Arc<PodEnv>,
+    cancel: CancellationToken,
+) -> mpsc::Receiver<Result<BTreeMap<String, Fingerprint>, crate::cri::CriError>> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RELIST_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let result = env.cri.relist().await;
+            if tx.send(result).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
 
 /// The pod loop's inputs.
 pub struct PodsLoop {
@@ -104,6 +141,7 @@ impl PodsLoop {
             admitted: Mutex::new(BTreeSet::new()),
             admission: tokio::sync::Mutex::new(()),
             node_cache: Mutex::new(None),
+            services_cache: Mutex::new(BTreeMap::new()),
         });
 
         let api = Api::<Pod>::all(self.client.clone());
@@ -122,14 +160,22 @@ impl PodsLoop {
 
         let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
         let mut tasks: JoinSet<String> = JoinSet::new();
+        // UIDs whose worker finished (pod terminated and deleted, or orphan
+        // removed): late events about them start no second termination.
+        let mut finished: HashMap<String, Instant> = HashMap::new();
         let mut fingerprints = BTreeMap::new();
-        let mut relist = tokio::time::interval(RELIST_PERIOD);
-        relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut relists = spawn_relist(env.clone(), cancel.clone());
         let mut resync = tokio::time::interval(RESYNC_PERIOD);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut beat = tokio::time::interval(HEARTBEAT);
         let mut listed = false;
         let mut warned_relist = false;
+        let skip = |finished: &HashMap<String, Instant>, pod: &Pod| {
+            pod.metadata
+                .uid
+                .as_ref()
+                .is_some_and(|uid| finished.contains_key(uid))
+        };
 
         loop {
             tokio::select! {
@@ -147,7 +193,9 @@ impl PodsLoop {
                     }
                     Some(Ok(watcher::Event::Apply(pod) | watcher::Event::Delete(pod))) => {
                         if listed {
-                            self.poke(&env, &store, &mut workers, &mut tasks, &pod);
+                            if !skip(&finished, &pod) {
+                                self.poke(&env, &store, &mut workers, &mut tasks, &pod);
+                            }
                             self.publish(&store);
                         }
                     }
@@ -160,17 +208,22 @@ impl PodsLoop {
                         let _ = w.poke.try_send(());
                     }
                 }
-                _ = relist.tick(), if listed => {
-                    match env.cri.relist().await {
+                Some(relisted) = relists.recv() => {
+                    if !listed {
+                        continue;
+                    }
+                    match relisted {
                         Ok(now) => {
                             warned_relist = false;
+                            let known = uids(&store);
                             for (uid, fp) in &now {
                                 let changed = fingerprints.get(uid) != Some(fp);
                                 match workers.get(uid) {
                                     Some(w) if changed => { let _ = w.poke.try_send(()); }
                                     Some(_) => {}
                                     // CRI holds it, no Pod has that UID: an orphan.
-                                    None if !store.state().iter().any(|p| p.metadata.uid.as_deref() == Some(uid.as_str())) => {
+                                    None if !known.contains(uid.as_str()) => {
+                                        finished.remove(uid);
                                         self.spawn(&env, &store, &mut workers, &mut tasks, uid.clone(), None);
                                     }
                                     None => {}
@@ -190,10 +243,10 @@ impl PodsLoop {
                     for w in workers.values() {
                         let _ = w.poke.try_send(());
                     }
+                    finished.retain(|_, at| at.elapsed() < FINISHED_MEMORY);
+                    let known = uids(&store);
                     for uid in env.volumes.known_pod_dirs() {
-                        if !workers.contains_key(&uid)
-                            && !store.state().iter().any(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
-                        {
+                        if !workers.contains_key(&uid) && !known.contains(uid.as_str()) {
                             if let Err(err) = env.volumes.teardown(&uid).await {
                                 tracing::warn!(%uid, error = %err, "cannot remove an orphaned pod's volumes");
                             }
@@ -204,6 +257,7 @@ impl PodsLoop {
                 Some(done) = tasks.join_next() => {
                     if let Ok(uid) = done {
                         workers.remove(&uid);
+                        finished.insert(uid, Instant::now());
                     }
                 }
                 _ = beat.tick() => self.heartbeat.beat(),

@@ -67,7 +67,15 @@ pub struct PodEnv {
     pub admission: tokio::sync::Mutex<()>,
     /// The Node as last read for admission, and when.
     pub node_cache: Mutex<Option<(std::time::Instant, Arc<Node>)>>,
+    /// Services per namespace as last listed for service variables, and when.
+    pub services_cache: Mutex<BTreeMap<String, ServicesSnapshot>>,
 }
+
+/// One namespace's Services and when they were listed.
+pub type ServicesSnapshot = (std::time::Instant, Arc<Vec<Service>>);
+
+/// How long a namespace's Services list is reused for service variables.
+const SERVICES_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// How long a Node read for admission is reused (a burst of new pods reads it once).
 const NODE_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -741,6 +749,7 @@ impl PodWorker {
         if let Err(err) = self.env.volumes.teardown(&self.uid).await {
             tracing::warn!(pod = %pod_key(pod), error = %err, "cannot remove the pod's volumes");
         }
+        remove_pod_logs(&self.env.pod_logs_root, &self.uid);
         let (namespace, name) = ns_name(pod);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
@@ -791,6 +800,7 @@ impl PodWorker {
         if let Err(err) = env.volumes.teardown(&self.uid).await {
             tracing::warn!(uid = %self.uid, error = %err, "cannot remove an orphaned pod's volumes");
         }
+        remove_pod_logs(&env.pod_logs_root, &self.uid);
         self.forget();
         Next::Done
     }
@@ -905,22 +915,59 @@ async fn services(env: &PodEnv, pod: &Pod) -> Result<Vec<Service>, String> {
         .unwrap_or(true);
     let mut services = Vec::new();
     if links {
-        services = Api::<Service>::namespaced(env.client.clone(), namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("cannot list the services of {namespace}: {e}"))?
-            .items;
+        services = namespace_services(env, namespace).await?;
     }
     if !links || namespace != "default" {
-        if let Some(master) = Api::<Service>::namespaced(env.client.clone(), "default")
-            .get_opt("kubernetes")
-            .await
-            .map_err(|e| format!("cannot read service default/kubernetes: {e}"))?
-        {
-            services.push(master);
-        }
+        services.extend(
+            namespace_services(env, "default")
+                .await?
+                .into_iter()
+                .filter(|s| s.metadata.name.as_deref() == Some("kubernetes")),
+        );
     }
     Ok(services)
+}
+
+/// The Services of a namespace, listed at most once per
+/// [`SERVICES_CACHE_TTL`] (a Deployment's pods starting together share one
+/// list; the kubelet reads them from an informer, as stale).
+async fn namespace_services(env: &PodEnv, namespace: &str) -> Result<Vec<Service>, String> {
+    if let Some((at, services)) = env.services_cache.lock().unwrap().get(namespace) {
+        if at.elapsed() < SERVICES_CACHE_TTL {
+            return Ok(services.as_ref().clone());
+        }
+    }
+    let services = Api::<Service>::namespaced(env.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("cannot list the services of {namespace}: {e}"))?
+        .items;
+    let mut cache = env.services_cache.lock().unwrap();
+    cache.retain(|_, (at, _)| at.elapsed() < SERVICES_CACHE_TTL);
+    cache.insert(
+        namespace.to_string(),
+        (std::time::Instant::now(), Arc::new(services.clone())),
+    );
+    Ok(services)
+}
+
+/// Removes a gone pod's log directory (`<namespace>_<name>_<uid>`), as the
+/// kubelet does once the pod is removed; only directories ending in the UID.
+pub fn remove_pod_logs(pod_logs_root: &std::path::Path, uid: &str) {
+    if uid.is_empty() || uid.contains('/') || uid.contains("..") {
+        return;
+    }
+    let suffix = format!("_{uid}");
+    let Ok(entries) = std::fs::read_dir(pod_logs_root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(&suffix) {
+            if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %err, "cannot remove a pod's logs");
+            }
+        }
+    }
 }
 
 /// A failed step of a sync.
@@ -1006,5 +1053,35 @@ fn format_duration(d: Duration) -> String {
         format!("{s}s")
     } else {
         format!("{}m{}s", s / 60, s % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gone_pods_log_directory_is_removed_and_nothing_else() {
+        let root = tempfile::tempdir().expect("tempdir");
+        for dir in ["ns_web_u1", "ns_web_u12", "ns_other_u2", "u1"] {
+            std::fs::create_dir_all(root.path().join(dir).join("app")).unwrap();
+        }
+        remove_pod_logs(root.path(), "u1");
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["ns_other_u2", "ns_web_u12", "u1"]);
+        remove_pod_logs(root.path(), "..");
+        remove_pod_logs(root.path(), "");
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn go_durations_as_in_the_kubelets_back_off_message() {
+        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(format_duration(Duration::from_secs(80)), "1m20s");
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m0s");
     }
 }
