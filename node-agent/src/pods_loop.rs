@@ -41,7 +41,7 @@ use crate::pods::prober::ProbeManager;
 use crate::pods::report::PodsReport;
 use crate::pods::sandbox_config::parse_resolv_conf;
 use crate::pods::volume_manager::VolumeManager;
-use crate::pods::worker::{Next, PodEnv, PodWorker};
+use crate::pods::worker::{remove_pod_logs, Next, PodEnv, PodWorker};
 
 /// How often CRI is relisted to notice containers that changed (PLEG).
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
@@ -52,6 +52,20 @@ const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// How long a finished worker's UID is remembered (late watch events).
 const FINISHED_MEMORY: Duration = Duration::from_secs(120);
+
+/// The pod UIDs of the log directories (`<namespace>_<name>_<uid>`).
+fn pod_log_uids(root: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.rsplit_once('_').map(|(_, uid)| uid.to_string())
+        })
+        .filter(|uid| !uid.is_empty())
+        .collect()
+}
 
 /// The UIDs of the pods in the store.
 fn uids(store: &Store<Pod>) -> BTreeSet<String> {
@@ -245,6 +259,11 @@ impl PodsLoop {
                     }
                     finished.retain(|_, at| at.elapsed() < FINISHED_MEMORY);
                     let known = uids(&store);
+                    for uid in pod_log_uids(&env.pod_logs_root) {
+                        if !workers.contains_key(&uid) && !known.contains(uid.as_str()) {
+                            remove_pod_logs(&env.pod_logs_root, &uid);
+                        }
+                    }
                     for uid in env.volumes.known_pod_dirs() {
                         if !workers.contains_key(&uid) && !known.contains(uid.as_str()) {
                             if let Err(err) = env.volumes.teardown(&uid).await {
