@@ -1,16 +1,21 @@
 //! Events about pods, with the kubelet's reasons and wording, so that
 //! `kubectl describe pod` and `kubectl get events` read as they would on a
 //! kubelet's node (reporting controller `kubelet`, instance the node name).
-//! Publishing never delays a sync: each event is sent from its own task, and
-//! a failure is only logged.
+//! Publishing never delays a sync: events go through a bounded queue to one
+//! sender task (as the kubelet's event broadcaster), so a burst of pods
+//! starting does not also become a burst of concurrent writes to the API
+//! server; when the queue is full, events are dropped (and counted in the log).
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
+/// Events waiting for the sender; beyond this, new ones are dropped.
+const QUEUE: usize = 1000;
+
 /// Sends the pod workers' events.
 #[derive(Clone)]
 pub struct PodEvents {
-    recorder: Recorder,
+    tx: tokio::sync::mpsc::Sender<(Event, k8s_openapi::api::core::v1::ObjectReference)>,
 }
 
 impl std::fmt::Debug for PodEvents {
@@ -25,9 +30,16 @@ impl PodEvents {
             controller: "kubelet".into(),
             instance: Some(node_name.to_string()),
         };
-        Self {
-            recorder: Recorder::new(client, reporter),
-        }
+        let recorder = Recorder::new(client, reporter);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Event, _)>(QUEUE);
+        tokio::spawn(async move {
+            while let Some((event, reference)) = rx.recv().await {
+                if let Err(err) = recorder.publish(&event, &reference).await {
+                    tracing::debug!(reason = %event.reason, error = %err, "cannot publish an event");
+                }
+            }
+        });
+        Self { tx }
     }
 
     /// A `Normal` event about `pod`, or about one of its containers (named
@@ -59,12 +71,9 @@ impl PodEvents {
             action: action(reason).to_string(),
             secondary: None,
         };
-        let recorder = self.recorder.clone();
-        tokio::spawn(async move {
-            if let Err(err) = recorder.publish(&event, &reference).await {
-                tracing::debug!(reason = %event.reason, error = %err, "cannot publish an event");
-            }
-        });
+        if self.tx.try_send((event, reference)).is_err() {
+            tracing::debug!(reason, "event queue full or closed; event dropped");
+        }
     }
 }
 
