@@ -337,6 +337,16 @@ fn failing_liveness_probe_restarts_its_container() {
     });
     let s = container_status(&p, "app").expect("status");
     assert!(s["lastState"]["terminated"].is_object(), "{s}");
+    // `kubectl describe pod` says why, as with the kubelet.
+    eventually(Duration::from_secs(30), "an Unhealthy event", || {
+        let run = kubectl(&["get", "events", "-n", &ns.0, "--field-selector", "involvedObject.name=live,reason=Unhealthy", "-o", "json"]);
+        let v: Value = serde_json::from_str(&run.stdout).ok()?;
+        v["items"].as_array()?.iter()
+            .any(|e| e["message"].as_str().is_some_and(|m| m.starts_with("Liveness probe failed")))
+            .then_some(())
+    });
+    let killing = kubectl(&["get", "events", "-n", &ns.0, "--field-selector", "involvedObject.name=live,reason=Killing", "-o", "name"]);
+    assert!(!killing.stdout.trim().is_empty(), "a Killing event: {}", killing.stderr);
 }
 
 #[test]

@@ -125,6 +125,7 @@ impl PodsLoop {
         let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<String>();
         let host_dns =
             parse_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let events = PodEvents::new(self.client.clone(), &self.node_name);
         let env = Arc::new(PodEnv {
             client: self.client.clone(),
             cri: CriPods::new(self.cri.clone()),
@@ -148,8 +149,8 @@ impl PodsLoop {
                         Quantity(self.host.ephemeral_storage_bytes.to_string()),
                     ),
                 ])),
-            events: PodEvents::new(self.client.clone(), &self.node_name),
-            probes: ProbeManager::new(self.cri.clone(), wake_tx.clone()),
+            events: events.clone(),
+            probes: ProbeManager::new(self.cri.clone(), wake_tx.clone()).with_events(events),
             backoff: Mutex::new(Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)),
             image_backoff: Mutex::new(Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)),
             admitted: Mutex::new(BTreeSet::new()),

@@ -5,7 +5,7 @@
 //! sender task (as the kubelet's event broadcaster), so a burst of pods
 //! starting does not also become a burst of concurrent writes to the API
 //! server; when the queue is full, events are dropped (and counted in the log).
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
@@ -15,7 +15,7 @@ const QUEUE: usize = 1000;
 /// Sends the pod workers' events.
 #[derive(Clone)]
 pub struct PodEvents {
-    tx: tokio::sync::mpsc::Sender<(Event, k8s_openapi::api::core::v1::ObjectReference)>,
+    tx: tokio::sync::mpsc::Sender<(Event, ObjectReference)>,
 }
 
 impl std::fmt::Debug for PodEvents {
@@ -64,6 +64,26 @@ impl PodEvents {
     ) {
         let mut reference = pod.object_ref(&());
         reference.field_path = container.map(|name| container_field_path(pod, name));
+        self.queue(reference, type_, reason, note);
+    }
+
+    /// An event about an object already referenced (`warning` picks the type).
+    pub fn send_about(
+        &self,
+        reference: ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.queue(reference, type_, reason, note);
+    }
+
+    fn queue(&self, reference: ObjectReference, type_: EventType, reason: &str, note: String) {
         let event = Event {
             type_,
             reason: reason.to_string(),

@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use kube::Resource;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
+use super::events::PodEvents;
 use super::plan::ProbeFailures;
 use super::probe::{
     probe_action, probe_timing, Gate, ProbeAction, ProbeKind, ProbeOutcome, ProbeState, Timing,
@@ -76,6 +78,8 @@ struct Inner {
 struct Shared {
     cri: CriHandle,
     wake: mpsc::UnboundedSender<String>,
+    /// Where `Unhealthy` events go, when set.
+    events: Option<PodEvents>,
     all_stopped: CancellationToken,
     next_task: AtomicU64,
     /// By pod UID. A std mutex: it is never held across an await.
@@ -88,6 +92,8 @@ type ProbeKey = (String, ProbeKind);
 struct PodProbes {
     /// `namespace/name`, for logs.
     pod: String,
+    /// The Pod, for events about it.
+    reference: ObjectReference,
     probes: HashMap<ProbeKey, ProbeEntry>,
 }
 
@@ -103,7 +109,14 @@ struct ProbeEntry {
     /// Wakes the task early (a new container instance, startup succeeded).
     poke: Arc<Notify>,
     stop: CancellationToken,
+    /// When the last `Unhealthy` event about this probe was sent.
+    last_event: Option<Instant>,
 }
+
+/// At most one `Unhealthy` event per probe this often (a readiness probe
+/// failing every second would otherwise write every second; the kubelet's
+/// event correlator rate-limits as well).
+const UNHEALTHY_EVENT_EVERY: Duration = Duration::from_secs(30);
 
 impl ProbeManager {
     /// `wake` receives a pod UID whenever a probe result of that pod flips, so
@@ -113,6 +126,7 @@ impl ProbeManager {
         let shared = Arc::new(Shared {
             cri,
             wake,
+            events: None,
             all_stopped: all_stopped.clone(),
             next_task: AtomicU64::new(0),
             pods: Mutex::new(HashMap::new()),
@@ -122,6 +136,21 @@ impl ProbeManager {
                 shared,
                 _stop_all: all_stopped.drop_guard(),
             }),
+        }
+    }
+
+    /// The same manager, sending an `Unhealthy` event (the kubelet's reason
+    /// and wording) when a probe fails. Call before any pod is probed.
+    pub fn with_events(self, events: PodEvents) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            panic!("ProbeManager::with_events must be called before the manager is cloned")
+        });
+        match Arc::get_mut(&mut inner.shared) {
+            Some(shared) => shared.events = Some(events),
+            None => panic!("ProbeManager::with_events must be called before any probe runs"),
+        }
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -159,6 +188,7 @@ impl ProbeManager {
                 pod.metadata.namespace.as_deref().unwrap_or_default(),
                 pod.metadata.name.as_deref().unwrap_or_default()
             ),
+            reference: pod.object_ref(&()),
             probes: HashMap::new(),
         });
         entry.probes.retain(|(name, kind), probe| {
@@ -191,6 +221,7 @@ impl ProbeManager {
                 pod_ip,
                 poke: Arc::new(Notify::new()),
                 stop: shared.all_stopped.child_token(),
+                last_event: None,
             };
             let span = tracing::info_span!(
                 "probe", pod = %entry.pod, container = %container.name, kind = %kind
@@ -341,6 +372,20 @@ impl Shared {
         }
         if let ProbeOutcome::Failure(message) = &outcome {
             tracing::debug!(%message, "{} probe failed", key.1);
+            let due = probe
+                .last_event
+                .is_none_or(|at| at.elapsed() >= UNHEALTHY_EVENT_EVERY);
+            if let (Some(events), true) = (&self.events, due) {
+                probe.last_event = Some(Instant::now());
+                let mut reference = pod.reference.clone();
+                reference.field_path = Some(format!("spec.containers{{{}}}", key.0));
+                events.send_about(
+                    reference,
+                    true,
+                    "Unhealthy",
+                    format!("{} probe failed: {message}", capitalised(key.1)),
+                );
+            }
         }
         let Some(result) = probe.state.record(outcome) else {
             return;
@@ -364,6 +409,15 @@ impl Shared {
         }
         // The pod worker is gone only at shutdown.
         let _ = self.wake.send(uid.to_string());
+    }
+}
+
+/// `Readiness`, `Liveness`, `Startup`, as the kubelet's event starts.
+fn capitalised(kind: ProbeKind) -> &'static str {
+    match kind {
+        ProbeKind::Readiness => "Readiness",
+        ProbeKind::Liveness => "Liveness",
+        ProbeKind::Startup => "Startup",
     }
 }
 
