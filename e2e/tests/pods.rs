@@ -701,3 +701,24 @@ fn configmap_secret_and_downward_api_reach_env_and_volumes() {
     });
     println!("ConfigMap edit visible in the pod after {:.1?}", started.elapsed());
 }
+
+#[test]
+fn failing_pull_reports_err_image_pull_then_image_pull_back_off() {
+    let _turn = shared_turn();
+    let ns = Namespace::new("pull");
+    // A registry on the node's own loopback where nothing listens: the pull
+    // fails at once, and no packet leaves the node.
+    let c = json!({"name": "app", "image": "127.0.0.1:1/nodeconfig/absent:1", "imagePullPolicy": "IfNotPresent"});
+    apply_json(simple_pod(&ns.0, "nopull", json!([c]), json!({})));
+    let reason = |p: &Value| {
+        container_status(p, "app")
+            .and_then(|c| c["state"]["waiting"]["reason"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let first = await_pod(&ns.0, "nopull", "ErrImagePull", STARTED, |p| reason(p) == "ErrImagePull");
+    let message = container_status(&first, "app").expect("status")["state"]["waiting"]["message"].clone();
+    assert!(message.as_str().is_some_and(|m| m.contains("127.0.0.1:1/nodeconfig/absent:1")), "{message}");
+    await_pod(&ns.0, "nopull", "ImagePullBackOff", Duration::from_secs(60), |p| reason(p) == "ImagePullBackOff");
+    let p = pod(&ns.0, "nopull").expect("pod");
+    assert_eq!(p["status"]["phase"], "Pending");
+}

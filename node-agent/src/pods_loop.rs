@@ -67,6 +67,24 @@ fn pod_log_uids(root: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// A hash of what the pod's worker acts on: its spec, labels, annotations
+/// and deletion; not its status.
+fn desired_fingerprint(pod: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let m = &pod.metadata;
+    let relevant = serde_json::json!([
+        pod.spec,
+        m.labels,
+        m.annotations,
+        m.deletion_timestamp,
+        m.deletion_grace_period_seconds,
+        m.generation,
+    ]);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    relevant.to_string().hash(&mut h);
+    h.finish()
+}
+
 /// The UIDs of the pods in the store.
 fn uids(store: &Store<Pod>) -> BTreeSet<String> {
     store
@@ -179,6 +197,9 @@ impl PodsLoop {
         // removed): late events about them start no second termination.
         let mut finished: HashMap<String, Instant> = HashMap::new();
         let mut fingerprints = BTreeMap::new();
+        // Per UID, a hash of what a sync acts on (spec, labels, annotations,
+        // deletion): events that change none of it poke nobody.
+        let mut seen: HashMap<String, u64> = HashMap::new();
         let mut relists = spawn_relist(env.clone(), cancel.clone());
         let mut resync = tokio::time::interval(RESYNC_PERIOD);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,8 +227,25 @@ impl PodsLoop {
                         }
                         self.publish(&store);
                     }
-                    Some(Ok(watcher::Event::Apply(pod) | watcher::Event::Delete(pod))) => {
+                    Some(Ok(watcher::Event::Apply(pod))) => {
                         if listed {
+                            // A change of status only (most often the worker's own
+                            // patch) needs no sync, as the kubelet ignores them.
+                            let uid = pod.metadata.uid.clone().unwrap_or_default();
+                            let fp = desired_fingerprint(&pod);
+                            let same = seen.insert(uid.clone(), fp) == Some(fp);
+                            let unchanged = same && workers.contains_key(&uid);
+                            if !skip(&finished, &pod) && !unchanged {
+                                self.poke(&env, &store, &mut workers, &mut tasks, &pod);
+                            }
+                            self.publish(&store);
+                        }
+                    }
+                    Some(Ok(watcher::Event::Delete(pod))) => {
+                        if listed {
+                            if let Some(uid) = &pod.metadata.uid {
+                                seen.remove(uid);
+                            }
                             if !skip(&finished, &pod) {
                                 self.poke(&env, &store, &mut workers, &mut tasks, &pod);
                             }
@@ -372,5 +410,41 @@ impl PodsLoop {
             }
             uid
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(extra: serde_json::Value) -> Pod {
+        let mut v = serde_json::json!({
+            "metadata": {"name": "p", "uid": "u", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Pending"}
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, val) in e {
+                o.insert(k.clone(), val.clone());
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_status_change_alone_does_not_change_what_a_sync_acts_on() {
+        let base = desired_fingerprint(&pod(serde_json::json!({})));
+        let status_only =
+            pod(serde_json::json!({"status": {"phase": "Running", "podIP": "10.0.0.1"}}));
+        assert_eq!(desired_fingerprint(&status_only), base);
+        let relabelled = pod(
+            serde_json::json!({"metadata": {"name": "p", "uid": "u", "labels": {"app": "db"}}}),
+        );
+        assert_ne!(desired_fingerprint(&relabelled), base);
+        let deleting = pod(
+            serde_json::json!({"metadata": {"name": "p", "uid": "u", "labels": {"app": "web"},
+            "deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30}}),
+        );
+        assert_ne!(desired_fingerprint(&deleting), base);
     }
 }

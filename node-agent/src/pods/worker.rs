@@ -121,6 +121,17 @@ pub struct PodWorker {
 }
 
 impl PodWorker {
+    /// How long until `image` may be pulled again, if it is backing off.
+    fn image_retry_after(&self, image: &str) -> Option<Duration> {
+        let failed_at = self.pull_failures.get(image)?;
+        let key = BackoffKey::new(&self.uid, format!("image:{image}"));
+        self.env
+            .image_backoff
+            .lock()
+            .unwrap()
+            .remaining(&key, *failed_at, SystemTime::now())
+    }
+
     pub fn new(env: Arc<PodEnv>, uid: String) -> Self {
         Self {
             env,
@@ -427,8 +438,16 @@ impl PodWorker {
                         "Failed",
                         format!("Error: {}", w.reason),
                     );
+                    // Image failures wait for their back-off (the 10 s resync
+                    // shows ImagePullBackOff meanwhile); others retry soon.
+                    let after = match w.reason.as_str() {
+                        "ErrImagePull" | "ImagePullBackOff" => self
+                            .image_retry_after(container.image.as_deref().unwrap_or_default())
+                            .unwrap_or(RETRY),
+                        _ => RETRY,
+                    };
                     self.waiting.insert(start.name.clone(), w);
-                    retry = Some(RETRY);
+                    retry = min_opt(retry, Some(after));
                 }
             }
         }
@@ -457,13 +476,12 @@ impl PodWorker {
                 .unwrap()
                 .remaining(&key, *failed_at, SystemTime::now())
         });
-        if let Some(left) = left {
+        if left.is_some() {
+            // A stable message (no countdown): the status is not rewritten
+            // on every look at a pod in back-off.
             return Err(Waiting {
                 reason: "ImagePullBackOff".into(),
-                message: format!(
-                    "Back-off pulling image \"{image}\" ({}s left)",
-                    left.as_secs()
-                ),
+                message: format!("Back-off pulling image \"{image}\""),
             });
         }
         let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image);
