@@ -177,24 +177,10 @@ impl CriPods {
             .iter()
             .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
             .max_by_key(|s| s.created_at);
-        let mut ips = Vec::new();
-        if let Some(s) = newest_ready {
-            let status = client
-                .runtime
-                .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                    pod_sandbox_id: s.id.clone(),
-                    verbose: false,
-                })
-                .await
-                .map_err(|st| client.call_error("PodSandboxStatus", st))?
-                .into_inner();
-            if let Some(net) = status.status.and_then(|s| s.network) {
-                if !net.ip.is_empty() {
-                    ips.push(net.ip);
-                }
-                ips.extend(net.additional_ips.into_iter().map(|ip| ip.ip));
-            }
-        }
+        let ips = match newest_ready {
+            Some(s) => self.sandbox_ips(&s.id).await?,
+            None => Vec::new(),
+        };
         let sandbox_views = sandboxes
             .iter()
             .map(|s| {
@@ -294,32 +280,24 @@ impl CriPods {
     /// with [`Self::stop_container`] for a graceful end).
     pub async fn stop_sandbox(&self, id: &str) -> Result<(), CriError> {
         let mut client = self.cri.current();
-        match client
+        let result = client
             .runtime
             .stop_pod_sandbox(cri::StopPodSandboxRequest {
                 pod_sandbox_id: id.to_string(),
             })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-            Err(s) => Err(client.call_error("StopPodSandbox", s)),
-        }
+            .await;
+        gone_is_done(&client, "StopPodSandbox", result)
     }
 
     pub async fn remove_sandbox(&self, id: &str) -> Result<(), CriError> {
         let mut client = self.cri.current();
-        match client
+        let result = client
             .runtime
             .remove_pod_sandbox(cri::RemovePodSandboxRequest {
                 pod_sandbox_id: id.to_string(),
             })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-            Err(s) => Err(client.call_error("RemovePodSandbox", s)),
-        }
+            .await;
+        gone_is_done(&client, "RemovePodSandbox", result)
     }
 
     /// Makes `image` present as `policy` asks; `Ok(true)` when it was pulled,
@@ -404,33 +382,38 @@ impl CriPods {
     /// SIGTERM, then SIGKILL after `grace_seconds` (the runtime does both).
     pub async fn stop_container(&self, id: &str, grace_seconds: i64) -> Result<(), CriError> {
         let mut client = self.cri.current();
-        match client
+        let result = client
             .runtime
             .stop_container(cri::StopContainerRequest {
                 container_id: id.to_string(),
                 timeout: grace_seconds.max(0),
             })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-            Err(s) => Err(client.call_error("StopContainer", s)),
-        }
+            .await;
+        gone_is_done(&client, "StopContainer", result)
     }
 
     pub async fn remove_container(&self, id: &str) -> Result<(), CriError> {
         let mut client = self.cri.current();
-        match client
+        let result = client
             .runtime
             .remove_container(cri::RemoveContainerRequest {
                 container_id: id.to_string(),
             })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-            Err(s) => Err(client.call_error("RemoveContainer", s)),
-        }
+            .await;
+        gone_is_done(&client, "RemoveContainer", result)
+    }
+}
+
+/// A stop or remove of something already gone has done its job.
+fn gone_is_done<T>(
+    client: &crate::cri::CriClient,
+    method: &'static str,
+    result: Result<T, tonic::Status>,
+) -> Result<(), CriError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(client.call_error(method, s)),
     }
 }
 

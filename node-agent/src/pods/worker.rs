@@ -28,7 +28,7 @@ use super::events::PodEvents;
 use super::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
 use super::prober::{ProbeManager, RunningContainer};
 use super::runtime_view::{ContainerState, SandboxState};
-use super::sandbox_config::{sandbox_config, SandboxContext};
+use super::sandbox_config::{is_host_network, sandbox_config, SandboxContext};
 use super::volume_manager::prepare_mounts;
 use super::volume_manager::VolumeManager;
 
@@ -275,7 +275,7 @@ impl PodWorker {
                 started_at: c.started_at.unwrap_or(c.created_at),
             })
             .collect();
-        let pod_ip = if host_network(pod) {
+        let pod_ip = if is_host_network(pod) {
             env.node_ip
         } else {
             rt.ips.first().and_then(|ip| ip.parse().ok())
@@ -655,7 +655,7 @@ impl PodWorker {
         let host_ip = self.env.node_ip.map(|ip| ip.to_string());
         // A pod on the host's network has the node's address, as the kubelet reports it.
         let pod_ips = match &host_ip {
-            Some(ip) if host_network(pod) && !rt.view.sandboxes.is_empty() => vec![ip.clone()],
+            Some(ip) if is_host_network(pod) && !rt.view.sandboxes.is_empty() => vec![ip.clone()],
             _ => rt.ips.clone(),
         };
         let status = api_status(&StatusInputs {
@@ -1006,13 +1006,6 @@ fn kill_note(reason: super::plan::KillReason) -> &'static str {
         KillReason::StartupFailed => "failed startup probe, will be restarted",
         KillReason::UnknownState => "is in unknown state, will be restarted",
     }
-}
-
-fn host_network(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false)
 }
 
 fn is_terminal(pod: &Pod) -> bool {
