@@ -1,6 +1,6 @@
 //! The proxy loop: kube-proxy's job on this node. Watches all Services and
-//! EndpointSlices (reflector stores of objects trimmed to what the proxy
-//! reads, see [`crate::proxy::trim`]), takes its
+//! EndpointSlices into [`ProxyInputs`] (each object converted as it arrives;
+//! only the conversion is kept), takes its
 //! settings from the applied NodeConfig's `spec.proxy`, and runs
 //! [`Proxier::sync`] on a blocking thread when the [`Scheduler`] says so: a
 //! burst of changes within minSyncPeriod is one sync, a partial sync (canary
@@ -28,7 +28,6 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use nodeconfig_crds::ProxySpec;
@@ -39,13 +38,15 @@ use crate::config_loop::ConfigReport;
 use crate::health::{Health, LoopHeartbeat};
 use crate::metrics::{Metrics, SkipLabels, TableLabels};
 use crate::proxy::conntrack::stale_flows;
-use crate::proxy::trim::{trim_service, trim_slice};
+use crate::proxy::inputs::Kind;
 use crate::proxy::{
     Conntrack, FullSyncReason, IptablesCommand, NodeInfo, Proxier, ProxyConfig, ProxyError,
-    Scheduler, Skip, SyncReport, Table, UdpServices,
+    ProxyInputs, Scheduler, Skip, SyncReport, Table, UdpServices,
 };
 
-pub use crate::proxy::trim::TRIGGER_TIME_ANNOTATION;
+/// Set by the EndpointSlice controller: when the change that led to this
+/// version of the slice happened (the start of network programming latency).
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 /// Name of the proxy's deadline in [`Health`].
 const HEALTH_NAME: &str = "proxy";
 /// The loop wakes at least this often to beat its heartbeat.
@@ -148,19 +149,31 @@ struct Running {
 impl ProxyLoop {
     pub async fn run(self, cancel: CancellationToken) {
         let changes = Arc::new(Changes::default());
-        let (services, services_done) = watch_all::<Service>(
-            Api::all(self.client.clone()),
-            trim_service,
-            changes.clone(),
-            cancel.clone(),
+        let inputs = Arc::new(Mutex::new(ProxyInputs::default()));
+        let _drivers = (
+            watch_all::<Service>(
+                Api::all(self.client.clone()),
+                Watched {
+                    kind: Kind::Service,
+                    apply: ProxyInputs::apply_service,
+                    delete: ProxyInputs::delete_service,
+                },
+                inputs.clone(),
+                changes.clone(),
+                cancel.clone(),
+            ),
+            watch_all::<EndpointSlice>(
+                Api::all(self.client.clone()),
+                Watched {
+                    kind: Kind::EndpointSlice,
+                    apply: ProxyInputs::apply_slice,
+                    delete: ProxyInputs::delete_slice,
+                },
+                inputs.clone(),
+                changes.clone(),
+                cancel.clone(),
+            ),
         );
-        let (slices, slices_done) = watch_all::<EndpointSlice>(
-            Api::all(self.client.clone()),
-            trim_slice,
-            changes.clone(),
-            cancel.clone(),
-        );
-        let _drivers = (services_done, slices_done);
 
         let mut config = self.config.clone();
         let mut tick = tokio::time::interval(HEARTBEAT);
@@ -200,25 +213,18 @@ impl ProxyLoop {
             }
         });
         tracing::info!(node = ?running.node, "service proxy waiting for the first list of Services and EndpointSlices");
-        let listed = async {
-            let (a, b) = tokio::join!(services.wait_until_ready(), slices.wait_until_ready());
-            a.is_ok() && b.is_ok()
-        };
-        let mut listed = std::pin::pin!(listed);
-        loop {
+        // Each completed list records a change, which wakes this.
+        while !lock(&inputs).listed() {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => self.heartbeat.beat(),
-                ok = &mut listed => if ok { break } else { return },
+                _ = changes.notify.notified() => {}
             }
         }
         // What the lists brought is in the first sync.
         changes.take();
-        tracing::info!(
-            services = services.len(),
-            endpoint_slices = slices.len(),
-            "service proxy starting"
-        );
+        let service_ports = lock(&inputs).model().services.len();
+        tracing::info!(service_ports, "service proxy starting");
 
         loop {
             self.heartbeat.beat();
@@ -241,7 +247,7 @@ impl ProxyLoop {
 
             let due = running.sched.next(now);
             if due.at <= now {
-                self.sync(&mut running, &services, &slices, due.full).await;
+                self.sync(&mut running, &inputs, due.full).await;
                 self.set_deadline(&running);
                 continue;
             }
@@ -295,13 +301,7 @@ impl ProxyLoop {
             .set_deadline(HEALTH_NAME, running.sched.queued_since().map(|t| t + limit));
     }
 
-    async fn sync(
-        &self,
-        running: &mut Running,
-        services: &Store<Service>,
-        slices: &Store<EndpointSlice>,
-        full: bool,
-    ) {
+    async fn sync(&self, running: &mut Running, inputs: &Arc<Mutex<ProxyInputs>>, full: bool) {
         let started = Instant::now();
         running.sched.started(started);
         let triggers = std::mem::take(&mut running.triggers);
@@ -309,14 +309,16 @@ impl ProxyLoop {
             .proxier
             .take()
             .unwrap_or_else(|| Proxier::new(IptablesCommand::new()));
-        let (service_list, slice_list) = (services.state(), slices.state());
+        let inputs = inputs.clone();
         let (node, cfg, old_udp) = (
             running.node.clone(),
             running.cfg.clone(),
             running.udp.clone(),
         );
         let joined = tokio::task::spawn_blocking(move || {
-            let result = proxier.sync(service_list, slice_list, &node, &cfg, full);
+            // The watches wait only while the changes are planned, not during the restore.
+            let planned = proxier.plan(&mut lock(&inputs), &node, &cfg, full);
+            let result = proxier.apply(planned);
             let conntrack = match (&result, old_udp) {
                 (Ok(report), Some(old)) if cfg.enabled => delete_stale_flows(&old, &report.udp),
                 _ => 0,
@@ -502,15 +504,26 @@ fn delete_stale_flows(old: &UdpServices, new: &UdpServices) -> u64 {
     failures
 }
 
-/// A reflector store of every `K` in the cluster, each object `trim`med to
-/// what the proxy reads, kept by a task that records each change; the handle
-/// stops the task when dropped.
+/// How a watched kind enters the [`ProxyInputs`].
+struct Watched<K> {
+    kind: Kind,
+    apply: fn(&mut ProxyInputs, &K),
+    delete: fn(&mut ProxyInputs, &K),
+}
+
+fn lock(inputs: &Mutex<ProxyInputs>) -> std::sync::MutexGuard<'_, ProxyInputs> {
+    inputs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A task that watches every `K` in the cluster into `inputs` and records
+/// each change; the handle stops the task when dropped.
 fn watch_all<K>(
     api: Api<K>,
-    trim: fn(&mut K),
+    watched: Watched<K>,
+    inputs: Arc<Mutex<ProxyInputs>>,
     changes: Arc<Changes>,
     cancel: CancellationToken,
-) -> (Store<K>, DropGuard)
+) -> DropGuard
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -520,14 +533,10 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
-    let kind = K::kind(&());
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(trim)
-        .reflect(writer);
-    let task = tokio::spawn(drive(stream, changes, kind.to_string(), cancel));
-    (store, DropGuard(task))
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    DropGuard(tokio::spawn(drive(
+        stream, watched, inputs, changes, cancel,
+    )))
 }
 
 /// Aborts a watch task when the loop goes.
@@ -539,11 +548,17 @@ impl Drop for DropGuard {
     }
 }
 
-async fn drive<K, S>(stream: S, changes: Arc<Changes>, kind: String, cancel: CancellationToken)
-where
-    K: Resource + ResourceExt,
+async fn drive<K, S>(
+    stream: S,
+    watched: Watched<K>,
+    inputs: Arc<Mutex<ProxyInputs>>,
+    changes: Arc<Changes>,
+    cancel: CancellationToken,
+) where
+    K: Resource<DynamicType = ()> + ResourceExt,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
+    let kind = K::kind(&());
     let mut stream = std::pin::pin!(stream);
     let mut failing = false;
     loop {
@@ -567,12 +582,26 @@ where
                     tracing::info!(%kind, "watching works again");
                     failing = false;
                 }
-                match event {
-                    watcher::Event::Apply(obj) => changes.record(Some(trigger_time(&obj))),
-                    watcher::Event::Delete(_) => changes.record(Some(SystemTime::now())),
+                let trigger = match &event {
+                    watcher::Event::Apply(obj) => Some(Some(trigger_time(obj))),
+                    watcher::Event::Delete(_) => Some(Some(SystemTime::now())),
                     // A relist may bring anything: sync once it is complete.
-                    watcher::Event::InitDone => changes.record(None),
-                    watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                    watcher::Event::InitDone => Some(None),
+                    watcher::Event::Init | watcher::Event::InitApply(_) => None,
+                };
+                {
+                    let mut inputs = lock(&inputs);
+                    match &event {
+                        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+                            (watched.apply)(&mut inputs, obj)
+                        }
+                        watcher::Event::Delete(obj) => (watched.delete)(&mut inputs, obj),
+                        watcher::Event::Init => inputs.relist_started(watched.kind),
+                        watcher::Event::InitDone => inputs.relist_done(watched.kind),
+                    }
+                }
+                if let Some(trigger) = trigger {
+                    changes.record(trigger);
                 }
             }
         }

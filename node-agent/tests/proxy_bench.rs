@@ -28,7 +28,7 @@ use node_agent::proxy::model::SERVICE_NAME_LABEL;
 use node_agent::proxy::plan::plan;
 use node_agent::proxy::{
     render_restore_input, Dispatch, IptablesCommand, Model, NodeInfo, Proxier, ProxyConfig,
-    SyncMode, Table,
+    ProxyInputs, SyncMode, Table,
 };
 
 struct Netns(String);
@@ -199,19 +199,23 @@ fn rule_engine_full_and_partial_sync() {
                 ..ProxyConfig::default()
             };
             let mut proxier = Proxier::new(backend(&ns));
+            // One set of inputs throughout, as the proxy loop keeps it.
+            let mut watched = ProxyInputs::from_objects(&services, &slices);
             let started = Instant::now();
             let full = proxier
-                .sync(&services, &slices, &node, &cfg, true)
+                .sync(&mut watched, &node, &cfg, true)
                 .expect("full sync");
             let full_secs = started.elapsed().as_secs_f64();
 
             // One more Service: a partial sync.
             let (svc, slice) = objects(n, &ips[n]);
+            let started = Instant::now();
+            watched.apply_service(&svc);
+            watched.apply_slice(&slice);
             services.push(svc);
             slices.push(slice);
-            let started = Instant::now();
             let partial = proxier
-                .sync(&services, &slices, &node, &cfg, false)
+                .sync(&mut watched, &node, &cfg, false)
                 .expect("partial sync");
             let partial_secs = started.elapsed().as_secs_f64();
 
@@ -249,7 +253,7 @@ fn rule_engine_full_and_partial_sync() {
             // The periodic full sync: every chain rewritten, nothing read back.
             let started = Instant::now();
             proxier
-                .sync(&services, &slices, &node, &cfg, true)
+                .sync(&mut watched, &node, &cfg, true)
                 .expect("full resync");
             let resync_secs = started.elapsed().as_secs_f64();
 
@@ -257,7 +261,12 @@ fn rule_engine_full_and_partial_sync() {
             let mut restarted = Proxier::new(backend(&ns));
             let started = Instant::now();
             let report = restarted
-                .sync(&services, &slices, &node, &cfg, false)
+                .sync(
+                    &mut ProxyInputs::from_objects(&services, &slices),
+                    &node,
+                    &cfg,
+                    false,
+                )
                 .expect("restart sync");
             let restart_secs = started.elapsed().as_secs_f64();
             assert_eq!(report.restore_bytes, 0, "rules read back equal");

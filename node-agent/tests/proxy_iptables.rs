@@ -17,7 +17,7 @@ use node_agent::proxy::model::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL};
 use node_agent::proxy::plan::plan;
 use node_agent::proxy::{
     render_restore_input, Dispatch, FullSyncReason, IptablesCommand, Model, NodeInfo, Proxier,
-    ProxyConfig, RuleSet, SyncMode,
+    ProxyConfig, ProxyInputs, RuleSet, SyncMode,
 };
 use proptest::prelude::*;
 
@@ -244,7 +244,7 @@ proptest! {
     fn applied_rules_read_back_equal((services, slices) in arb_objects(), cfg in arb_config()) {
         let ns = Netns::new();
         let mut proxier = Proxier::new(ns.iptables());
-        proxier.sync(&services, &slices, &node(), &cfg, true).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        proxier.sync(&mut ProxyInputs::from_objects(&services, &slices), &node(), &cfg, true).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let installed = ns.iptables().installed().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(installed, desired(&services, &slices, &cfg));
     }
@@ -258,17 +258,31 @@ proptest! {
     ) {
         let ns = Netns::new();
         let mut proxier = Proxier::new(ns.iptables());
-        proxier.sync(&services, &slices, &node(), &cfg(), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        // Keep some of the first set, change or add the rest.
+        // One set of inputs throughout, as the proxy loop keeps it.
+        let mut watched = ProxyInputs::from_objects(&services, &slices);
+        proxier.sync(&mut watched, &node(), &cfg(), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // Keep some of the first set, delete the others, change or add the rest.
         let keep = keep.min(services.len());
+        for svc in &services[keep..] {
+            watched.delete_service(svc);
+        }
+        for slice in &slices[keep..] {
+            watched.delete_slice(slice);
+        }
+        for svc in &more_services {
+            watched.apply_service(svc);
+        }
+        for slice in &more_slices {
+            watched.apply_slice(slice);
+        }
         let next_services: Vec<_> = services[..keep].iter().chain(more_services.iter()).cloned().collect();
         let next_slices: Vec<_> = slices[..keep].iter().chain(more_slices.iter()).cloned().collect();
-        let report = proxier.sync(&next_services, &next_slices, &node(), &cfg(), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let report = proxier.sync(&mut watched, &node(), &cfg(), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(report.mode, SyncMode::Partial);
         let installed = ns.iptables().installed().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(installed, desired(&next_services, &next_slices, &cfg()));
         // And a full sync back to the first set removes what it no longer has.
-        proxier.sync(&services, &slices, &node(), &cfg(), true).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        proxier.sync(&mut ProxyInputs::from_objects(&services, &slices), &node(), &cfg(), true).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let installed = ns.iptables().installed().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(installed, desired(&services, &slices, &cfg()));
     }
@@ -282,10 +296,20 @@ fn a_flushed_services_chain_is_repaired_at_the_next_sync() {
         let cfg = ProxyConfig { dispatch, ..cfg() };
         let mut proxier = Proxier::new(ns.iptables());
         proxier
-            .sync(&services, &slices, &node(), &cfg, false)
+            .sync(
+                &mut ProxyInputs::from_objects(&services, &slices),
+                &node(),
+                &cfg,
+                false,
+            )
             .unwrap();
         let quiet = proxier
-            .sync(&services, &slices, &node(), &cfg, false)
+            .sync(
+                &mut ProxyInputs::from_objects(&services, &slices),
+                &node(),
+                &cfg,
+                false,
+            )
             .unwrap();
         assert_eq!(
             (quiet.full_reason, quiet.restore_bytes),
@@ -297,7 +321,12 @@ fn a_flushed_services_chain_is_repaired_at_the_next_sync() {
         ns.run(&["iptables", "-t", "nat", "-F", "NC-SERVICES"]);
         assert!(ns.iptables().canary_present().unwrap());
         let report = proxier
-            .sync(&services, &slices, &node(), &cfg, false)
+            .sync(
+                &mut ProxyInputs::from_objects(&services, &slices),
+                &node(),
+                &cfg,
+                false,
+            )
             .unwrap();
         assert_eq!(
             report.full_reason,
@@ -381,12 +410,22 @@ fn cleanup_removes_ours_and_keeps_everything_else() {
     let (services, slices) = one_service();
     let mut proxier = Proxier::new(ns.iptables());
     proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(
+            &mut ProxyInputs::from_objects(&services, &slices),
+            &node(),
+            &cfg(),
+            false,
+        )
         .unwrap();
     assert!(ns.run(&["iptables-save"]).contains("NC-SVC-"));
     // Twice: the jumps into our chains must not pile up.
     proxier
-        .sync(&services, &slices, &node(), &cfg(), true)
+        .sync(
+            &mut ProxyInputs::from_objects(&services, &slices),
+            &node(),
+            &cfg(),
+            true,
+        )
         .unwrap();
     assert_eq!(
         ns.run(&["iptables-save", "-t", "nat"])
@@ -416,7 +455,12 @@ fn flushed_tables_are_detected_and_repaired() {
     let (services, slices) = one_service();
     let mut proxier = Proxier::new(ns.iptables());
     proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(
+            &mut ProxyInputs::from_objects(&services, &slices),
+            &node(),
+            &cfg(),
+            false,
+        )
         .unwrap();
     assert!(ns.iptables().canary_present().unwrap());
 
@@ -424,7 +468,12 @@ fn flushed_tables_are_detected_and_repaired() {
     ns.run(&["iptables", "-t", "nat", "-F"]);
     assert!(!ns.iptables().canary_present().unwrap());
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(
+            &mut ProxyInputs::from_objects(&services, &slices),
+            &node(),
+            &cfg(),
+            false,
+        )
         .unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::CanaryMissing));
     assert_eq!(
@@ -435,7 +484,12 @@ fn flushed_tables_are_detected_and_repaired() {
     // A jump deleted by hand leaves the canary; the periodic full sync puts it back.
     ns.run(&["iptables", "-t", "nat", "-D", "PREROUTING", "1"]);
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), true)
+        .sync(
+            &mut ProxyInputs::from_objects(&services, &slices),
+            &node(),
+            &cfg(),
+            true,
+        )
         .unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::Requested));
     assert_eq!(
@@ -447,7 +501,12 @@ fn flushed_tables_are_detected_and_repaired() {
     ns.run(&["iptables", "-F"]);
     ns.run(&["iptables", "-X"]);
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(
+            &mut ProxyInputs::from_objects(&services, &slices),
+            &node(),
+            &cfg(),
+            false,
+        )
         .unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::CanaryMissing));
     assert_eq!(
@@ -462,7 +521,12 @@ fn a_refused_restore_names_the_chain_and_changes_nothing() {
     let (services, slices) = one_service();
     let mut proxier = Proxier::new(ns.iptables());
     proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(
+            &mut ProxyInputs::from_objects(&services, &slices),
+            &node(),
+            &cfg(),
+            false,
+        )
         .unwrap();
     let before = ns.iptables().installed().unwrap();
 

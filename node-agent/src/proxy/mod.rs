@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod conntrack;
+pub mod inputs;
 pub mod iptables;
 pub mod model;
 pub mod plan;
@@ -19,13 +20,13 @@ pub mod proxier;
 pub mod render;
 pub mod ruleset;
 pub mod schedule;
-pub mod trim;
 
 pub use config::{Dispatch, NodeInfo, ProxyConfig};
 pub use conntrack::{Conntrack, FlowDeletion, UdpServices};
+pub use inputs::ProxyInputs;
 pub use iptables::{Iptables, IptablesCommand};
 pub use model::{Model, ServicePortName, Skip, SkipReason};
-pub use proxier::{FullSyncReason, Proxier, SyncCounters, SyncReport};
+pub use proxier::{FullSyncReason, PlannedSync, Proxier, SyncCounters, SyncReport};
 pub use render::{render_restore_input, RestoreInput, SyncMode};
 pub use ruleset::{RuleSet, Table};
 pub use schedule::{Scheduler, SyncDue};

@@ -13,6 +13,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::inputs::ProxyInputs;
+
 /// Services carrying this label belong to another proxy (as kube-proxy honours it).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 /// The label that ties an EndpointSlice to its Service.
@@ -256,7 +258,9 @@ pub struct Model {
 }
 
 impl Model {
-    /// Builds the model from all Services and EndpointSlices the watches hold.
+    /// Builds the model from all these Services and EndpointSlices at once
+    /// (the proxy loop keeps it up to date object by object in a
+    /// [`super::inputs::ProxyInputs`], which this uses).
     pub fn build<S, E>(
         services: impl IntoIterator<Item = S>,
         slices: impl IntoIterator<Item = E>,
@@ -265,32 +269,13 @@ impl Model {
         S: Borrow<Service>,
         E: Borrow<EndpointSlice>,
     {
-        let mut model = Model::default();
-        for svc in services {
-            let (ports, skips) = service_ports(svc.borrow());
-            model.skipped.extend(skips);
-            for port in ports {
-                model.services.insert(port.name.clone(), port);
-            }
-        }
-        // A later slice loses to an earlier one for the same address: sort by name
-        // so the winner does not depend on watch order.
-        let mut slices: Vec<E> = slices.into_iter().collect();
-        slices.sort_by(|a, b| a.borrow().metadata.name.cmp(&b.borrow().metadata.name));
-        for slice in &slices {
-            let (eps, skips) = slice_endpoints(slice.borrow());
-            model.skipped.extend(skips);
-            for (name, ep) in eps {
-                let list = model.endpoints.entry(name).or_default();
-                if !list.iter().any(|e| e.ip == ep.ip && e.port == ep.port) {
-                    list.push(ep);
-                }
-            }
-        }
-        for list in model.endpoints.values_mut() {
-            list.sort_by_key(|e| (e.ip, e.port));
-        }
-        model
+        let services: Vec<S> = services.into_iter().collect();
+        let slices: Vec<E> = slices.into_iter().collect();
+        ProxyInputs::from_objects(
+            services.iter().map(Borrow::borrow),
+            slices.iter().map(Borrow::borrow),
+        )
+        .into_model()
     }
 }
 

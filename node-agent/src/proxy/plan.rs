@@ -13,7 +13,7 @@
 //! Chain names hash the service port exactly as kube-proxy does (so NC-SVC-X
 //! and KUBE-SVC-X name the same service port), within iptables' 28 characters.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -24,7 +24,7 @@ use super::model::{
     Endpoint, Model, ObjectKind, Protocol, ServicePort, ServicePortName, Skip, SkipReason,
     TrafficPolicy,
 };
-use super::ruleset::{probability, RuleSet, RuleSpec, TableRules};
+use super::ruleset::{probability, RuleSet, RuleSpec, Table};
 
 /// Every chain we own starts with this; nothing else in the tables is ours
 /// except our jumps in the built-in chains.
@@ -59,240 +59,443 @@ pub struct Plan {
 
 /// The desired rule set for `node`.
 pub fn plan(model: &Model, node: &NodeInfo, cfg: &ProxyConfig) -> Plan {
-    plan_incremental(model, node, cfg, None).0
-}
-
-/// What planning each service port produced last time, so that a sync plans
-/// again only the service ports whose Service or endpoints changed (kube-proxy
-/// re-plans all of them on every sync: at 10,000 Services that is most of a
-/// partial sync's time). Built by [`plan_incremental`]; it holds the chain
-/// names, not the chains, which stay in the rule set planned with it.
-#[derive(Clone, Debug, Default)]
-pub struct PlanCache {
-    /// The node name and settings the entries were planned for.
-    node_name: String,
-    cfg: Option<ProxyConfig>,
-    ports: HashMap<ServicePortName, PlannedPort>,
-    /// Service ports the call that built this cache planned afresh.
-    planned: usize,
-}
-
-impl PlanCache {
-    /// Service ports the call that built this cache planned afresh (not reused).
-    pub fn planned(&self) -> usize {
-        self.planned
+    let mut state = PlanState::default();
+    state.update(model, None, node, cfg);
+    Plan {
+        service_ports: state.service_ports(),
+        endpoints: state.endpoints,
+        skipped: state.skipped(),
+        rules: state.rules,
     }
 }
 
-/// One service port's inputs and what they produced (its nat chains live in
-/// the rule set planned along with the cache).
+/// The planner between syncs: the desired rule set, what each service port
+/// contributed to it, and which chains changed since the set was last applied.
+///
+/// [`PlanState::update`] plans again only the service ports whose Service or
+/// endpoints changed (kube-proxy plans all of them on every sync: at 10,000
+/// Services that was most of a partial sync's time), rewrites the dispatch
+/// chains they are in, and records each chain it changes with the rules it had,
+/// so a partial sync writes only those ([`PlanState::changes`]) and an
+/// unchanged chain is neither copied nor compared.
+#[derive(Clone, Debug, Default)]
+pub struct PlanState {
+    /// The node and settings the rules were planned for.
+    node: Option<NodeInfo>,
+    cfg: Option<ProxyConfig>,
+    rules: RuleSet,
+    ports: BTreeMap<ServicePortName, PlannedPort>,
+    /// ClusterIP /24s with a dispatch chain (numeric order: NC-SERVICES' order).
+    prefixes: BTreeSet<Ipv4Net>,
+    /// Service ports left out because a chain name of theirs was taken.
+    collisions: BTreeMap<ServicePortName, Skip>,
+    /// NC-SEP chains in `rules`.
+    endpoints: usize,
+    /// Chains changed since [`PlanState::commit`], with the rules they had then
+    /// (`None`: the chain did not exist).
+    touched: BTreeMap<(Table, String), Option<Vec<String>>>,
+    /// Service ports the last update planned.
+    planned: usize,
+}
+
+/// What one service port contributed to the rule set.
 #[derive(Clone, Debug)]
 struct PlannedPort {
-    service: ServicePort,
-    endpoints: Vec<Endpoint>,
+    /// Its own nat chains.
     chains: Vec<String>,
     endpoint_chains: usize,
+    /// Its dispatch chain's key (0.0.0.0/0 for linear dispatch).
+    prefix: Ipv4Net,
     cluster_ip: Option<String>,
     node_port: Option<String>,
     filter_cluster_ip: Option<String>,
     filter_node_port: Option<String>,
 }
 
-/// What [`plan_incremental`] may reuse: the cache of the last plan and that
-/// plan's rules, both as a successful sync left them.
-pub struct Previous<'a> {
-    pub cache: PlanCache,
-    pub rules: &'a RuleSet,
+/// Which shared chains an update must rebuild.
+#[derive(Default)]
+struct Dirty {
+    prefixes: BTreeSet<Ipv4Net>,
+    node_ports: bool,
+    filter_services: bool,
+    filter_external: bool,
 }
 
-/// [`plan`], reusing from `previous` the rules of every service port whose
-/// Service and endpoints are unchanged (and all of them only when the node name
-/// and settings are the same); returns the cache for the next call. The plan is
-/// exactly the one [`plan`] makes of `model`.
-pub fn plan_incremental(
-    model: &Model,
-    node: &NodeInfo,
-    cfg: &ProxyConfig,
-    previous: Option<Previous<'_>>,
-) -> (Plan, PlanCache) {
-    let mut nat = TableRules::default();
-    let mut filter = TableRules::default();
-    let mut out = Plan::default();
-    // ClusterIP capture rules by /24 (one key, 0.0.0.0/0, when dispatch is linear).
-    let mut dispatch: BTreeMap<Ipv4Net, Vec<String>> = BTreeMap::new();
-    let mut filter_services = Vec::new();
-    let mut filter_external = Vec::new();
-    let mut node_ports = Vec::new();
-    let (mut old, old_rules) = match previous {
-        Some(p) if p.cache.node_name == node.name && p.cache.cfg.as_ref() == Some(cfg) => {
-            (p.cache.ports, Some(p.rules))
+impl Dirty {
+    fn add(&mut self, port: &PlannedPort) {
+        if port.cluster_ip.is_some() {
+            self.prefixes.insert(port.prefix);
         }
-        _ => (HashMap::new(), None),
-    };
-    let mut cache = PlanCache {
-        node_name: node.name.clone(),
-        cfg: Some(cfg.clone()),
-        ports: HashMap::with_capacity(model.services.len()),
-        planned: 0,
-    };
+        self.node_ports |= port.node_port.is_some();
+        self.filter_services |= port.filter_cluster_ip.is_some();
+        self.filter_external |= port.filter_node_port.is_some();
+    }
+}
 
-    for (name, svc) in &model.services {
-        let endpoints = model.endpoints.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        // The old entry's key is reused: no new strings for an unchanged port.
-        let old_entry = old.remove_entry(name);
-        let reused = old_rules
-            .zip(old_entry)
-            .and_then(|(rules, (port_key, planned))| {
-                if planned.service != *svc || planned.endpoints != endpoints {
-                    return None;
-                }
-                let chains = planned
-                    .chains
-                    .iter()
-                    .map(|c| Some((c.clone(), rules.nat.chains.get(c)?.clone())))
-                    .collect::<Option<BTreeMap<_, _>>>()?;
-                Some((port_key, planned, chains))
-            });
-        let (port_key, planned, chains) = match reused {
-            Some(found) => found,
-            None => {
-                cache.planned += 1;
-                let rules = service_rules(svc, endpoints, &node.name, cfg);
-                let planned = PlannedPort {
-                    service: svc.clone(),
-                    endpoints: endpoints.to_vec(),
-                    chains: rules.chains.keys().cloned().collect(),
-                    endpoint_chains: rules
-                        .chains
-                        .keys()
-                        .filter(|c| c.starts_with("NC-SEP-"))
-                        .count(),
-                    cluster_ip: rules.cluster_ip,
-                    node_port: rules.node_port,
-                    filter_cluster_ip: rules.filter_cluster_ip,
-                    filter_node_port: rules.filter_node_port,
-                };
-                (name.clone(), planned, rules.chains)
-            }
+impl PlanState {
+    /// The desired rules (all of them).
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Service ports with rules (including reject rules).
+    pub fn service_ports(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// NC-SEP chains.
+    pub fn endpoints(&self) -> usize {
+        self.endpoints
+    }
+
+    /// Service ports the last update planned afresh.
+    pub fn planned(&self) -> usize {
+        self.planned
+    }
+
+    /// Service ports left out by the planner itself (chain-name collisions).
+    pub fn skipped(&self) -> Vec<Skip> {
+        self.collisions.values().cloned().collect()
+    }
+
+    /// Brings the rules in line with `model`. `changed` names the service
+    /// ports whose Service or endpoints changed since the last update; `None`
+    /// (or other node or settings) plans every one again. On a chain-name
+    /// collision the service port planned first keeps the chain; the other is
+    /// retried at every update.
+    pub fn update(
+        &mut self,
+        model: &Model,
+        changed: Option<&BTreeSet<ServicePortName>>,
+        node: &NodeInfo,
+        cfg: &ProxyConfig,
+    ) {
+        self.planned = 0;
+        let everything =
+            changed.is_none() || self.node.as_ref() != Some(node) || self.cfg.as_ref() != Some(cfg);
+        let names: BTreeSet<ServicePortName> = match changed {
+            Some(changed) if !everything => changed
+                .iter()
+                .chain(self.collisions.keys())
+                .cloned()
+                .collect(),
+            _ => self
+                .ports
+                .keys()
+                .chain(self.collisions.keys())
+                .chain(model.services.keys())
+                .cloned()
+                .collect(),
         };
+        if everything {
+            self.node = Some(node.clone());
+            self.cfg = Some(cfg.clone());
+        }
+        let mut dirty = Dirty::default();
+        for name in names {
+            self.replan_port(name, model, node, cfg, &mut dirty);
+        }
+        self.rebuild_dispatch(node, cfg, everything, &dirty.prefixes);
+        let collect = |pick: fn(&PlannedPort) -> &Option<String>| -> Vec<String> {
+            self.ports
+                .values()
+                .filter_map(|p| pick(p).clone())
+                .collect()
+        };
+        let node_ports = (everything || dirty.node_ports).then(|| collect(|p| &p.node_port));
+        let filter_services =
+            (everything || dirty.filter_services).then(|| collect(|p| &p.filter_cluster_ip));
+        let filter_external =
+            (everything || dirty.filter_external).then(|| collect(|p| &p.filter_node_port));
+        if let Some(rules) = node_ports {
+            self.set_chain(Table::Nat, NODEPORTS, Some(rules));
+        }
+        if let Some(rules) = filter_services {
+            self.set_chain(Table::Filter, SERVICES, Some(rules));
+        }
+        if let Some(rules) = filter_external {
+            self.set_chain(Table::Filter, EXTERNAL_SERVICES, Some(rules));
+        }
+        if everything {
+            self.set_fixed_chains();
+        }
+    }
+
+    /// Removes what `name` contributed and, if the model still has it, plans it again.
+    fn replan_port(
+        &mut self,
+        name: ServicePortName,
+        model: &Model,
+        node: &NodeInfo,
+        cfg: &ProxyConfig,
+        dirty: &mut Dirty,
+    ) {
+        self.collisions.remove(&name);
+        if let Some(old) = self.ports.remove(&name) {
+            dirty.add(&old);
+            self.endpoints -= old.endpoint_chains;
+            for chain in &old.chains {
+                self.set_chain(Table::Nat, chain, None);
+            }
+        }
+        let Some(svc) = model.services.get(&name) else {
+            return;
+        };
+        self.planned += 1;
+        let endpoints = model.endpoints.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+        let rules = service_rules(svc, endpoints, &node.name, cfg);
         // Service chains are all in nat; a name taken means a hash collision.
-        if let Some(taken) = chains.keys().find(|c| nat.chains.contains_key(*c)) {
-            out.skipped.push(Skip {
+        if let Some(taken) = rules
+            .chains
+            .keys()
+            .find(|c| self.rules.nat.chains.contains_key(*c))
+        {
+            let skip = Skip {
                 kind: ObjectKind::Service,
                 object: format!("{}/{}", name.namespace, name.name),
                 reason: SkipReason::ChainNameCollision(taken.clone()),
-            });
-            continue;
+            };
+            self.collisions.insert(name, skip);
+            return;
         }
-        out.service_ports += 1;
-        out.endpoints += planned.endpoint_chains;
-        nat.chains.extend(chains);
-        let key = match cfg.dispatch {
-            Dispatch::Linear => Ipv4Net::default(),
-            Dispatch::ByPrefix24 => prefix24(svc.cluster_ip),
+        let planned = PlannedPort {
+            chains: rules.chains.keys().cloned().collect(),
+            endpoint_chains: rules
+                .chains
+                .keys()
+                .filter(|c| c.starts_with("NC-SEP-"))
+                .count(),
+            prefix: match cfg.dispatch {
+                Dispatch::Linear => Ipv4Net::default(),
+                Dispatch::ByPrefix24 => prefix24(svc.cluster_ip),
+            },
+            cluster_ip: rules.cluster_ip,
+            node_port: rules.node_port,
+            filter_cluster_ip: rules.filter_cluster_ip,
+            filter_node_port: rules.filter_node_port,
         };
-        dispatch
-            .entry(key)
-            .or_default()
-            .extend(planned.cluster_ip.clone());
-        filter_services.extend(planned.filter_cluster_ip.clone());
-        filter_external.extend(planned.filter_node_port.clone());
-        node_ports.extend(planned.node_port.clone());
-        cache.ports.insert(port_key, planned);
+        dirty.add(&planned);
+        self.endpoints += planned.endpoint_chains;
+        for (chain, chain_rules) in rules.chains {
+            self.set_chain(Table::Nat, &chain, Some(chain_rules));
+        }
+        self.ports.insert(name, planned);
     }
 
-    let mut services = Vec::new();
-    match cfg.dispatch {
-        Dispatch::Linear => services.extend(dispatch.into_values().flatten()),
-        Dispatch::ByPrefix24 => {
-            for (prefix, rules) in dispatch.into_iter().filter(|(_, r)| !r.is_empty()) {
-                let chain = prefix_chain(prefix);
-                services.push(RuleSpec::new().destination(prefix).jump(&chain));
-                nat.chains.insert(chain, rules);
+    /// The ClusterIP dispatch: the /24 chains whose service ports changed (all
+    /// of them with `everything`), and NC-SERVICES when the set of /24s (or,
+    /// for linear dispatch, any capture rule) changed.
+    fn rebuild_dispatch(
+        &mut self,
+        node: &NodeInfo,
+        cfg: &ProxyConfig,
+        everything: bool,
+        dirty: &BTreeSet<Ipv4Net>,
+    ) {
+        let mut services = Vec::new();
+        match cfg.dispatch {
+            Dispatch::Linear => {
+                if !everything && dirty.is_empty() {
+                    return;
+                }
+                for prefix in std::mem::take(&mut self.prefixes) {
+                    self.set_chain(Table::Nat, &prefix_chain(prefix), None);
+                }
+                services.extend(self.ports.values().filter_map(|p| p.cluster_ip.clone()));
+            }
+            Dispatch::ByPrefix24 => {
+                let mut chains: BTreeMap<Ipv4Net, Vec<String>> = if everything {
+                    self.prefixes.iter().map(|p| (*p, Vec::new())).collect()
+                } else {
+                    dirty.iter().map(|p| (*p, Vec::new())).collect()
+                };
+                for port in self.ports.values() {
+                    if let Some(rule) = &port.cluster_ip {
+                        if everything || dirty.contains(&port.prefix) {
+                            chains.entry(port.prefix).or_default().push(rule.clone());
+                        }
+                    }
+                }
+                let mut set_changed = everything;
+                for (prefix, rules) in chains {
+                    let present = !rules.is_empty();
+                    set_changed |= if present {
+                        self.prefixes.insert(prefix)
+                    } else {
+                        self.prefixes.remove(&prefix)
+                    };
+                    self.set_chain(Table::Nat, &prefix_chain(prefix), present.then_some(rules));
+                }
+                if !set_changed {
+                    return;
+                }
+                services.extend(
+                    self.prefixes
+                        .iter()
+                        .map(|p| RuleSpec::new().destination(*p).jump(&prefix_chain(*p))),
+                );
+            }
+        }
+        services.extend(node_port_dispatch(node, cfg));
+        self.set_chain(Table::Nat, SERVICES, Some(services));
+    }
+
+    /// The chains and jumps that no Service changes.
+    fn set_fixed_chains(&mut self) {
+        self.set_chain(
+            Table::Nat,
+            POSTROUTING,
+            Some(vec![
+                RuleSpec::new()
+                    .matched(&format!("-m mark ! --mark {MASQ_MARK}/{MASQ_MARK}"))
+                    .jump("RETURN"),
+                RuleSpec::new().jump(&format!("MARK --set-xmark {MASQ_MARK}/0x0")),
+                RuleSpec::new()
+                    .comment("nodeconfig service traffic requiring SNAT")
+                    .jump("MASQUERADE --random-fully"),
+            ]),
+        );
+        self.set_chain(
+            Table::Nat,
+            MARK_MASQ,
+            Some(vec![
+                RuleSpec::new().jump(&format!("MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}"))
+            ]),
+        );
+        self.set_chain(Table::Nat, CANARY, Some(vec![CANARY_RULE.into()]));
+        self.set_chain(
+            Table::Filter,
+            FORWARD,
+            Some(vec![
+                RuleSpec::new()
+                    .matched("-m conntrack --ctstate INVALID")
+                    .jump("DROP"),
+                RuleSpec::new()
+                    .comment("nodeconfig forwarding rules")
+                    .matched(&format!("-m mark --mark {MASQ_MARK}/{MASQ_MARK}"))
+                    .jump("ACCEPT"),
+                RuleSpec::new()
+                    .comment("nodeconfig forwarding conntrack rule")
+                    .matched("-m conntrack --ctstate RELATED,ESTABLISHED")
+                    .jump("ACCEPT"),
+            ]),
+        );
+        self.set_chain(Table::Filter, CANARY, Some(vec![CANARY_RULE.into()]));
+
+        let nat = &mut self.rules.nat.jumps;
+        let portals = RuleSpec::new()
+            .comment("nodeconfig service portals")
+            .jump(SERVICES);
+        nat.insert("PREROUTING".into(), vec![portals.clone()]);
+        nat.insert("OUTPUT".into(), vec![portals]);
+        nat.insert(
+            "POSTROUTING".into(),
+            vec![RuleSpec::new()
+                .comment("nodeconfig postrouting rules")
+                .jump(POSTROUTING)],
+        );
+        let new_conn = |comment: &str, target: &str| {
+            RuleSpec::new()
+                .matched("-m conntrack --ctstate NEW")
+                .comment(comment)
+                .jump(target)
+        };
+        let external = new_conn(
+            "nodeconfig externally-visible service portals",
+            EXTERNAL_SERVICES,
+        );
+        let service = new_conn("nodeconfig service portals", SERVICES);
+        let filter = &mut self.rules.filter.jumps;
+        filter.insert("INPUT".into(), vec![external.clone()]);
+        filter.insert(
+            "FORWARD".into(),
+            vec![
+                RuleSpec::new()
+                    .comment("nodeconfig forwarding rules")
+                    .jump(FORWARD),
+                service.clone(),
+                external,
+            ],
+        );
+        filter.insert("OUTPUT".into(), vec![service]);
+    }
+
+    /// Sets (or with `None` removes) one chain, remembering what it held when
+    /// last applied; a chain set back to that is no longer a change.
+    fn set_chain(&mut self, table: Table, name: &str, rules: Option<Vec<String>>) {
+        let chains = &mut self.rules.table_mut(table).chains;
+        if chains.get(name) == rules.as_ref() {
+            return;
+        }
+        let before = match rules {
+            Some(rules) => chains.insert(name.to_string(), rules),
+            None => chains.remove(name),
+        };
+        let key = (table, name.to_string());
+        match self.touched.get(&key) {
+            Some(applied) if applied.as_ref() == chains.get(name) => {
+                self.touched.remove(&key);
+            }
+            Some(_) => {}
+            None => {
+                self.touched.insert(key, before);
             }
         }
     }
-    services.extend(node_port_dispatch(node, cfg));
-    nat.chains.insert(SERVICES.into(), services);
-    nat.chains.insert(NODEPORTS.into(), node_ports);
-    nat.chains.insert(
-        POSTROUTING.into(),
-        vec![
-            RuleSpec::new()
-                .matched(&format!("-m mark ! --mark {MASQ_MARK}/{MASQ_MARK}"))
-                .jump("RETURN"),
-            RuleSpec::new().jump(&format!("MARK --set-xmark {MASQ_MARK}/0x0")),
-            RuleSpec::new()
-                .comment("nodeconfig service traffic requiring SNAT")
-                .jump("MASQUERADE --random-fully"),
-        ],
-    );
-    nat.chains.insert(
-        MARK_MASQ.into(),
-        vec![RuleSpec::new().jump(&format!("MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}"))],
-    );
-    nat.chains.insert(CANARY.into(), vec![CANARY_RULE.into()]);
-    let portals = RuleSpec::new()
-        .comment("nodeconfig service portals")
-        .jump(SERVICES);
-    nat.jumps.insert("PREROUTING".into(), vec![portals.clone()]);
-    nat.jumps.insert("OUTPUT".into(), vec![portals]);
-    nat.jumps.insert(
-        "POSTROUTING".into(),
-        vec![RuleSpec::new()
-            .comment("nodeconfig postrouting rules")
-            .jump(POSTROUTING)],
-    );
 
-    filter.chains.insert(SERVICES.into(), filter_services);
-    filter
-        .chains
-        .insert(EXTERNAL_SERVICES.into(), filter_external);
-    filter.chains.insert(
-        FORWARD.into(),
-        vec![
-            RuleSpec::new()
-                .matched("-m conntrack --ctstate INVALID")
-                .jump("DROP"),
-            RuleSpec::new()
-                .comment("nodeconfig forwarding rules")
-                .matched(&format!("-m mark --mark {MASQ_MARK}/{MASQ_MARK}"))
-                .jump("ACCEPT"),
-            RuleSpec::new()
-                .comment("nodeconfig forwarding conntrack rule")
-                .matched("-m conntrack --ctstate RELATED,ESTABLISHED")
-                .jump("ACCEPT"),
-        ],
-    );
-    filter
-        .chains
-        .insert(CANARY.into(), vec![CANARY_RULE.into()]);
-    let new_conn = |comment: &str, target: &str| {
-        RuleSpec::new()
-            .matched("-m conntrack --ctstate NEW")
-            .comment(comment)
-            .jump(target)
-    };
-    let external = new_conn(
-        "nodeconfig externally-visible service portals",
-        EXTERNAL_SERVICES,
-    );
-    let service = new_conn("nodeconfig service portals", SERVICES);
-    filter.jumps.insert("INPUT".into(), vec![external.clone()]);
-    filter.jumps.insert(
-        "FORWARD".into(),
-        vec![
-            RuleSpec::new()
-                .comment("nodeconfig forwarding rules")
-                .jump(FORWARD),
-            service.clone(),
-            external,
-        ],
-    );
-    filter.jumps.insert("OUTPUT".into(), vec![service]);
+    /// The rules a chain held when last applied (as planned then).
+    pub fn applied_chain(&self, table: Table, name: &str) -> Option<&Vec<String>> {
+        match self.touched.get(&(table, name.to_string())) {
+            Some(before) => before.as_ref(),
+            None => self.rules.table(table).chains.get(name),
+        }
+    }
 
-    out.rules = RuleSet { nat, filter };
-    (out, cache)
+    /// The chains changed since the last commit: as they are to be, and as
+    /// they were when applied (our jumps, which do not change, in both). The
+    /// partial restore is rendered from these two small sets.
+    pub fn changes(&self) -> (RuleSet, RuleSet) {
+        let (mut desired, mut applied) = (RuleSet::default(), RuleSet::default());
+        for ((table, name), before) in &self.touched {
+            let now = self.rules.table(*table).chains.get(name);
+            if now == before.as_ref() {
+                continue;
+            }
+            if let Some(rules) = now {
+                desired
+                    .table_mut(*table)
+                    .chains
+                    .insert(name.clone(), rules.clone());
+            }
+            if let Some(rules) = before {
+                applied
+                    .table_mut(*table)
+                    .chains
+                    .insert(name.clone(), rules.clone());
+            }
+        }
+        for table in Table::ALL {
+            let jumps = &self.rules.table(table).jumps;
+            desired.table_mut(table).jumps = jumps.clone();
+            applied.table_mut(table).jumps = jumps.clone();
+        }
+        (desired, applied)
+    }
+
+    /// Chains of ours applied before and now gone from the rules.
+    pub fn removed_chains(&self) -> impl Iterator<Item = (Table, &str)> {
+        self.touched
+            .iter()
+            .filter(|((table, name), before)| {
+                before.is_some() && !self.rules.table(*table).chains.contains_key(name)
+            })
+            .map(|((table, name), _)| (*table, name.as_str()))
+    }
+
+    /// The rules are in the kernel now: nothing is a change any more.
+    pub fn commit(&mut self) {
+        self.touched.clear();
+    }
 }
 
 /// Where NC-SERVICES hands over to NC-NODEPORTS: the last rule(s) of NC-SERVICES,

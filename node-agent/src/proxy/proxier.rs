@@ -6,17 +6,14 @@
 //! set applied last — and reaches iptables only through [`Iptables`], so its
 //! decisions are tested with a fake kernel.
 
-use std::borrow::Borrow;
 use std::time::{Duration, Instant};
-
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::config::{NodeInfo, ProxyConfig};
 use super::conntrack::{udp_services, UdpServices};
+use super::inputs::ProxyInputs;
 use super::iptables::Iptables;
-use super::model::{Model, Skip};
-use super::plan::{plan_incremental, PlanCache, Previous, SERVICES};
+use super::model::Skip;
+use super::plan::{PlanState, SERVICES};
 use super::render::{render_restore_input, SyncMode};
 use super::ruleset::{RuleSet, Table};
 use super::ProxyError;
@@ -84,21 +81,35 @@ pub struct SyncCounters {
 /// The service proxy's sync engine for one node.
 pub struct Proxier<I> {
     iptables: I,
-    /// What the last successful sync left in the kernel; `None` when unknown.
-    applied: Option<RuleSet>,
-    /// How `applied` was planned, per service port; only with `applied`.
-    cache: Option<PlanCache>,
+    /// The desired rules, planned incrementally, with the chains changed since
+    /// they were last applied.
+    state: PlanState,
+    /// The kernel holds `state`'s rules as of its last commit; false at start
+    /// and after a failed sync (the kernel is read back then).
+    known: bool,
     /// Our rules were removed because the proxy is turned off.
     removed: bool,
     counters: SyncCounters,
+}
+
+/// A sync planned and not applied yet: [`Proxier::plan`] needs the inputs
+/// (briefly), [`Proxier::apply`] runs iptables without them.
+#[derive(Debug)]
+pub struct PlannedSync {
+    full: bool,
+    enabled: bool,
+    started: Instant,
+    plan_duration: Duration,
+    skipped: Vec<Skip>,
+    udp: UdpServices,
 }
 
 impl<I: Iptables> Proxier<I> {
     pub fn new(iptables: I) -> Self {
         Self {
             iptables,
-            applied: None,
-            cache: None,
+            state: PlanState::default(),
+            known: false,
             removed: false,
             counters: SyncCounters::default(),
         }
@@ -106,7 +117,7 @@ impl<I: Iptables> Proxier<I> {
 
     /// The rule set the last successful sync applied.
     pub fn applied(&self) -> Option<&RuleSet> {
-        self.applied.as_ref()
+        self.known.then(|| self.state.rules())
     }
 
     pub fn counters(&self) -> &SyncCounters {
@@ -117,36 +128,65 @@ impl<I: Iptables> Proxier<I> {
         &mut self.iptables
     }
 
-    /// Brings the kernel's rules in line with these Services and EndpointSlices.
-    ///
-    /// Partial unless `full`, unless nothing is known of the kernel's state (first
-    /// sync, a failed one before), the canary is gone, or nat NC-SERVICES is not
-    /// what the last sync wrote. On error the previous
-    /// rules stay in place (restore commits per table) and the next sync is full.
-    /// Runs processes and may take seconds on a large set: call it from a
-    /// blocking thread.
-    pub fn sync<S, E>(
+    /// Brings the kernel's rules in line with the inputs: [`Self::plan`], then [`Self::apply`].
+    pub fn sync(
         &mut self,
-        services: impl IntoIterator<Item = S>,
-        slices: impl IntoIterator<Item = E>,
+        inputs: &mut ProxyInputs,
         node: &NodeInfo,
         cfg: &ProxyConfig,
         full: bool,
-    ) -> Result<SyncReport, ProxyError>
-    where
-        S: Borrow<Service>,
-        E: Borrow<EndpointSlice>,
-    {
+    ) -> Result<SyncReport, ProxyError> {
+        let planned = self.plan(inputs, node, cfg, full);
+        self.apply(planned)
+    }
+
+    /// Plans the rules for the service ports changed in `inputs` since the last
+    /// plan (all of them for a `full` sync, other settings or node). Takes
+    /// milliseconds, not the time of a restore: hold the inputs only for this.
+    pub fn plan(
+        &mut self,
+        inputs: &mut ProxyInputs,
+        node: &NodeInfo,
+        cfg: &ProxyConfig,
+        full: bool,
+    ) -> PlannedSync {
         let started = Instant::now();
-        self.counters.syncs += 1;
-        let result = if cfg.enabled {
-            self.sync_enabled(services, slices, node, cfg, full, started)
+        let changed = inputs.take_changed();
+        let (skipped, udp) = if cfg.enabled {
+            let changed = if full { None } else { changed };
+            self.state
+                .update(inputs.model(), changed.as_ref(), node, cfg);
+            let mut skipped = inputs.skipped();
+            skipped.extend(self.state.skipped());
+            (skipped, udp_services(inputs.model(), self.state.rules()))
         } else {
-            self.disable(started)
+            (Vec::new(), UdpServices::new())
+        };
+        PlannedSync {
+            full,
+            enabled: cfg.enabled,
+            started,
+            plan_duration: started.elapsed(),
+            skipped,
+            udp,
+        }
+    }
+
+    /// Writes a planned sync: partial unless `full` was asked, unless nothing is
+    /// known of the kernel's state (first sync, a failed one before), the canary
+    /// is gone, or nat NC-SERVICES is not what the last sync wrote. On error the
+    /// previous rules stay in place (restore commits per table) and the next
+    /// sync reads the kernel back. Runs processes and may take seconds on a
+    /// large set: call it from a blocking thread.
+    pub fn apply(&mut self, planned: PlannedSync) -> Result<SyncReport, ProxyError> {
+        self.counters.syncs += 1;
+        let result = if planned.enabled {
+            self.apply_enabled(planned)
+        } else {
+            self.disable(planned.started)
         };
         if result.is_err() {
-            self.applied = None;
-            self.cache = None;
+            self.known = false;
             self.counters.failed_syncs += 1;
         }
         result
@@ -155,38 +195,15 @@ impl<I: Iptables> Proxier<I> {
     /// Removes every rule of ours (`node-agent cleanup`, or the proxy turned off).
     /// Returns how many rules went.
     pub fn cleanup(&mut self) -> Result<usize, ProxyError> {
-        self.applied = None;
-        self.cache = None;
+        self.known = false;
         self.iptables.cleanup()
     }
 
-    fn sync_enabled<S, E>(
-        &mut self,
-        services: impl IntoIterator<Item = S>,
-        slices: impl IntoIterator<Item = E>,
-        node: &NodeInfo,
-        cfg: &ProxyConfig,
-        full: bool,
-        started: Instant,
-    ) -> Result<SyncReport, ProxyError>
-    where
-        S: Borrow<Service>,
-        E: Borrow<EndpointSlice>,
-    {
+    fn apply_enabled(&mut self, planned: PlannedSync) -> Result<SyncReport, ProxyError> {
         self.removed = false;
-        let model = Model::build(services, slices);
-        // Only a partial sync reuses the last planning: the periodic full sync
-        // plans every service port again.
-        let previous = match (full, self.cache.take(), self.applied.as_ref()) {
-            (false, Some(cache), Some(rules)) => Some(Previous { cache, rules }),
-            _ => None,
-        };
-        let (desired, cache) = plan_incremental(&model, node, cfg, previous);
-        let plan_duration = started.elapsed();
-
-        let full_reason = if self.applied.is_none() {
+        let full_reason = if !self.known {
             Some(FullSyncReason::UnknownState)
-        } else if full {
+        } else if planned.full {
             Some(FullSyncReason::Requested)
         } else if !self.iptables.canary_present()? {
             self.counters.canary_missing += 1;
@@ -199,55 +216,69 @@ impl<I: Iptables> Proxier<I> {
         };
         // What the kernel holds, as cheaply as it can be known. Reading it all
         // back costs as much as writing it on nf_tables, so that happens only
-        // when nothing is known; otherwise it is the set applied last, with our
-        // jumps in the built-in chains listed afresh for a full sync (so a
-        // hand-deleted jump comes back).
-        let (current, mode) = match (full_reason, self.applied.take()) {
-            (None, Some(applied)) => (applied, SyncMode::Partial),
-            (Some(FullSyncReason::UnknownState), _) | (_, None) => {
-                (self.iptables.installed()?, SyncMode::Partial)
+        // when nothing is known; a partial sync renders only the chains changed
+        // since the last commit; a full one writes every chain, deletes the
+        // ones gone since, and lists our jumps in the built-in chains afresh
+        // (so a hand-deleted jump comes back).
+        let (input, mode) = match full_reason {
+            None => {
+                let (desired, applied) = self.state.changes();
+                (
+                    render_restore_input(&desired, &applied, SyncMode::Partial),
+                    SyncMode::Partial,
+                )
             }
-            (Some(_), Some(mut applied)) => {
-                let jumps = self.iptables.jumps()?;
-                applied.nat.jumps = jumps.nat.jumps;
-                applied.filter.jumps = jumps.filter.jumps;
-                (applied, SyncMode::Full)
+            Some(FullSyncReason::UnknownState) => {
+                let installed = self.iptables.installed()?;
+                (
+                    render_restore_input(self.state.rules(), &installed, SyncMode::Partial),
+                    SyncMode::Partial,
+                )
+            }
+            Some(_) => {
+                let mut current = self.iptables.jumps()?;
+                for (table, chain) in self.state.removed_chains() {
+                    current
+                        .table_mut(table)
+                        .chains
+                        .insert(chain.to_string(), Vec::new());
+                }
+                (
+                    render_restore_input(self.state.rules(), &current, SyncMode::Full),
+                    SyncMode::Full,
+                )
             }
         };
-        let input = render_restore_input(&desired.rules, &current, mode);
         let restore_started = Instant::now();
         if !input.is_empty() {
             self.iptables.restore(&input.text)?;
         }
         let restore_duration = restore_started.elapsed();
+        self.state.commit();
+        self.known = true;
 
         match full_reason {
             Some(_) => self.counters.full_syncs += 1,
             None => self.counters.partial_syncs += 1,
         }
-        let udp = udp_services(&model, &desired.rules);
-        let mut skipped = model.skipped;
-        skipped.extend(desired.skipped);
-        let report = SyncReport {
+        let rules = self.state.rules();
+        Ok(SyncReport {
             mode,
             full_reason,
-            service_ports: desired.service_ports,
-            endpoints: desired.endpoints,
-            rules: desired.rules.rule_count(),
-            chains: desired.rules.chain_count(),
+            service_ports: self.state.service_ports(),
+            endpoints: self.state.endpoints(),
+            rules: rules.rule_count(),
+            chains: rules.chain_count(),
             chains_written: input.chains_written,
             chains_deleted: input.chains_deleted,
             restore_bytes: input.text.len(),
-            skipped,
-            udp,
-            duration: started.elapsed(),
-            plan_duration,
-            ports_planned: cache.planned(),
+            skipped: planned.skipped,
+            udp: planned.udp,
+            duration: planned.started.elapsed(),
+            plan_duration: planned.plan_duration,
+            ports_planned: self.state.planned(),
             restore_duration,
-        };
-        self.applied = Some(desired.rules);
-        self.cache = Some(cache);
-        Ok(report)
+        })
     }
 
     /// Whether nat NC-SERVICES in the kernel is what the last sync wrote: a
@@ -256,9 +287,7 @@ impl<I: Iptables> Proxier<I> {
     fn services_chain_intact(&mut self) -> Result<bool, ProxyError> {
         let listed = self.iptables.chain_rules(Table::Nat, SERVICES)?;
         Ok(chain_as_applied(
-            self.applied.as_ref(),
-            Table::Nat,
-            SERVICES,
+            self.state.applied_chain(Table::Nat, SERVICES),
             listed.as_deref(),
         ))
     }
@@ -294,25 +323,16 @@ impl<I: Iptables> Proxier<I> {
             self.removed = true;
             self.counters.full_syncs += 1;
         }
-        self.applied = None;
-        self.cache = None;
+        self.known = false;
         report.duration = started.elapsed();
         Ok(report)
     }
 }
 
 /// Whether a chain as listed from the kernel (`None`: missing) holds exactly
-/// the rules `applied` has for it; nothing applied means nothing to trust.
-fn chain_as_applied(
-    applied: Option<&RuleSet>,
-    table: Table,
-    chain: &str,
-    listed: Option<&[String]>,
-) -> bool {
-    match (
-        applied.and_then(|a| a.table(table).chains.get(chain)),
-        listed,
-    ) {
+/// the rules applied to it; nothing applied means nothing to trust.
+fn chain_as_applied(applied: Option<&Vec<String>>, listed: Option<&[String]>) -> bool {
+    match (applied, listed) {
         (Some(want), Some(have)) => want.as_slice() == have,
         _ => false,
     }

@@ -1,6 +1,6 @@
 //! Table tests of the planner: what rules a node gets for a given Service and its endpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort as K8sServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint as K8sEndpoint, EndpointPort, EndpointSlice};
@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::proxy::iptables::undeclared_targets;
 use crate::proxy::model::Protocol;
+use crate::proxy::ruleset::TableRules;
 
 const NODE: &str = "node-a";
 
@@ -878,29 +879,73 @@ fn apply(m: &mut Model, cfg: &mut ProxyConfig, node: &mut NodeInfo, change: Chan
     forget
 }
 
+/// The service ports whose Service or endpoints differ between two models.
+fn changed_ports(a: &Model, b: &Model) -> BTreeSet<ServicePortName> {
+    a.services
+        .keys()
+        .chain(b.services.keys())
+        .chain(a.endpoints.keys())
+        .chain(b.endpoints.keys())
+        .filter(|k| {
+            a.services.get(*k) != b.services.get(*k) || a.endpoints.get(*k) != b.endpoints.get(*k)
+        })
+        .cloned()
+        .collect()
+}
+
+/// `applied` with the chains of `changes` written over it, as a partial
+/// restore does; asserts that `changes` knew what each chain held.
+fn written_over(applied: &RuleSet, changes: &(RuleSet, RuleSet)) -> RuleSet {
+    let (desired, before) = changes;
+    let mut out = applied.clone();
+    for table in Table::ALL {
+        for (name, rules) in &before.table(table).chains {
+            assert_eq!(applied.table(table).chains.get(name), Some(rules), "{name}");
+            out.table_mut(table).chains.remove(name);
+        }
+        for (name, rules) in &desired.table(table).chains {
+            out.table_mut(table)
+                .chains
+                .insert(name.clone(), rules.clone());
+        }
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// After any sequence of changes, planning incrementally gives exactly the
-    /// plan of planning everything again.
+    /// After any sequence of changes, planning only the changed service ports
+    /// gives exactly the plan of planning everything again, and the chains it
+    /// reports as changed turn the set applied before into it.
     #[test]
     fn incremental_planning_equals_a_full_plan(
         start in arb_model(),
         steps in proptest::collection::vec(proptest::collection::vec(arb_change(), 1..4), 1..8),
     ) {
         let (mut m, mut cfg, mut node) = (start, cfg(), node());
-        let (mut p, mut cache) = plan_incremental(&m, &node, &cfg, None);
-        prop_assert_eq!(&p, &plan(&m, &node, &cfg));
+        let mut state = PlanState::default();
+        state.update(&m, None, &node, &cfg);
+        prop_assert_eq!(state.rules(), &plan(&m, &node, &cfg).rules);
+        state.commit();
         for changes in steps {
+            let before = m.clone();
+            let settings = (cfg.clone(), node.clone());
+            let applied = state.rules().clone();
             let mut forget = false;
             for change in changes {
                 forget |= apply(&mut m, &mut cfg, &mut node, change);
             }
-            let previous = (!forget).then_some(Previous { cache, rules: &p.rules });
-            let (next, next_cache) = plan_incremental(&m, &node, &cfg, previous);
-            prop_assert_eq!(&next, &plan(&m, &node, &cfg));
-            prop_assert!(next_cache.planned() <= m.services.len());
-            (p, cache) = (next, next_cache);
+            let changed = changed_ports(&before, &m);
+            state.update(&m, (!forget).then_some(&changed), &node, &cfg);
+            let full = plan(&m, &node, &cfg);
+            prop_assert_eq!(state.rules(), &full.rules);
+            prop_assert_eq!((state.service_ports(), state.endpoints()), (full.service_ports, full.endpoints));
+            prop_assert_eq!(&written_over(&applied, &state.changes()), state.rules());
+            if !forget && settings == (cfg.clone(), node.clone()) {
+                prop_assert!(state.planned() <= changed.len(), "only changed service ports are planned");
+            }
+            state.commit();
         }
     }
 }
@@ -913,25 +958,44 @@ fn an_unchanged_service_port_is_not_planned_again() {
         (web.clone(), vec![ep("10.244.1.5")]),
         (api.clone(), vec![]),
     ]);
-    let (p, cache) = plan_incremental(&m, &node(), &cfg(), None);
-    assert_eq!(cache.planned(), 2);
-    let previous = Previous {
-        cache,
-        rules: &p.rules,
-    };
-    let changed = model(vec![(web, vec![ep("10.244.1.6")]), (api, vec![])]);
-    let (again, cache) = plan_incremental(&changed, &node(), &cfg(), Some(previous));
-    assert_eq!(cache.planned(), 1, "only web's endpoints changed");
-    assert_eq!(again, plan(&changed, &node(), &cfg()));
+    let mut state = PlanState::default();
+    state.update(&m, None, &node(), &cfg());
+    assert_eq!(state.planned(), 2);
+    state.commit();
+    assert_eq!(state.changes().0.chain_count(), 0, "nothing left to write");
+
+    let changed = model(vec![(web.clone(), vec![ep("10.244.1.6")]), (api, vec![])]);
+    state.update(
+        &changed,
+        Some(&BTreeSet::from([web.name.clone()])),
+        &node(),
+        &cfg(),
+    );
+    assert_eq!(state.planned(), 1, "only web's endpoints changed");
+    assert_eq!(state.rules(), &plan(&changed, &node(), &cfg()).rules);
+    let (write, before) = state.changes();
+    let names = |r: &RuleSet| r.nat.chains.keys().cloned().collect::<Vec<_>>();
+    let mut want_write = vec![svc_chain("web"), sep("web", "10.244.1.6")];
+    want_write.sort();
+    let mut want_before = vec![svc_chain("web"), sep("web", "10.244.1.5")];
+    want_before.sort();
+    assert_eq!(
+        names(&write),
+        want_write,
+        "the /24 dispatch chain is untouched"
+    );
+    assert_eq!(names(&before), want_before);
+    state.commit();
+
     // Other settings: everything again.
     let masquerade_all = ProxyConfig {
         masquerade_all: true,
         ..cfg()
     };
-    let previous = Previous {
-        cache,
-        rules: &again.rules,
-    };
-    let (_, cache) = plan_incremental(&changed, &node(), &masquerade_all, Some(previous));
-    assert_eq!(cache.planned(), 2);
+    state.update(&changed, Some(&BTreeSet::new()), &node(), &masquerade_all);
+    assert_eq!(state.planned(), 2);
+    assert_eq!(
+        state.rules(),
+        &plan(&changed, &node(), &masquerade_all).rules
+    );
 }

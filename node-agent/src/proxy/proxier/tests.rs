@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
-use crate::proxy::model::SERVICE_NAME_LABEL;
+use crate::proxy::model::{Model, SERVICE_NAME_LABEL};
 use crate::proxy::plan::{CANARY, SERVICES};
 use crate::proxy::ruleset::Table;
 
@@ -202,6 +202,10 @@ fn cfg() -> ProxyConfig {
     }
 }
 
+fn inputs(services: &[Service], slices: &[EndpointSlice]) -> ProxyInputs {
+    ProxyInputs::from_objects(services, slices)
+}
+
 fn desired(services: &[Service], slices: &[EndpointSlice]) -> RuleSet {
     crate::proxy::plan::plan(&Model::build(services, slices), &node(), &cfg()).rules
 }
@@ -211,9 +215,9 @@ fn first_sync_is_full_then_partial_writes_only_changes() {
     let mut proxier = Proxier::new(FakeKernel::default());
     let services = vec![service("a", "10.96.0.10"), service("b", "10.96.1.10")];
     let slices = vec![slice("a", &["10.244.1.1"]), slice("b", &["10.244.1.2"])];
-    let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
-        .unwrap();
+    // One set of inputs throughout, as the proxy loop keeps it.
+    let mut watched = inputs(&services, &slices);
+    let report = proxier.sync(&mut watched, &node(), &cfg(), false).unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::UnknownState));
     assert_eq!(
         proxier.iptables_mut().full_reads,
@@ -223,11 +227,10 @@ fn first_sync_is_full_then_partial_writes_only_changes() {
     assert_eq!((report.service_ports, report.endpoints), (2, 2));
     assert_eq!(proxier.iptables_mut().state, desired(&services, &slices));
 
-    // Nothing changed: no restore at all.
-    let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
-        .unwrap();
+    // Nothing changed: no restore at all, nothing planned.
+    let report = proxier.sync(&mut watched, &node(), &cfg(), false).unwrap();
     assert_eq!((report.mode, report.restore_bytes), (SyncMode::Partial, 0));
+    assert_eq!(report.ports_planned, 0);
     assert_eq!(proxier.iptables_mut().restores.len(), 1);
 
     // One more endpoint for b: its /24 dispatch chain is untouched, only b's chains.
@@ -235,10 +238,10 @@ fn first_sync_is_full_then_partial_writes_only_changes() {
         slice("a", &["10.244.1.1"]),
         slice("b", &["10.244.1.2", "10.244.1.3"]),
     ];
-    let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
-        .unwrap();
+    watched.apply_slice(&slices[1]);
+    let report = proxier.sync(&mut watched, &node(), &cfg(), false).unwrap();
     assert_eq!(report.mode, SyncMode::Partial);
+    assert_eq!(report.ports_planned, 1);
     assert_eq!(
         (report.chains_written, report.chains_deleted),
         (2, 0),
@@ -252,9 +255,9 @@ fn first_sync_is_full_then_partial_writes_only_changes() {
     assert_eq!(proxier.iptables_mut().state, desired(&services, &slices));
 
     // Deleting b removes its chains and its /24.
-    let report = proxier
-        .sync(&services[..1], &slices[..1], &node(), &cfg(), false)
-        .unwrap();
+    watched.delete_service(&services[1]);
+    watched.delete_slice(&slices[1]);
+    let report = proxier.sync(&mut watched, &node(), &cfg(), false).unwrap();
     assert_eq!(
         report.chains_deleted, 4,
         "NC-SVCS-10.96.1, NC-SVC and two NC-SEP"
@@ -273,11 +276,11 @@ fn a_flushed_table_is_noticed_and_repaired_with_a_full_sync() {
     let services = vec![service("a", "10.96.0.10")];
     let slices = vec![slice("a", &["10.244.1.1"])];
     proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     proxier.iptables_mut().flush_nat();
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     assert_eq!(
         (report.mode, report.full_reason),
@@ -298,10 +301,10 @@ fn a_flushed_services_chain_is_noticed_although_the_canary_stands() {
     let services = vec![service("a", "10.96.0.10"), service("b", "10.96.1.10")];
     let slices = vec![slice("a", &["10.244.1.1"]), slice("b", &["10.244.1.2"])];
     proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     let quiet = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     assert_eq!(quiet.full_reason, None, "an intact chain is trusted");
     // `iptables -t nat -F NC-SERVICES`: every ClusterIP stops working.
@@ -309,7 +312,7 @@ fn a_flushed_services_chain_is_noticed_although_the_canary_stands() {
     kernel.state.nat.chains.get_mut(SERVICES).unwrap().clear();
     assert!(kernel.canary_present().unwrap());
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     assert_eq!(
         (report.mode, report.full_reason),
@@ -321,7 +324,7 @@ fn a_flushed_services_chain_is_noticed_although_the_canary_stands() {
     let kernel = proxier.iptables_mut();
     kernel.state.nat.chains.get_mut(SERVICES).unwrap()[0].push_str(" -m mark");
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     assert_eq!(
         report.full_reason,
@@ -340,7 +343,10 @@ fn the_services_chain_is_trusted_only_as_applied() {
     );
     let check = |applied: Option<&RuleSet>, listed: Option<&[&str]>| {
         let listed = listed.map(rules);
-        chain_as_applied(applied, Table::Nat, SERVICES, listed.as_deref())
+        chain_as_applied(
+            applied.and_then(|a| a.nat.chains.get(SERVICES)),
+            listed.as_deref(),
+        )
     };
     assert!(check(
         Some(&applied),
@@ -375,12 +381,12 @@ fn a_failed_restore_keeps_the_old_rules_and_forces_a_full_sync() {
     let services = vec![service("a", "10.96.0.10")];
     let before = vec![slice("a", &["10.244.1.1"])];
     proxier
-        .sync(&services, &before, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &before), &node(), &cfg(), false)
         .unwrap();
     let after = vec![slice("a", &["10.244.1.9"])];
     proxier.iptables_mut().fail_next_restore = true;
     let err = proxier
-        .sync(&services, &after, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &after), &node(), &cfg(), false)
         .unwrap_err();
     assert_eq!(err.metric_label(), "restore");
     assert_eq!(proxier.iptables_mut().state, desired(&services, &before));
@@ -388,7 +394,7 @@ fn a_failed_restore_keeps_the_old_rules_and_forces_a_full_sync() {
     assert_eq!(proxier.counters().failed_syncs, 1);
 
     let report = proxier
-        .sync(&services, &after, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &after), &node(), &cfg(), false)
         .unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::UnknownState));
     assert_eq!(proxier.iptables_mut().state, desired(&services, &after));
@@ -404,7 +410,7 @@ fn a_full_sync_removes_what_an_earlier_agent_left() {
     let services = vec![service("a", "10.96.0.10")];
     let slices = vec![slice("a", &["10.244.1.1"])];
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), true)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), true)
         .unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::UnknownState));
     assert_eq!(report.chains_deleted, 3);
@@ -417,14 +423,14 @@ fn turning_the_proxy_off_removes_every_rule_once() {
     let services = vec![service("a", "10.96.0.10")];
     let slices = vec![slice("a", &["10.244.1.1"])];
     proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     let off = ProxyConfig {
         enabled: false,
         ..cfg()
     };
     let report = proxier
-        .sync(&services, &slices, &node(), &off, false)
+        .sync(&mut inputs(&services, &slices), &node(), &off, false)
         .unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::Disabled));
     assert!(
@@ -433,7 +439,7 @@ fn turning_the_proxy_off_removes_every_rule_once() {
         proxier.iptables_mut().state
     );
     proxier
-        .sync(&services, &slices, &node(), &off, false)
+        .sync(&mut inputs(&services, &slices), &node(), &off, false)
         .unwrap();
     assert_eq!(
         proxier.iptables_mut().restores.len(),
@@ -442,7 +448,7 @@ fn turning_the_proxy_off_removes_every_rule_once() {
     );
 
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::UnknownState));
     assert_eq!(proxier.iptables_mut().state, desired(&services, &slices));
@@ -453,8 +459,10 @@ fn cleanup_leaves_nothing_of_ours() {
     let mut proxier = Proxier::new(FakeKernel::default());
     proxier
         .sync(
-            [service("a", "10.96.0.10")],
-            [slice("a", &["10.244.1.1"])],
+            &mut inputs(
+                &[service("a", "10.96.0.10")],
+                &[slice("a", &["10.244.1.1"])],
+            ),
             &node(),
             &cfg(),
             false,
@@ -471,7 +479,7 @@ fn bad_objects_are_reported_and_the_rest_syncs() {
     let services = vec![service("a", "10.96.0.10"), service("bad", "10.96.0.300")];
     let slices = vec![slice("a", &["10.244.1.1", "not-an-ip"])];
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     assert_eq!(report.service_ports, 1);
     let reasons: Vec<String> = report.skipped.iter().map(ToString::to_string).collect();
@@ -491,12 +499,12 @@ fn a_requested_full_sync_rewrites_everything_without_reading_it_back() {
     let services = vec![service("a", "10.96.0.10")];
     let slices = vec![slice("a", &["10.244.1.1"])];
     proxier
-        .sync(&services, &slices, &node(), &cfg(), false)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), false)
         .unwrap();
     // Someone deletes our PREROUTING jump by hand; the canary stays.
     proxier.iptables_mut().state.nat.jumps.remove("PREROUTING");
     let report = proxier
-        .sync(&services, &slices, &node(), &cfg(), true)
+        .sync(&mut inputs(&services, &slices), &node(), &cfg(), true)
         .unwrap();
     assert_eq!(
         (report.mode, report.full_reason),
