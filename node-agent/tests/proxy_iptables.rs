@@ -383,6 +383,58 @@ fn one_service() -> (Vec<Service>, Vec<EndpointSlice>) {
     (vec![svc], vec![slice])
 }
 
+/// Past 1,000 endpoints the endpoint rules lose their comments (kube-proxy's
+/// large cluster mode); what is applied still reads back equal, so restarts
+/// and partial syncs rewrite nothing, and the ClusterIP dispatch keeps its name.
+#[test]
+fn large_cluster_rules_read_back_equal() {
+    let (mut services, mut slices) = one_service();
+    let spec = services[0].spec.as_mut().unwrap();
+    spec.session_affinity = Some("ClientIP".into());
+    slices[0].endpoints = Some(
+        (0..1001)
+            .map(|i| Endpoint {
+                addresses: vec![format!("10.244.{}.{}", 1 + i / 250, 1 + i % 250)],
+                ..Default::default()
+            })
+            .collect(),
+    );
+    let ns = Netns::new();
+    let mut proxier = Proxier::new(ns.iptables());
+    let mut watched = ProxyInputs::from_objects(&services, &slices);
+    let report = proxier.sync(&mut watched, &node(), &cfg(), false).unwrap();
+    assert_eq!(report.endpoints, 1001);
+    let installed = ns.iptables().installed().unwrap();
+    assert_eq!(installed, desired(&services, &slices, &cfg()));
+    let sep = installed
+        .nat
+        .chains
+        .iter()
+        .find(|(name, _)| name.starts_with("NC-SEP-"))
+        .map(|(_, rules)| rules.clone())
+        .unwrap();
+    assert!(sep.iter().all(|r| !r.contains("--comment")), "{sep:?}");
+    let dispatch = &installed.nat.chains["NC-SVCS-10.96.0"];
+    assert!(
+        dispatch[0].contains("\"default/web:http cluster IP\""),
+        "{dispatch:?}"
+    );
+    // A restarted agent finds nothing to write.
+    let mut restarted = Proxier::new(ns.iptables());
+    let report = restarted
+        .sync(
+            &mut ProxyInputs::from_objects(&services, &slices),
+            &node(),
+            &cfg(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        report.restore_bytes, 0,
+        "read back equal: nothing rewritten"
+    );
+}
+
 #[test]
 fn cleanup_removes_ours_and_keeps_everything_else() {
     let ns = Netns::new();

@@ -1,14 +1,18 @@
 //! The service proxy: kube-proxy's iptables mode, in our own `NC-` chains.
 //!
 //! Pipeline, one pure step after another, with iptables at the end:
-//! Services + EndpointSlices → [`model::Model`] (skips reported, never fatal)
-//! → [`plan::plan`] (the desired [`RuleSet`]) → [`render::render_restore_input`]
-//! (one `iptables-restore --noflush` transaction, only the changed chains on a
-//! partial sync) → [`iptables::Iptables::restore`]. [`Proxier`] holds the set
-//! applied last and decides between partial and full syncs.
+//! Services + EndpointSlices, object by object → [`ProxyInputs`] (the
+//! [`model::Model`] and the service ports that changed; skips reported, never
+//! fatal) → [`plan::PlanState`] (the desired [`RuleSet`], planning only the
+//! changed service ports, and the chains that changed since the last commit)
+//! → [`render::render_restore_input`] (one `iptables-restore --noflush`
+//! transaction, only the changed chains on a partial sync) →
+//! [`iptables::Iptables::restore`]. [`Proxier`] decides between partial and
+//! full syncs and what it must read back from the kernel.
 //!
 //! Past kube-proxy: ClusterIP dispatch is split by /24 ([`Dispatch::ByPrefix24`]),
-//! so neither a first packet nor a sync walks or rewrites one list of every Service.
+//! so neither a first packet nor a sync walks or rewrites one list of every
+//! Service; and a sync costs what changed, not what exists.
 
 pub mod config;
 pub mod conntrack;

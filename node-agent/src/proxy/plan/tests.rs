@@ -999,3 +999,44 @@ fn an_unchanged_service_port_is_not_planned_again() {
         &plan(&changed, &node(), &masquerade_all).rules
     );
 }
+
+#[test]
+fn past_a_thousand_endpoints_endpoint_rules_lose_their_comments() {
+    let web = svc("web", "10.96.0.10");
+    let api = svc("api", "10.96.0.11");
+    let eps = |n: usize| -> Vec<Endpoint> {
+        (0..n)
+            .map(|i| ep(&format!("10.244.{}.{}", 1 + i / 250, 1 + i % 250)))
+            .collect()
+    };
+    let at_limit = model(vec![
+        (web.clone(), eps(LARGE_CLUSTER_ENDPOINTS - 1)),
+        (api.clone(), vec![ep("10.245.0.1")]),
+    ]);
+    let mut state = PlanState::default();
+    state.update(&at_limit, None, &node(), &cfg());
+    state.commit();
+    let api_sep = sep("api", "10.245.0.1");
+    assert!(state.rules().nat.chains[&api_sep][0].contains("--comment"));
+
+    // One more endpoint of web: api's rules change too, so everything is planned.
+    let past = model(vec![
+        (web.clone(), eps(LARGE_CLUSTER_ENDPOINTS)),
+        (api, vec![ep("10.245.0.1")]),
+    ]);
+    state.update(&past, Some(&BTreeSet::from([web.name])), &node(), &cfg());
+    assert_eq!(state.planned(), 2);
+    assert_eq!(state.rules(), &plan(&past, &node(), &cfg()).rules);
+    let nat = &state.rules().nat.chains;
+    assert!(nat[&api_sep].iter().all(|r| !r.contains("--comment")));
+    assert!(nat[&svc_chain("api")]
+        .iter()
+        .filter(|r| r.contains("-j NC-SEP-"))
+        .all(|r| !r.contains("--comment")));
+    assert!(
+        nat["NC-SVCS-10.96.0"]
+            .iter()
+            .all(|r| r.contains("cluster IP\"")),
+        "the dispatch rules keep their names"
+    );
+}
