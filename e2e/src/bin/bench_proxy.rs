@@ -36,7 +36,13 @@ struct Proxy {
     pid: u32,
     /// Jump target prefix of a service port's dispatch rule.
     svc_jump: &'static str,
+    /// Where its Prometheus metrics are served (the addresses `e2e/bench/proxy.sh` starts them on).
+    metrics: &'static str,
 }
+
+/// Ends the name of both proxies' "last successful sync" gauge
+/// (`kubeproxy_sync_proxy_rules_last_timestamp_seconds`, `nodeconfig_agent_...`).
+const LAST_SYNC_METRIC: &str = "sync_proxy_rules_last_timestamp_seconds";
 
 #[derive(Default, Clone)]
 struct Figures {
@@ -51,6 +57,10 @@ struct Figures {
     connect_first_ms: Option<f64>,
     hwm_mib: f64,
     cpu_s: f64,
+    /// Cold start: process start until the rules of every Service were in place.
+    cold_start_s: Option<f64>,
+    cold_hwm_mib: Option<f64>,
+    cold_cpu_s: Option<f64>,
 }
 
 fn main() -> Result<()> {
@@ -134,9 +144,21 @@ async fn bench(args: Vec<String>) -> Result<()> {
     if args.len() < 8 || args[1] != "run" {
         bail!("usage: bench-proxy run AGENT_NETNS AGENT_PID KUBE_PROXY_NETNS KUBE_PROXY_PID CHANGES SIZE...");
     }
-    let proxies = [
-        Proxy { name: "agent", netns: args[2].clone(), pid: args[3].parse()?, svc_jump: "-j NC-SVC-" },
-        Proxy { name: "kube-proxy", netns: args[4].clone(), pid: args[5].parse()?, svc_jump: "-j KUBE-SVC-" },
+    let mut proxies = [
+        Proxy {
+            name: "agent",
+            netns: args[2].clone(),
+            pid: args[3].parse()?,
+            svc_jump: "-j NC-SVC-",
+            metrics: "10.200.1.2:10356",
+        },
+        Proxy {
+            name: "kube-proxy",
+            netns: args[4].clone(),
+            pid: args[5].parse()?,
+            svc_jump: "-j KUBE-SVC-",
+            metrics: "10.200.3.2:10249",
+        },
     ];
     let changes: usize = args[6].parse()?;
     let sizes: Vec<usize> = args[7..].iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
@@ -168,7 +190,7 @@ async fn bench(args: Vec<String>) -> Result<()> {
     let result: Result<()> = async {
         for &n in &sizes {
             eprintln!("== {n} Services");
-            let figs = one_size(n, changes, &svcs, &slices, &proxies, &ips).await?;
+            let figs = one_size(n, changes, &svcs, &slices, &mut proxies, &ips).await?;
             rows.push((n, figs));
             print_table(&rows, changes);
             if let Ok(path) = std::env::var("BENCH_PROXY_TABLE") {
@@ -195,7 +217,7 @@ async fn one_size(
     changes: usize,
     svcs: &Api<Service>,
     slices: &Api<EndpointSlice>,
-    proxies: &[Proxy; 2],
+    proxies: &mut [Proxy; 2],
     ips: &[String],
 ) -> Result<Vec<Figures>> {
     let mut figs = vec![Figures::default(), Figures::default()];
@@ -254,7 +276,7 @@ async fn one_size(
     for c in 0..changes {
         let ip = change_ip(c);
         let mut probes = Vec::new();
-        for p in proxies {
+        for p in proxies.iter() {
             let mut child = tokio::process::Command::new("nsenter")
                 .arg(format!("--net=/var/run/netns/{}", p.netns))
                 .arg("--")
@@ -299,7 +321,108 @@ async fn one_size(
         figs[k].hwm_mib = hwm;
         figs[k].cpu_s = cpu - before[k].1;
     }
+
+    // 4. Cold start with every Service in place: one proxy at a time is
+    // stopped, its rules removed, and started again (through the script's
+    // hook); timed from the process's start until its first sync has put the
+    // rules of all of them in place.
+    if let Ok(script) = std::env::var("BENCH_PROXY_RESTART") {
+        let total = n + changes;
+        for (k, p) in proxies.iter_mut().enumerate() {
+            restart_hook(&script, "stop", p.name).await?;
+            p.pid = restart_hook(&script, "start", p.name)
+                .await?
+                .trim()
+                .parse()
+                .context("the start hook prints the new pid")?;
+            let started = process_start_unix(p.pid)?;
+            let synced = first_sync_after(p, started).await?;
+            let c = count_rules(&p.netns, p.svc_jump).await?;
+            let done = if c >= total {
+                synced
+            } else {
+                // The first sync had not all of them: poll as for full programming.
+                loop {
+                    let c = count_rules(&p.netns, p.svc_jump).await?;
+                    if c >= total {
+                        break unix_s();
+                    }
+                    if unix_s() - started > 900.0 {
+                        bail!("{}: only {c} of {total} dispatch rules 900s after a cold start", p.name);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            };
+            let (hwm, cpu) = read_proc(p.pid)?;
+            figs[k].cold_start_s = Some(done - started);
+            figs[k].cold_hwm_mib = Some(hwm);
+            figs[k].cold_cpu_s = Some(cpu);
+            eprintln!("  {}: cold start, all {total} Services' rules {:.1}s after the process started", p.name, done - started);
+        }
+    }
     Ok(figs)
+}
+
+fn unix_s() -> f64 {
+    unix_ns() as f64 / 1e9
+}
+
+/// Runs `SCRIPT --restart ACTION PROXY`; returns what it printed.
+async fn restart_hook(script: &str, action: &str, proxy: &str) -> Result<String> {
+    let out = tokio::process::Command::new(script)
+        .args(["--restart", action, proxy])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("{script} --restart {action} {proxy}: {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// When a process started, in unix seconds (to the clock tick).
+fn process_start_unix(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    // Field 22 (starttime, ticks since boot) is the 20th after the command.
+    let ticks: f64 = after.split_whitespace().nth(19).and_then(|v| v.parse().ok()).context("no starttime")?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")?
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .context("no uptime")?;
+    Ok(unix_s() - (uptime - ticks / 100.0))
+}
+
+/// Waits (15 minutes at most) until the proxy's last-sync gauge is past
+/// `after` (unix s) and returns it.
+async fn first_sync_after(p: &Proxy, after: f64) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if let Ok(Some(t)) = last_sync(p.metrics).await {
+            if t >= after {
+                return Ok(t);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{}: no sync within 900s of a cold start", p.name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The last-sync gauge from a metrics endpoint (plain HTTP).
+async fn last_sync(addr: &str) -> Result<Option<f64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await??;
+    Ok(body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.split_once(' ')?;
+        name.ends_with(LAST_SYNC_METRIC).then(|| value.trim().parse().ok())?
+    }))
 }
 
 async fn create_one(svcs: &Api<Service>, slices: &Api<EndpointSlice>, name: String, ip: String, backends: &[String]) -> Result<()> {
@@ -475,6 +598,11 @@ fn table_rows(rows: &[(usize, Vec<Figures>)], changes: usize) -> Vec<[String; 5]
         line("TCP connect, last Service, median of 100 (ms)".into(), a.connect_last_ms, k.connect_last_ms, 3);
         line("peak RSS during the size (MiB)".into(), Some(a.hwm_mib), Some(k.hwm_mib), 1);
         line("CPU time during the size (s)".into(), Some(a.cpu_s), Some(k.cpu_s), 1);
+        if a.cold_start_s.is_some() || k.cold_start_s.is_some() {
+            line(format!("cold start: rules of all {} Services in place (s)", n + changes), a.cold_start_s, k.cold_start_s, 1);
+            line("cold start: peak RSS (MiB)".into(), a.cold_hwm_mib, k.cold_hwm_mib, 1);
+            line("cold start: CPU time until then (s)".into(), a.cold_cpu_s, k.cold_cpu_s, 1);
+        }
         if a.change_failed + k.change_failed > 0 {
             out.push([n.to_string(), "changes without an answer in 60 s".into(), a.change_failed.to_string(), k.change_failed.to_string(), "-".into()]);
         }
