@@ -27,8 +27,11 @@ struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Live allocations: each costs the allocator's header and rounding on top of its size.
+static BLOCKS: AtomicUsize = AtomicUsize::new(0);
 
 fn grew(by: usize) {
+    BLOCKS.fetch_add(1, Ordering::Relaxed);
     let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
     PEAK.fetch_max(now, Ordering::Relaxed);
 }
@@ -55,12 +58,14 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         System.dealloc(ptr, layout);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        BLOCKS.fetch_sub(1, Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = System.realloc(ptr, layout, new_size);
         if !p.is_null() {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            BLOCKS.fetch_sub(1, Ordering::Relaxed);
             grew(new_size);
         }
         p
@@ -84,9 +89,10 @@ fn phase_start() -> usize {
 fn phase_end(name: &str, base: usize, before: usize, took: Duration) {
     let (live, peak) = (LIVE.load(Ordering::Relaxed), PEAK.load(Ordering::Relaxed));
     println!(
-        "{name:<34} live {:>7.1} MiB (+{:>6.1})  peak {:>7.1} MiB  {:>8.3} s",
+        "{name:<34} live {:>7.1} MiB (+{:>6.1}) in {:>7} blocks  peak {:>7.1} MiB  {:>8.3} s",
         mib(live - base),
         mib(live.saturating_sub(before)),
+        BLOCKS.load(Ordering::Relaxed),
         mib(peak - base),
         took.as_secs_f64()
     );

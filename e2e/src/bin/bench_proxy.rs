@@ -419,9 +419,11 @@ async fn last_sync(addr: &str) -> Result<Option<f64>> {
     s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
     let mut body = String::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await??;
+    // `name value` or `name{labels} value`; kube-proxy has one per IP family.
     Ok(body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (name, value) = l.split_once(' ')?;
-        name.ends_with(LAST_SYNC_METRIC).then(|| value.trim().parse().ok())?
+        let (series, value) = l.rsplit_once(' ')?;
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        (name.ends_with(LAST_SYNC_METRIC) && !labels.contains("IPv6")).then(|| value.trim().parse().ok())?
     }))
 }
 

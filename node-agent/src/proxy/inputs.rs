@@ -34,9 +34,10 @@ pub struct ProxyInputs {
     services: HashMap<String, Vec<ServicePortName>>,
     /// By EndpointSlice (`namespace/name`).
     slices: HashMap<String, SliceEntry>,
-    /// EndpointSlice names (without namespace) by their Service (`namespace/name`):
-    /// the order in which slices win a duplicate address.
-    slices_by_service: HashMap<String, BTreeSet<String>>,
+    /// EndpointSlice names (without namespace) by their Service (`namespace/name`),
+    /// sorted: the order in which slices win a duplicate address. (A sorted
+    /// Vec: most Services have one slice, and a BTreeSet allocates a node of 11.)
+    slices_by_service: HashMap<String, Vec<String>>,
     /// What each object had skipped, by kind (Services first) and `namespace/name`.
     skips: BTreeMap<(Kind, String), Vec<Skip>>,
     /// Service ports whose Service or endpoints changed since [`Self::take_changed`];
@@ -247,10 +248,10 @@ impl ProxyInputs {
             entry.endpoints.iter().map(|(n, _)| n.clone()).collect();
         let service = entry.service.clone();
         if let Some(service) = &service {
-            self.slices_by_service
-                .entry(service.clone())
-                .or_default()
-                .insert(slice_name.clone());
+            let names = self.slices_by_service.entry(service.clone()).or_default();
+            if let Err(at) = names.binary_search(&slice_name) {
+                names.insert(at, slice_name.clone());
+            }
         }
         let old = if service.is_some() || !entry.endpoints.is_empty() {
             self.slices.insert(key, entry)
@@ -260,7 +261,7 @@ impl ProxyInputs {
         if let Some(old) = old {
             if let Some(before) = old.service.filter(|s| service.as_ref() != Some(s)) {
                 if let Some(names) = self.slices_by_service.get_mut(&before) {
-                    names.remove(&slice_name);
+                    names.retain(|n| *n != slice_name);
                     if names.is_empty() {
                         self.slices_by_service.remove(&before);
                     }

@@ -9,6 +9,7 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -55,11 +56,15 @@ impl Protocol {
 
 /// One port of one Service: the unit the proxy programs.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// The strings are shared (`Arc<str>`): the proxy keeps several copies of each
+/// name (model keys, what each object contributed), and at 10,000 Services a
+/// copy of its own string each cost megabytes of small allocations.
 pub struct ServicePortName {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
     /// The port's name; empty for a Service's single unnamed port.
-    pub port: String,
+    pub port: Arc<str>,
     pub protocol: Protocol,
 }
 
@@ -111,7 +116,7 @@ pub struct Endpoint {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
-    pub node_name: Option<String>,
+    pub node_name: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -346,8 +351,8 @@ pub fn service_ports(svc: &Service) -> (Vec<ServicePort>, Vec<Skip>) {
         Some("NodePort") | Some("LoadBalancer")
     );
 
-    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
-    let name = svc.metadata.name.clone().unwrap_or_default();
+    let namespace: Arc<str> = svc.metadata.namespace.as_deref().unwrap_or_default().into();
+    let name: Arc<str> = svc.metadata.name.as_deref().unwrap_or_default().into();
     let mut ports = Vec::new();
     let mut skipped = Vec::new();
     for p in spec.ports.iter().flatten() {
@@ -382,7 +387,7 @@ pub fn service_ports(svc: &Service) -> (Vec<ServicePort>, Vec<Skip>) {
             name: ServicePortName {
                 namespace: namespace.clone(),
                 name: name.clone(),
-                port: port_name,
+                port: port_name.into(),
                 protocol,
             },
             cluster_ip,
@@ -459,7 +464,13 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> (Vec<(ServicePortName, Endpoint
             )
         }
     }
-    let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+    let namespace: Arc<str> = slice
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or_default()
+        .into();
+    let service: Arc<str> = service.as_str().into();
     let mut skipped = Vec::new();
     let mut ports = Vec::new();
     for p in slice.ports.iter().flatten() {
@@ -481,7 +492,7 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> (Vec<(ServicePortName, Endpoint
         let name = ServicePortName {
             namespace: namespace.clone(),
             name: service.clone(),
-            port: port_name,
+            port: port_name.into(),
             protocol,
         };
         ports.push((name, number));
@@ -509,6 +520,7 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> (Vec<(ServicePortName, Endpoint
                 continue;
             }
         };
+        let node_name: Option<Arc<str>> = ep.node_name.as_deref().map(Into::into);
         for (name, port) in &ports {
             out.push((
                 name.clone(),
@@ -518,7 +530,7 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> (Vec<(ServicePortName, Endpoint
                     ready,
                     serving,
                     terminating,
-                    node_name: ep.node_name.clone(),
+                    node_name: node_name.clone(),
                 },
             ));
         }

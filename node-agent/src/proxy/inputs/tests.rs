@@ -262,7 +262,7 @@ fn a_relist_deletes_what_went_missing_and_counts_as_listed() {
     assert!(inputs.skipped().is_empty(), "b's skip went with it");
     let changed = inputs.take_changed().unwrap();
     assert_eq!(changed.len(), 1);
-    assert_eq!(changed.first().unwrap().name, "a");
+    assert_eq!(&*changed.first().unwrap().name, "a");
     assert_eq!(
         inputs.model().endpoints.len(),
         1,

@@ -665,9 +665,7 @@ fn arb_endpoint() -> impl Strategy<Value = Endpoint> {
                 ready,
                 serving,
                 terminating,
-                node_name: [Some(NODE.to_string()), Some("node-b".to_string()), None]
-                    [node as usize]
-                    .clone(),
+                node_name: [Some(NODE.into()), Some("node-b".into()), None][node as usize].clone(),
             },
         )
 }
@@ -701,8 +699,8 @@ fn arb_model() -> impl Strategy<Value = Model> {
                 let s = ServicePort {
                     name: ServicePortName {
                         namespace: "ns".into(),
-                        name: svc_name,
-                        port,
+                        name: svc_name.into(),
+                        port: port.into(),
                         protocol,
                     },
                     cluster_ip: std::net::Ipv4Addr::new(10, 96, c, d),
