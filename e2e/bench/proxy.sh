@@ -159,6 +159,9 @@ BENCH_PROXY_TABLE="$table" BENCH_PROXY_RESTART="$repo/e2e/bench/proxy.sh" target
   echo "  rules of all of them in place (checked with one iptables-save). RSS and CPU of the new process until then."
   echo "- *peak RSS*: VmHWM, reset (clear_refs 5) at the start of each size; the agent's includes its"
   echo "  kubelet-mode loops. *CPU*: utime+stime from the first create to the last change (clean-up not included)."
+  echo "  The reset cannot take VmHWM below the process's RSS at that moment, so a size's figure"
+  echo "  includes what the process still held from before it (a larger earlier size, or objects"
+  echo "  a killed run left and this run deleted first); the cold-start rows are fresh processes."
   echo "- The agent of nc-node-2 (debug build, it also programs every Service), the API server and"
   echo "  etcd share the same 2 cores, so absolute figures are this machine's, the ratio the point."
 } > e2e/bench/proxy-results.md
