@@ -462,6 +462,7 @@ fn kubectl_logs_and_exec_work() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = follow.kill();
+    let _ = follow.wait();
     let line = reader.join().expect("reader");
     assert_eq!(line.as_deref(), Some("followed"), "kubectl logs -f did not show the new line");
 
