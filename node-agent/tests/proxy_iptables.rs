@@ -17,7 +17,7 @@ use node_agent::proxy::model::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL};
 use node_agent::proxy::plan::plan;
 use node_agent::proxy::{
     render_restore_input, Dispatch, FullSyncReason, IptablesCommand, Model, NodeInfo, Proxier,
-    ProxyConfig, ProxyInputs, RuleSet, SyncMode,
+    ProxyConfig, ProxyError, ProxyInputs, RuleSet, SyncMode, SyncReport,
 };
 use proptest::prelude::*;
 
@@ -97,6 +97,23 @@ fn desired(services: &[Service], slices: &[EndpointSlice], cfg: &ProxyConfig) ->
 }
 
 /// Service names include characters the API would refuse, to exercise comment escaping.
+/// One sync of these objects from inputs made afresh: the proxier plans every
+/// service port (as after a restart), the render writes what differs.
+fn sync_objects(
+    proxier: &mut Proxier<IptablesCommand>,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    cfg: &ProxyConfig,
+    full: bool,
+) -> Result<SyncReport, ProxyError> {
+    proxier.sync(
+        &mut ProxyInputs::from_objects(services, slices),
+        &node(),
+        cfg,
+        full,
+    )
+}
+
 fn arb_name() -> impl Strategy<Value = String> {
     prop_oneof![4 => "[a-z][a-z0-9-]{0,12}", 1 => "[a-z\"' \\\\$#;-]{1,10}"]
 }
@@ -244,7 +261,7 @@ proptest! {
     fn applied_rules_read_back_equal((services, slices) in arb_objects(), cfg in arb_config()) {
         let ns = Netns::new();
         let mut proxier = Proxier::new(ns.iptables());
-        proxier.sync(&mut ProxyInputs::from_objects(&services, &slices), &node(), &cfg, true).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        sync_objects(&mut proxier, &services, &slices, &cfg, true).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let installed = ns.iptables().installed().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(installed, desired(&services, &slices, &cfg));
     }
@@ -282,7 +299,7 @@ proptest! {
         let installed = ns.iptables().installed().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(installed, desired(&next_services, &next_slices, &cfg()));
         // And a full sync back to the first set removes what it no longer has.
-        proxier.sync(&mut ProxyInputs::from_objects(&services, &slices), &node(), &cfg(), true).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        sync_objects(&mut proxier, &services, &slices, &cfg(), true).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let installed = ns.iptables().installed().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(installed, desired(&services, &slices, &cfg()));
     }
@@ -295,22 +312,8 @@ fn a_flushed_services_chain_is_repaired_at_the_next_sync() {
         let ns = Netns::new();
         let cfg = ProxyConfig { dispatch, ..cfg() };
         let mut proxier = Proxier::new(ns.iptables());
-        proxier
-            .sync(
-                &mut ProxyInputs::from_objects(&services, &slices),
-                &node(),
-                &cfg,
-                false,
-            )
-            .unwrap();
-        let quiet = proxier
-            .sync(
-                &mut ProxyInputs::from_objects(&services, &slices),
-                &node(),
-                &cfg,
-                false,
-            )
-            .unwrap();
+        sync_objects(&mut proxier, &services, &slices, &cfg, false).unwrap();
+        let quiet = sync_objects(&mut proxier, &services, &slices, &cfg, false).unwrap();
         assert_eq!(
             (quiet.full_reason, quiet.restore_bytes),
             (None, 0),
@@ -320,14 +323,7 @@ fn a_flushed_services_chain_is_repaired_at_the_next_sync() {
         // The canary stays; every ClusterIP and NodePort stops working.
         ns.run(&["iptables", "-t", "nat", "-F", "NC-SERVICES"]);
         assert!(ns.iptables().canary_present().unwrap());
-        let report = proxier
-            .sync(
-                &mut ProxyInputs::from_objects(&services, &slices),
-                &node(),
-                &cfg,
-                false,
-            )
-            .unwrap();
+        let report = sync_objects(&mut proxier, &services, &slices, &cfg, false).unwrap();
         assert_eq!(
             report.full_reason,
             Some(FullSyncReason::ServicesChainChanged)
@@ -421,14 +417,7 @@ fn large_cluster_rules_read_back_equal() {
     );
     // A restarted agent finds nothing to write.
     let mut restarted = Proxier::new(ns.iptables());
-    let report = restarted
-        .sync(
-            &mut ProxyInputs::from_objects(&services, &slices),
-            &node(),
-            &cfg(),
-            false,
-        )
-        .unwrap();
+    let report = sync_objects(&mut restarted, &services, &slices, &cfg(), false).unwrap();
     assert_eq!(
         report.restore_bytes, 0,
         "read back equal: nothing rewritten"
@@ -461,24 +450,10 @@ fn cleanup_removes_ours_and_keeps_everything_else() {
 
     let (services, slices) = one_service();
     let mut proxier = Proxier::new(ns.iptables());
-    proxier
-        .sync(
-            &mut ProxyInputs::from_objects(&services, &slices),
-            &node(),
-            &cfg(),
-            false,
-        )
-        .unwrap();
+    sync_objects(&mut proxier, &services, &slices, &cfg(), false).unwrap();
     assert!(ns.run(&["iptables-save"]).contains("NC-SVC-"));
     // Twice: the jumps into our chains must not pile up.
-    proxier
-        .sync(
-            &mut ProxyInputs::from_objects(&services, &slices),
-            &node(),
-            &cfg(),
-            true,
-        )
-        .unwrap();
+    sync_objects(&mut proxier, &services, &slices, &cfg(), true).unwrap();
     assert_eq!(
         ns.run(&["iptables-save", "-t", "nat"])
             .matches("-A PREROUTING -m comment --comment \"nodeconfig")
@@ -506,27 +481,13 @@ fn flushed_tables_are_detected_and_repaired() {
     let ns = Netns::new();
     let (services, slices) = one_service();
     let mut proxier = Proxier::new(ns.iptables());
-    proxier
-        .sync(
-            &mut ProxyInputs::from_objects(&services, &slices),
-            &node(),
-            &cfg(),
-            false,
-        )
-        .unwrap();
+    sync_objects(&mut proxier, &services, &slices, &cfg(), false).unwrap();
     assert!(ns.iptables().canary_present().unwrap());
 
     // `iptables -F` empties chains but keeps them: the canary's rule tells.
     ns.run(&["iptables", "-t", "nat", "-F"]);
     assert!(!ns.iptables().canary_present().unwrap());
-    let report = proxier
-        .sync(
-            &mut ProxyInputs::from_objects(&services, &slices),
-            &node(),
-            &cfg(),
-            false,
-        )
-        .unwrap();
+    let report = sync_objects(&mut proxier, &services, &slices, &cfg(), false).unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::CanaryMissing));
     assert_eq!(
         ns.iptables().installed().unwrap(),
@@ -535,14 +496,7 @@ fn flushed_tables_are_detected_and_repaired() {
 
     // A jump deleted by hand leaves the canary; the periodic full sync puts it back.
     ns.run(&["iptables", "-t", "nat", "-D", "PREROUTING", "1"]);
-    let report = proxier
-        .sync(
-            &mut ProxyInputs::from_objects(&services, &slices),
-            &node(),
-            &cfg(),
-            true,
-        )
-        .unwrap();
+    let report = sync_objects(&mut proxier, &services, &slices, &cfg(), true).unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::Requested));
     assert_eq!(
         ns.iptables().installed().unwrap(),
@@ -552,14 +506,7 @@ fn flushed_tables_are_detected_and_repaired() {
     // Chains deleted too.
     ns.run(&["iptables", "-F"]);
     ns.run(&["iptables", "-X"]);
-    let report = proxier
-        .sync(
-            &mut ProxyInputs::from_objects(&services, &slices),
-            &node(),
-            &cfg(),
-            false,
-        )
-        .unwrap();
+    let report = sync_objects(&mut proxier, &services, &slices, &cfg(), false).unwrap();
     assert_eq!(report.full_reason, Some(FullSyncReason::CanaryMissing));
     assert_eq!(
         ns.iptables().installed().unwrap(),
@@ -572,14 +519,7 @@ fn a_refused_restore_names_the_chain_and_changes_nothing() {
     let ns = Netns::new();
     let (services, slices) = one_service();
     let mut proxier = Proxier::new(ns.iptables());
-    proxier
-        .sync(
-            &mut ProxyInputs::from_objects(&services, &slices),
-            &node(),
-            &cfg(),
-            false,
-        )
-        .unwrap();
+    sync_objects(&mut proxier, &services, &slices, &cfg(), false).unwrap();
     let before = ns.iptables().installed().unwrap();
 
     let bad = "*nat\n:NC-SVC-BROKEN - [0:0]\n-A NC-SVC-BROKEN -m comment --comment \"default/x:y\" -j NC-MISSING\nCOMMIT\n";
