@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::model::{
-    service_ports, slice_endpoints, Endpoint, Model, ServicePortName, Skip, SERVICE_NAME_LABEL,
+    namespaced, service_ports, slice_endpoints, Endpoint, Model, ServicePortName, Skip,
+    SERVICE_NAME_LABEL,
 };
 
 /// Which watch an object came from.
@@ -54,14 +54,6 @@ struct SliceEntry {
     /// `namespace/service` of the label; `None` without one.
     service: Option<String>,
     endpoints: Vec<(ServicePortName, Endpoint)>,
-}
-
-fn key(meta: &ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or(""),
-        meta.name.as_deref().unwrap_or("")
-    )
 }
 
 impl Kind {
@@ -176,7 +168,7 @@ impl ProxyInputs {
 
     /// A Service was added or changed.
     pub fn apply_service(&mut self, svc: &Service) {
-        let key = key(&svc.metadata);
+        let key = namespaced(&svc.metadata);
         self.seen(Kind::Service, &key);
         let (ports, skips) = service_ports(svc);
         self.set_skips(Kind::Service, &key, skips);
@@ -192,7 +184,7 @@ impl ProxyInputs {
     }
 
     pub fn delete_service(&mut self, svc: &Service) {
-        let key = key(&svc.metadata);
+        let key = namespaced(&svc.metadata);
         self.set_skips(Kind::Service, &key, Vec::new());
         self.set_service(key, Vec::new());
     }
@@ -213,7 +205,7 @@ impl ProxyInputs {
 
     /// An EndpointSlice was added or changed.
     pub fn apply_slice(&mut self, slice: &EndpointSlice) {
-        let key = key(&slice.metadata);
+        let key = namespaced(&slice.metadata);
         self.seen(Kind::EndpointSlice, &key);
         let service = slice
             .metadata
@@ -232,7 +224,7 @@ impl ProxyInputs {
     }
 
     pub fn delete_slice(&mut self, slice: &EndpointSlice) {
-        let key = key(&slice.metadata);
+        let key = namespaced(&slice.metadata);
         self.set_skips(Kind::EndpointSlice, &key, Vec::new());
         self.set_slice(key, SliceEntry::default());
     }

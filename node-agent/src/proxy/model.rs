@@ -284,7 +284,10 @@ impl Model {
     }
 }
 
-fn namespaced(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+/// `namespace/name`: how skips name an object, and how the inputs key it.
+pub(super) fn namespaced(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> String {
     format!(
         "{}/{}",
         meta.namespace.as_deref().unwrap_or(""),
