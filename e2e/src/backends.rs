@@ -259,7 +259,7 @@ fn sandbox_once(endpoint: &str) -> anyhow::Result<()> {
         PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
         StopPodSandboxRequest,
     };
-    use node_agent::cri::CriClient;
+    use node_agent::edge::cri::CriClient;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

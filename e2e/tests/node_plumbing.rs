@@ -23,7 +23,7 @@ use k8s_cri::v1::{
     PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
     StartContainerRequest, StopPodSandboxRequest,
 };
-use node_agent::cri::CriClient;
+use node_agent::edge::cri::CriClient;
 use nodeconfig_e2e::node;
 
 const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";

@@ -145,7 +145,7 @@ fn sandboxes_for(node: usize, uid: &str) -> usize {
             .build()
             .expect("tokio");
         rt.block_on(async {
-            let mut cri = node_agent::cri::CriClient::connect(&endpoint)
+            let mut cri = node_agent::edge::cri::CriClient::connect(&endpoint)
                 .await
                 .expect("connect to the node's CRI");
             cri.runtime

@@ -24,22 +24,22 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{Config, ModeOverride, DEFAULT_CRI_ENDPOINT};
-use crate::config_loop::{ConfigLoop, ConfigReport};
-use crate::config_plan::Overrides;
-use crate::cri::{CriClient, CriError};
-use crate::health::Health;
-use crate::host::{self, HostFacts};
-use crate::kube_client::{self, KubeClientError};
-use crate::lease::{self, LeaseRenewer, LeaseTarget};
-use crate::metrics::{LeaseKind, Metrics};
-use crate::node_sync::{NodeReport, NodeSync};
-use crate::pods::report::PodsReport;
-use crate::pods_loop::PodsLoop;
-use crate::proxy_loop::{ProxyLoop, ProxyReport};
-use crate::runtime::{self, RuntimeReport};
-use crate::server::{self, ServerState};
-use crate::status_writer::StatusWriter;
+use crate::cli::{Config, ModeOverride, DEFAULT_CRI_ENDPOINT};
+use crate::config::run::ConfigLoop;
+use crate::config::plan::Overrides;
+use crate::edge::cri::{CriClient, CriError};
+use crate::serve::health::Health;
+use crate::edge::host::{self, HostFacts};
+use crate::edge::kube_client::{self, KubeClientError};
+use crate::node::lease::{self, LeaseRenewer, LeaseTarget};
+use crate::serve::metrics::{LeaseKind, Metrics};
+use crate::node::run::NodeSync;
+use crate::pods::run::PodsLoop;
+use crate::proxy::run::ProxyLoop;
+use crate::reports::{ConfigReport, NodeReport, PodsReport, ProxyReport, RuntimeReport};
+use crate::runtime::run::run as runtime_loop;
+use crate::serve::server::{self, ServerState};
+use crate::status::run::StatusWriter;
 
 /// How long the loops get to stop after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -104,7 +104,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
         node: node_name.clone(),
         source,
     })?;
-    let (cri_switch, cri_handle) = crate::cri_handle::shared(cri);
+    let (cri_switch, cri_handle) = crate::edge::cri_handle::shared(cri);
     let cri_for_server = cri_handle.clone();
 
     let listener = TcpListener::bind(config.listen)
@@ -162,7 +162,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
     );
     spawn(
         "runtime",
-        Box::pin(runtime::run(
+        Box::pin(runtime_loop(
             cri_handle,
             runtime_tx,
             metrics.clone(),
@@ -348,7 +348,7 @@ async fn spawn_kubelet_server(
     node_name: &str,
     internal_ip: Option<IpAddr>,
     client: &kube::Client,
-    cri: &crate::cri_handle::CriHandle,
+    cri: &crate::edge::cri_handle::CriHandle,
     cancel: &CancellationToken,
 ) -> Result<(), AgentError> {
     use crate::kubelet_server::{self, tls, KubeletServerState};

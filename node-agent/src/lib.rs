@@ -1,34 +1,45 @@
 //! The node agent: the node's kubelet and kube-proxy, steered by its NodeConfig.
 //!
-//! Functional core: [`config_plan`], [`node`], [`status`], [`lease::renewed`],
-//! the parsers of [`host`] and [`runtime`], the proxy's planner, renderer,
-//! [`proxy::Scheduler`] and conntrack decisions are pure and unit-tested.
-//! The pod loop's planner, status and configs ([`pods`]) are pure too.
-//! Imperative shell: the loops ([`config_loop`], [`runtime::run`], [`node_sync`],
-//! [`lease::LeaseRenewer`], [`proxy_loop`], [`pods_loop`], [`status_writer`]),
-//! the [`server`] and the [`kubelet_server`], wired in [`agent`].
+//! One folder per loop, the loop in its `run.rs` and its pure core in named
+//! siblings; what the loops tell the status writer is plain data in [`reports`]:
+//!
+//! ```text
+//!            [ NodeConfig ]                 [ Pods ] [ Services, EndpointSlices ]
+//!                  |                            |                |
+//!              config::run --ConfigReport--> pods::run      proxy::run --> iptables
+//!                  |       \                    |  \             |
+//!   CRI <-- runtime::run    node::run --> Node  |   CRI          |
+//!                  \            |               |                |
+//!                   +-----------+--- reports ---+----------------+
+//!                                      |
+//!                                 status::run --> NodeConfig status
+//! ```
+//!
+//! - [`config`]: the NodeConfig watch and what a generation means ([`config::plan`]).
+//! - [`runtime`]: CRI Version/Status and the runtime's inventory.
+//! - [`node`]: the Node (Kubelet mode) as the kubelet builds it, and heartbeat Leases.
+//! - [`pods`]: Kubelet mode's pods: planner, CRI configs, probes, volumes, workers.
+//! - [`proxy`]: kube-proxy's iptables mode.
+//! - [`status`]: the NodeConfig status, computed from the [`reports`] and written on change.
+//! - [`kubelet_server`]: the node's daemon endpoint (:10250: logs, exec, attach, port-forward).
+//! - [`serve`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`edge`]: the clients of the outside world (kube, CRI, the host).
+//!
+//! Wired in [`agent`]; the command line is [`cli`].
+#![forbid(unsafe_code)]
+
 pub mod agent;
+pub mod cli;
 pub mod config;
-pub mod config_loop;
-pub mod config_plan;
-pub mod cri;
-pub mod cri_handle;
-pub mod health;
-pub mod host;
-pub mod kube_client;
+pub mod edge;
 pub mod kubelet_server;
-pub mod lease;
-pub mod metrics;
 pub mod node;
-pub mod node_sync;
 pub mod pods;
-pub mod pods_loop;
 pub mod proxy;
-pub mod proxy_loop;
+pub mod reports;
 pub mod runtime;
-pub mod server;
+pub mod serve;
 pub mod status;
-pub mod status_writer;
 
 /// Field manager of every write the agent makes (NodeConfig status, Node, Leases).
 pub const FIELD_MANAGER: &str = "node-agent";

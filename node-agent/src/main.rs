@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use node_agent::config::{Command, Config, DEFAULT_CRI_ENDPOINT};
-use node_agent::cri::CriClient;
+use node_agent::cli::{Command, Config, DEFAULT_CRI_ENDPOINT};
+use node_agent::edge::cri::CriClient;
 use node_agent::proxy::{Iptables, IptablesCommand, Proxier, Table};
 
 #[tokio::main]

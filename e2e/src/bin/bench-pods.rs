@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, ServiceAcco
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
-use node_agent::cri::CriClient;
+use node_agent::edge::cri::CriClient;
 use node_agent::pods::runtime_view::LABEL_POD_NAMESPACE;
 use node_agent::pods::{
     container_config, parse_resolv_conf, sandbox_config, ContainerContext, SandboxContext,

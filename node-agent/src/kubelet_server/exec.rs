@@ -3,7 +3,7 @@
 
 use k8s_cri::v1 as cri;
 
-use crate::cri::{CriClient, CriError};
+use crate::edge::cri::{CriClient, CriError};
 
 /// The streams a client asks for (`stdin`, `stdout`, `stderr`, `tty` in the query).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
 
-use crate::cri::{CriClient, CriError};
+use crate::edge::cri::{CriClient, CriError};
 use crate::pods::runtime_view::{
     LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };

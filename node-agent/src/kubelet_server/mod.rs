@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::cri_handle::CriHandle;
+use crate::edge::cri_handle::CriHandle;
 use auth::{Auth, ClientCertIdentity};
 
 /// A TLS handshake that takes longer is dropped (a client that connects and says nothing).

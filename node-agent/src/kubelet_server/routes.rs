@@ -16,7 +16,7 @@ use super::locate::{self, ContainerRef, Instance, LocateError};
 use super::logs;
 use super::upgrade::proxy_upgrade;
 use super::KubeletServerState;
-use crate::cri::CriError;
+use crate::edge::cri::CriError;
 
 /// Path parameters: `{namespace}/{pod}[/{uid}]/{container}`.
 type PathParams = Path<HashMap<String, String>>;

@@ -1,6 +1,6 @@
 //! The Pod's API status from what CRI reports, as the kubelet's
 //! `generateAPIPodStatus` writes it: phase and the five conditions (from
-//! [`super::phase`]), pod and host IPs, start time, and a status per
+//! [`crate::pods::phase`]), pod and host IPs, start time, and a status per
 //! (init) container with state, last state, ready, started, restart count,
 //! image and container ids. Pure: the shell gives the previous status (to keep
 //! transition times and the start time) and the current time.
@@ -13,9 +13,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::phase::{pod_status, PodPhase};
-use super::plan::RestartPolicy;
-use super::runtime_view::{ContainerState, ContainerView, PodRuntimeView};
+use crate::pods::phase::{pod_status, PodPhase};
+use crate::pods::plan::RestartPolicy;
+use crate::pods::runtime_view::{ContainerState, ContainerView, PodRuntimeView};
 
 /// Prefix of `containerID` in the Pod status (the runtime's name).
 pub const CONTAINER_ID_PREFIX: &str = "containerd://";

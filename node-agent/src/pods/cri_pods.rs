@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use futures::future::join_all;
 use k8s_cri::v1 as cri;
 
-use super::runtime_view::{PodRuntimeView, SandboxView, LABEL_POD_UID};
-use crate::cri::CriError;
-use crate::cri_handle::CriHandle;
+use crate::pods::runtime_view::{PodRuntimeView, SandboxView, LABEL_POD_UID};
+use crate::edge::cri::CriError;
+use crate::edge::cri_handle::CriHandle;
 
 /// Longest wait for the list and status calls of one pod or a relist.
 pub const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -162,7 +162,7 @@ impl CriPods {
         for (c, status) in containers.iter().zip(statuses) {
             match status {
                 Ok(Some(s)) => {
-                    let mut v = super::runtime_view::ContainerView::from_cri_status(&s);
+                    let mut v = crate::pods::runtime_view::ContainerView::from_cri_status(&s);
                     v.sandbox_id = c.pod_sandbox_id.clone();
                     views.push(v);
                 }
@@ -406,7 +406,7 @@ impl CriPods {
 
 /// A stop or remove of something already gone has done its job.
 fn gone_is_done<T>(
-    client: &crate::cri::CriClient,
+    client: &crate::edge::cri::CriClient,
     method: &'static str,
     result: Result<T, tonic::Status>,
 ) -> Result<(), CriError> {

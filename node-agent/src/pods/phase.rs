@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::plan::RestartPolicy;
-use super::runtime_view::{ContainerState, PodRuntimeView, SandboxState};
+use crate::pods::plan::RestartPolicy;
+use crate::pods::runtime_view::{ContainerState, PodRuntimeView, SandboxState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodPhase {

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
-use super::phase::*;
-use super::runtime_view::*;
+use crate::pods::phase::*;
+use crate::pods::runtime_view::*;
 
 fn pod(policy: &str, init: &[&str], containers: serde_json::Value) -> Pod {
     serde_json::from_value(json!({

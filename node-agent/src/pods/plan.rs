@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use sha2::{Digest, Sha256};
 
-use super::backoff::{Backoff, BackoffKey};
-use super::runtime_view::{ContainerState, ContainerView, PodRuntimeView, SandboxState};
+use crate::pods::backoff::{Backoff, BackoffKey};
+use crate::pods::runtime_view::{ContainerState, ContainerView, PodRuntimeView, SandboxState};
 
 /// The Pod's `spec.restartPolicy` (default `Always`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl PodActions {
     }
 }
 
-/// The hash recorded on each container ([`super::runtime_view::ANNOTATION_CONTAINER_HASH`]).
+/// The hash recorded on each container ([`crate::pods::runtime_view::ANNOTATION_CONTAINER_HASH`]).
 ///
 /// As the kubelet's `HashContainer` since 1.31, only `name` and `image` are
 /// hashed: every other field of a Pod's container is immutable (resources are

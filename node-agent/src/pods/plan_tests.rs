@@ -4,9 +4,9 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::json;
 
-use super::backoff::{Backoff, BackoffKey};
-use super::plan::*;
-use super::runtime_view::*;
+use crate::pods::backoff::{Backoff, BackoffKey};
+use crate::pods::plan::*;
+use crate::pods::runtime_view::*;
 
 const NOW: u64 = 10_000;
 

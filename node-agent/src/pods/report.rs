@@ -2,24 +2,8 @@
 //! `pods` block and `PodsReady`.
 use k8s_openapi::api::core::v1::Pod;
 
-use super::admit::{REASON_NODE_AFFINITY, REASON_OUT_OF_PODS, REASON_TAINT_TOLERATION};
-
-/// The pods of this node, for the NodeConfig's `pods` block and `PodsReady`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodsReport {
-    /// The watch has listed; the counts mean something.
-    pub synced: bool,
-    /// Pods bound to the node that are not finished.
-    pub desired: u32,
-    pub running: u32,
-    /// Running pods whose Ready condition is True.
-    pub ready: u32,
-    pub pending: u32,
-    pub failed: u32,
-    pub restarts: u32,
-    /// Pods the node rejected at admission (they end Failed too).
-    pub rejected: u32,
-}
+use crate::reports::PodsReport;
+use crate::pods::admit::{REASON_NODE_AFFINITY, REASON_OUT_OF_PODS, REASON_TAINT_TOLERATION};
 
 impl PodsReport {
     /// Counts from the pods as the API shows them.

@@ -15,7 +15,7 @@ pub const LABEL_POD_NAME: &str = "nodeconfig.dev/pod-name";
 pub const LABEL_POD_NAMESPACE: &str = "nodeconfig.dev/pod-namespace";
 /// Label on containers: the container's name in the Pod spec.
 pub const LABEL_CONTAINER_NAME: &str = "nodeconfig.dev/container-name";
-/// Annotation on containers: [`super::container_spec_hash`] of the spec it was created from.
+/// Annotation on containers: [`crate::pods::container_spec_hash`] of the spec it was created from.
 pub const ANNOTATION_CONTAINER_HASH: &str = "nodeconfig.dev/container-hash";
 /// Annotation on containers: the container's restart count when it was created.
 pub const ANNOTATION_RESTART_COUNT: &str = "nodeconfig.dev/restart-count";

@@ -17,20 +17,20 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 
-use super::admit::{admit, Admission};
-use super::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
-use super::backoff::{Backoff, BackoffKey};
-use super::container_config::{container_config, ContainerContext};
-use super::cri_pods::{CriPods, ImageError, PodRuntime, PullPolicy};
-use super::env::{container_env, referenced_config_maps, referenced_secrets, service_env};
-use super::env::{EnvSources, PodFacts};
-use super::events::PodEvents;
-use super::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
-use super::prober::{ProbeManager, RunningContainer};
-use super::runtime_view::{ContainerState, SandboxState};
-use super::sandbox_config::{is_host_network, sandbox_config, SandboxContext};
-use super::volume_manager::prepare_mounts;
-use super::volume_manager::VolumeManager;
+use crate::pods::admit::{admit, Admission};
+use crate::pods::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
+use crate::pods::backoff::{Backoff, BackoffKey};
+use crate::pods::cri_config::container::{container_config, ContainerContext};
+use crate::pods::cri_pods::{CriPods, ImageError, PodRuntime, PullPolicy};
+use crate::pods::cri_config::env::{container_env, referenced_config_maps, referenced_secrets, service_env};
+use crate::pods::cri_config::env::{EnvSources, PodFacts};
+use crate::pods::events::PodEvents;
+use crate::pods::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
+use crate::pods::probes::manager::{ProbeManager, RunningContainer};
+use crate::pods::runtime_view::{ContainerState, SandboxState};
+use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
+use crate::pods::volumes::manager::prepare_mounts;
+use crate::pods::volumes::manager::VolumeManager;
 
 /// How long an orphaned pod's containers get to stop (the Pod is gone, so
 /// its own grace period is unknown).
@@ -576,7 +576,7 @@ impl PodWorker {
         Ok(())
     }
 
-    async fn setup_volumes(&mut self, pod: &Pod) -> Result<(), super::volumes::VolumeError> {
+    async fn setup_volumes(&mut self, pod: &Pod) -> Result<(), crate::pods::volumes::plan::VolumeError> {
         let paths = self.env.volumes.setup(pod).await?;
         self.volume_paths = paths;
         self.volumes_at = Some(std::time::Instant::now());
@@ -823,7 +823,7 @@ impl PodWorker {
         Next::Done
     }
 
-    async fn remove_runtime(&self, rt: &PodRuntime) -> Result<(), crate::cri::CriError> {
+    async fn remove_runtime(&self, rt: &PodRuntime) -> Result<(), crate::edge::cri::CriError> {
         for c in &rt.view.containers {
             self.env.cri.remove_container(&c.id).await?;
         }
@@ -992,14 +992,14 @@ pub fn remove_pod_logs(pod_logs_root: &std::path::Path, uid: &str) {
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error(transparent)]
-    Cri(#[from] crate::cri::CriError),
+    Cri(#[from] crate::edge::cri::CriError),
     #[error("writing the pod status: {0}")]
     Api(#[from] kube::Error),
 }
 
 /// The Killing event's note after the container's name.
-fn kill_note(reason: super::plan::KillReason) -> &'static str {
-    use super::plan::KillReason;
+fn kill_note(reason: crate::pods::plan::KillReason) -> &'static str {
+    use crate::pods::plan::KillReason;
     match reason {
         KillReason::SpecChanged => "definition changed, will be restarted",
         KillReason::LivenessFailed => "failed liveness probe, will be restarted",

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use ipnet::Ipv4Net;
 use nodeconfig_crds::ProxySpec;
 
-use super::ProxyError;
+use super::error::ProxyError;
 
 /// How NC-SERVICES dispatches to the service rules.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use super::model::{Model, Protocol, ServicePortName};
 use super::plan::endpoint_chain;
 use super::ruleset::RuleSet;
-use super::ProxyError;
+use super::error::ProxyError;
 
 /// One UDP service port as the rules program it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 //! let a sync plan only those ([`super::plan::PlanState`]); kube-proxy's change
 //! trackers do the same.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Service;
@@ -297,6 +298,30 @@ impl ProxyInputs {
         }
         merged.sort_by_key(|e| (e.ip, e.port));
         merged
+    }
+}
+
+// === impl Model ===
+
+impl Model {
+    /// Builds the model from all these Services and EndpointSlices at once
+    /// (the proxy loop keeps it up to date object by object in a
+    /// [`ProxyInputs`], which this uses).
+    pub fn build<S, E>(
+        services: impl IntoIterator<Item = S>,
+        slices: impl IntoIterator<Item = E>,
+    ) -> Self
+    where
+        S: Borrow<Service>,
+        E: Borrow<EndpointSlice>,
+    {
+        let services: Vec<S> = services.into_iter().collect();
+        let slices: Vec<E> = slices.into_iter().collect();
+        ProxyInputs::from_objects(
+            services.iter().map(Borrow::borrow),
+            slices.iter().map(Borrow::borrow),
+        )
+        .into_model()
     }
 }
 

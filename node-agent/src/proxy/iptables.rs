@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use super::plan::{is_owned, CANARY, CANARY_RULE};
 use super::render::{line_context, render_cleanup};
 use super::ruleset::{RuleSet, Table};
-use super::ProxyError;
+use super::error::ProxyError;
 
 /// Built-in chains of nat and filter: the only foreign chains we put rules in.
 const BUILTIN_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];

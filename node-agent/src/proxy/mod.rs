@@ -16,16 +16,19 @@
 
 pub mod config;
 pub mod conntrack;
+pub mod error;
 pub mod inputs;
 pub mod iptables;
 pub mod model;
 pub mod plan;
 pub mod proxier;
+pub mod run;
 pub mod render;
 pub mod ruleset;
 pub mod schedule;
 
 pub use config::{Dispatch, NodeInfo, ProxyConfig};
+pub use error::ProxyError;
 pub use conntrack::{Conntrack, FlowDeletion, UdpServices};
 pub use inputs::ProxyInputs;
 pub use iptables::{Iptables, IptablesCommand};
@@ -34,53 +37,3 @@ pub use proxier::{FullSyncReason, PlannedSync, Proxier, SyncCounters, SyncReport
 pub use render::{render_restore_input, RestoreInput, SyncMode};
 pub use ruleset::{RuleSet, Table};
 pub use schedule::{Scheduler, SyncDue};
-
-/// What can go wrong between a NodeConfig and the kernel's rules.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    #[error("invalid proxy setting {field} {value:?}: {reason}")]
-    InvalidConfig {
-        field: &'static str,
-        value: String,
-        reason: String,
-    },
-    #[error("could not run {program}: {source}")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// iptables-restore refused the transaction; `at` names the line, chain and
-    /// service when iptables says which line.
-    #[error("iptables-restore failed ({status}){at}: {stderr}")]
-    Restore {
-        status: String,
-        at: String,
-        stderr: String,
-    },
-    #[error("{program} failed ({status}): {stderr}")]
-    Command {
-        program: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("iptables-save output, line {line}: {reason}: {text:?}")]
-    Parse {
-        line: usize,
-        reason: &'static str,
-        text: String,
-    },
-}
-
-impl ProxyError {
-    /// A short label for metrics (`..._sync_errors_total{reason=...}`).
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            ProxyError::InvalidConfig { .. } => "invalid_config",
-            ProxyError::Spawn { .. } => "spawn",
-            ProxyError::Restore { .. } => "restore",
-            ProxyError::Command { .. } => "command",
-            ProxyError::Parse { .. } => "parse",
-        }
-    }
-}

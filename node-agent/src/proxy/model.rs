@@ -5,7 +5,6 @@
 //! the object and the reason, so the caller can warn and count it, and the rest
 //! of the objects still sync.
 
-use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,7 +13,6 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::inputs::ProxyInputs;
 
 /// Services carrying this label belong to another proxy (as kube-proxy honours it).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
@@ -260,28 +258,6 @@ pub struct Model {
     /// Endpoints by service port, sorted by address, without duplicates.
     pub endpoints: BTreeMap<ServicePortName, Vec<Endpoint>>,
     pub skipped: Vec<Skip>,
-}
-
-impl Model {
-    /// Builds the model from all these Services and EndpointSlices at once
-    /// (the proxy loop keeps it up to date object by object in a
-    /// [`super::inputs::ProxyInputs`], which this uses).
-    pub fn build<S, E>(
-        services: impl IntoIterator<Item = S>,
-        slices: impl IntoIterator<Item = E>,
-    ) -> Self
-    where
-        S: Borrow<Service>,
-        E: Borrow<EndpointSlice>,
-    {
-        let services: Vec<S> = services.into_iter().collect();
-        let slices: Vec<E> = slices.into_iter().collect();
-        ProxyInputs::from_objects(
-            services.iter().map(Borrow::borrow),
-            slices.iter().map(Borrow::borrow),
-        )
-        .into_model()
-    }
 }
 
 /// `namespace/name`: how skips name an object, and how the inputs key it.

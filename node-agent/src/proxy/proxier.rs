@@ -16,7 +16,7 @@ use super::model::Skip;
 use super::plan::{PlanState, SERVICES};
 use super::render::{render_restore_input, SyncMode};
 use super::ruleset::{RuleSet, Table};
-use super::ProxyError;
+use super::error::ProxyError;
 
 /// Why a sync rewrote all our chains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,15 @@
+//! The CRI requests that create a pod's sandbox ([`sandbox`]) and containers
+//! ([`container`]), with the environment the kubelet gives them ([`env`]) and
+//! resource quantities read as the kubelet reads them ([`quantity`]). Pure.
+pub mod container;
+pub mod env;
+pub mod error;
+pub mod quantity;
+pub mod sandbox;
+
+#[cfg(test)]
+mod container_tests;
+#[cfg(test)]
+mod env_tests;
+#[cfg(test)]
+mod sandbox_tests;

@@ -1,0 +1,231 @@
+use std::path::Path;
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
+
+use crate::pods::runtime_view::{LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use crate::pods::cri_config::sandbox::*;
+
+fn pod(spec: Value) -> Pod {
+    let mut spec = spec;
+    if spec.get("containers").is_none() {
+        spec["containers"] = json!([{"name": "app", "image": "nginx"}]);
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": "web-0", "namespace": "shop", "uid": "u-1",
+                     "annotations": {"team": "blue"}},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn host_dns() -> cri::DnsConfig {
+    parse_resolv_conf(
+        "# written by the installer\n\
+         nameserver 192.168.1.1\n\
+         nameserver 192.168.1.2 ; secondary\n\
+         search old.example\n\
+         search corp.example. . lab.example\n\
+         options ndots:2 timeout:1\n\
+         options ndots:3 rotate\n",
+    )
+}
+
+fn config(pod: &Pod) -> cri::PodSandboxConfig {
+    let dns = host_dns();
+    sandbox_config(
+        pod,
+        &SandboxContext {
+            node_name: "node-a",
+            pod_logs_root: Path::new("/var/log/pods"),
+            attempt: 2,
+            host_dns: &dns,
+        },
+    )
+}
+
+fn security(config: &cri::PodSandboxConfig) -> cri::LinuxSandboxSecurityContext {
+    config.linux.clone().unwrap().security_context.unwrap()
+}
+
+#[test]
+fn identity_labels_and_log_directory() {
+    let config = config(&pod(json!({})));
+    let meta = config.metadata.clone().unwrap();
+    assert_eq!(
+        (
+            meta.name.as_str(),
+            meta.namespace.as_str(),
+            meta.uid.as_str(),
+            meta.attempt
+        ),
+        ("web-0", "shop", "u-1", 2)
+    );
+    assert_eq!(config.hostname, "web-0");
+    assert_eq!(config.log_directory, "/var/log/pods/shop_web-0_u-1");
+    assert_eq!(config.labels[LABEL_POD_UID], "u-1");
+    assert_eq!(config.labels[LABEL_POD_NAME], "web-0");
+    assert_eq!(config.labels[LABEL_POD_NAMESPACE], "shop");
+    assert_eq!(config.annotations["team"], "blue");
+}
+
+#[test]
+fn hostname_comes_from_the_spec_or_the_name_and_is_the_hosts_on_its_network() {
+    assert_eq!(config(&pod(json!({"hostname": "db"}))).hostname, "db");
+    assert_eq!(
+        config(&pod(json!({"hostNetwork": true, "hostname": "db"}))).hostname,
+        "",
+        "the host's UTS namespace keeps the host's name; runc refuses to set one there"
+    );
+    let mut long = pod(json!({}));
+    long.metadata.name = Some(format!("{}-{}", "a".repeat(62), "b".repeat(20)));
+    assert_eq!(
+        config(&long).hostname,
+        "a".repeat(62),
+        "cut to 63 characters, then the trailing '-' dropped"
+    );
+}
+
+#[test]
+fn resolv_conf_reads_like_the_kubelet() {
+    let dns = host_dns();
+    assert_eq!(dns.servers, ["192.168.1.1", "192.168.1.2"]);
+    assert_eq!(
+        dns.searches,
+        ["corp.example", "lab.example"],
+        "the last search line wins"
+    );
+    assert_eq!(dns.options, ["ndots:3", "timeout:1", "rotate"]);
+    assert_eq!(parse_resolv_conf(""), cri::DnsConfig::default());
+}
+
+#[test]
+fn dns_policies_without_cluster_dns_use_the_node_resolver() {
+    for policy in [
+        None,
+        Some("ClusterFirst"),
+        Some("Default"),
+        Some("ClusterFirstWithHostNet"),
+    ] {
+        let config = config(&pod(json!({"dnsPolicy": policy})));
+        assert_eq!(config.dns_config, Some(host_dns()), "{policy:?}");
+    }
+    let host_network = config(&pod(json!({"hostNetwork": true})));
+    assert_eq!(host_network.dns_config, Some(host_dns()));
+}
+
+#[test]
+fn dns_none_uses_only_the_pods_dns_config() {
+    let config = config(&pod(json!({
+        "dnsPolicy": "None",
+        "dnsConfig": {"nameservers": ["1.1.1.1"], "searches": ["svc.example"],
+                      "options": [{"name": "ndots", "value": "1"}, {"name": "edns0"}]}
+    })));
+    assert_eq!(
+        config.dns_config,
+        Some(cri::DnsConfig {
+            servers: vec!["1.1.1.1".into()],
+            searches: vec!["svc.example".into()],
+            options: vec!["ndots:1".into(), "edns0".into()],
+        })
+    );
+}
+
+#[test]
+fn dns_config_merges_into_the_node_resolver() {
+    let config = config(&pod(json!({
+        "dnsConfig": {"nameservers": ["192.168.1.2", "8.8.8.8", "9.9.9.9"],
+                      "searches": ["lab.example", "extra.example"],
+                      "options": [{"name": "ndots", "value": "5"}, {"name": "single-request"}]}
+    })));
+    let dns = config.dns_config.unwrap();
+    assert_eq!(
+        dns.servers,
+        ["192.168.1.1", "192.168.1.2", "8.8.8.8"],
+        "duplicates dropped, at most 3 nameservers"
+    );
+    assert_eq!(
+        dns.searches,
+        ["corp.example", "lab.example", "extra.example"]
+    );
+    assert_eq!(
+        dns.options,
+        ["ndots:5", "timeout:1", "rotate", "single-request"]
+    );
+}
+
+#[test]
+fn host_ports_become_port_mappings() {
+    let config = config(&pod(json!({"containers": [
+        {"name": "a", "ports": [
+            {"containerPort": 80, "hostPort": 8080},
+            {"containerPort": 53, "hostPort": 5353, "protocol": "UDP", "hostIP": "127.0.0.1"},
+            {"containerPort": 9090}
+        ]},
+        {"name": "b", "ports": [{"containerPort": 80, "hostPort": 8080}]}
+    ]})));
+    assert_eq!(
+        config.port_mappings,
+        [
+            cri::PortMapping {
+                protocol: cri::Protocol::Tcp as i32,
+                container_port: 80,
+                host_port: 8080,
+                host_ip: String::new(),
+            },
+            cri::PortMapping {
+                protocol: cri::Protocol::Udp as i32,
+                container_port: 53,
+                host_port: 5353,
+                host_ip: "127.0.0.1".into(),
+            },
+        ]
+    );
+}
+
+#[test]
+fn namespaces_follow_host_flags_and_process_sharing() {
+    use cri::NamespaceMode::{Container, Node, Pod as PodNs};
+    let modes = |spec: Value| {
+        let ns = security(&config(&pod(spec))).namespace_options.unwrap();
+        (ns.network, ns.pid, ns.ipc)
+    };
+    assert_eq!(
+        modes(json!({})),
+        (PodNs as i32, Container as i32, PodNs as i32)
+    );
+    assert_eq!(
+        modes(json!({"hostNetwork": true, "hostPID": true, "hostIPC": true})),
+        (Node as i32, Node as i32, Node as i32)
+    );
+    assert_eq!(
+        modes(json!({"shareProcessNamespace": true})).1,
+        PodNs as i32
+    );
+}
+
+#[test]
+fn pod_security_context_and_sysctls() {
+    let config = config(&pod(json!({
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
+                            "supplementalGroups": [4000, 5000],
+                            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
+        "containers": [{"name": "a"}, {"name": "b", "securityContext": {"privileged": true}}]
+    })));
+    let sc = security(&config);
+    assert_eq!(sc.run_as_user.map(|v| v.value), Some(1000));
+    assert_eq!(sc.run_as_group.map(|v| v.value), Some(3000));
+    assert_eq!(sc.supplemental_groups, [2000, 4000, 5000]);
+    assert!(
+        sc.privileged,
+        "a privileged container needs a privileged sandbox"
+    );
+    assert_eq!(
+        config.linux.unwrap().sysctls["net.ipv4.ip_unprivileged_port_start"],
+        "0"
+    );
+    let plain = security(&self::config(&pod(json!({}))));
+    assert!(!plain.privileged);
+    assert_eq!(plain.run_as_user, None);
+}
