@@ -124,7 +124,11 @@ mod tests {
     #[test]
     fn new_condition_is_added_with_now() {
         let mut conditions = Vec::new();
-        assert!(set_condition(&mut conditions, ready(ConditionStatus::True, "AgentReady", "ok"), at(100)));
+        assert!(set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, "AgentReady", "ok"),
+            at(100)
+        ));
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].status, "True");
         assert_eq!(conditions[0].last_transition_time, at(100));
@@ -133,16 +137,32 @@ mod tests {
     #[test]
     fn same_condition_again_changes_nothing() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(ConditionStatus::True, "AgentReady", "ok"), at(100));
-        assert!(!set_condition(&mut conditions, ready(ConditionStatus::True, "AgentReady", "ok"), at(200)));
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, "AgentReady", "ok"),
+            at(100),
+        );
+        assert!(!set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, "AgentReady", "ok"),
+            at(200)
+        ));
         assert_eq!(conditions[0].last_transition_time, at(100));
     }
 
     #[test]
     fn new_message_with_same_status_keeps_transition_time() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(ConditionStatus::False, "RuntimeDown", "a"), at(100));
-        assert!(set_condition(&mut conditions, ready(ConditionStatus::False, "ProxyFailing", "b"), at(200)));
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::False, "RuntimeDown", "a"),
+            at(100),
+        );
+        assert!(set_condition(
+            &mut conditions,
+            ready(ConditionStatus::False, "ProxyFailing", "b"),
+            at(200)
+        ));
         assert_eq!(conditions[0].reason, "ProxyFailing");
         assert_eq!(conditions[0].message, "b");
         assert_eq!(conditions[0].last_transition_time, at(100));
@@ -151,8 +171,20 @@ mod tests {
     #[test]
     fn status_change_moves_transition_time() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(ConditionStatus::True, "AgentReady", "ok"), at(100));
-        assert!(set_condition(&mut conditions, ready(ConditionStatus::Unknown, "AgentHeartbeatLost", "lease expired"), at(300)));
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, "AgentReady", "ok"),
+            at(100),
+        );
+        assert!(set_condition(
+            &mut conditions,
+            ready(
+                ConditionStatus::Unknown,
+                "AgentHeartbeatLost",
+                "lease expired"
+            ),
+            at(300)
+        ));
         assert_eq!(conditions[0].status, "Unknown");
         assert_eq!(conditions[0].last_transition_time, at(300));
     }
@@ -160,7 +192,11 @@ mod tests {
     #[test]
     fn conditions_are_keyed_by_type() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(ConditionStatus::True, "AgentReady", "ok"), at(1));
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, "AgentReady", "ok"),
+            at(1),
+        );
         let applied = NewCondition {
             type_: types::CONFIG_APPLIED,
             status: ConditionStatus::True,
@@ -169,9 +205,20 @@ mod tests {
             observed_generation: Some(1),
         };
         set_condition(&mut conditions, applied, at(2));
-        set_condition(&mut conditions, ready(ConditionStatus::False, "RuntimeDown", "x"), at(3));
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::False, "RuntimeDown", "x"),
+            at(3),
+        );
         assert_eq!(conditions.len(), 2);
-        assert_eq!(find_condition(&conditions, types::READY).map(|c| c.status.as_str()), Some("False"));
-        assert_eq!(find_condition(&conditions, types::CONFIG_APPLIED).map(|c| c.last_transition_time.clone()), Some(at(2)));
+        assert_eq!(
+            find_condition(&conditions, types::READY).map(|c| c.status.as_str()),
+            Some("False")
+        );
+        assert_eq!(
+            find_condition(&conditions, types::CONFIG_APPLIED)
+                .map(|c| c.last_transition_time.clone()),
+            Some(at(2))
+        );
     }
 }

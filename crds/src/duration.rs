@@ -15,7 +15,10 @@ const NANOS_PER_SEC: u128 = 1_000_000_000;
 /// Parses a Go duration: one or more `<number><unit>` with units `ns`, `us` (or `µs`), `ms`,
 /// `s`, `m`, `h`; the number may have a fraction. `0` alone is zero. Negative durations are refused.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let fail = |reason| DurationError { input: input.to_string(), reason };
+    let fail = |reason| DurationError {
+        input: input.to_string(),
+        reason,
+    };
     let s = input.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -26,19 +29,25 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let whole_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let whole_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let whole = &rest[..whole_len];
         rest = &rest[whole_len..];
         let mut fraction = "";
         if let Some(after_dot) = rest.strip_prefix('.') {
-            let len = after_dot.find(|c: char| !c.is_ascii_digit()).unwrap_or(after_dot.len());
+            let len = after_dot
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after_dot.len());
             fraction = &after_dot[..len];
             rest = &after_dot[len..];
         }
         if whole.is_empty() && fraction.is_empty() {
             return Err(fail("expected a number"));
         }
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit_nanos: u128 = match &rest[..unit_len] {
             "ns" => 1,
             "us" | "µs" => 1_000,
@@ -50,8 +59,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             _ => return Err(fail("unknown unit")),
         };
         rest = &rest[unit_len..];
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| fail("number too large"))? };
-        let mut part = whole.checked_mul(unit_nanos).ok_or_else(|| fail("too large"))?;
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| fail("number too large"))?
+        };
+        let mut part = whole
+            .checked_mul(unit_nanos)
+            .ok_or_else(|| fail("too large"))?;
         if !fraction.is_empty() {
             // Digits beyond nanosecond precision cannot matter for any unit up to hours.
             let digits = &fraction[..fraction.len().min(18)];
@@ -116,7 +131,18 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_duration() {
-        for input in ["", "50", "s", "-5s", "5 s", "1d", "abc", "5s3", "1.s.", "99999999999999999999999h"] {
+        for input in [
+            "",
+            "50",
+            "s",
+            "-5s",
+            "5 s",
+            "1d",
+            "abc",
+            "5s3",
+            "1.s.",
+            "99999999999999999999999h",
+        ] {
             assert!(parse_duration(input).is_err(), "{input:?} should not parse");
         }
     }

@@ -180,7 +180,11 @@ pub struct ProxySpec {
     pub min_sync_period: String,
 
     /// CIDR of the cluster's pods. Traffic to a Service from outside it is masqueraded.
-    #[serde(default, rename = "clusterCIDR", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "clusterCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("isCIDR(self)").message("clusterCIDR must be a CIDR such as 10.244.0.0/16"))]
     pub cluster_cidr: Option<String>,

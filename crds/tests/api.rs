@@ -9,7 +9,10 @@ fn minimal_spec_gets_defaults() {
     let spec: NodeConfigSpec = serde_json::from_value(json!({"nodeName": "worker-1"})).unwrap();
     assert_eq!(spec.mode, NodeMode::Companion);
     assert!(!spec.paused);
-    assert_eq!(spec.runtime.cri_endpoint, "unix:///run/containerd/containerd.sock");
+    assert_eq!(
+        spec.runtime.cri_endpoint,
+        "unix:///run/containerd/containerd.sock"
+    );
     assert_eq!(spec.pods.max_pods, 110);
     assert!(spec.proxy.enabled);
     assert_eq!(spec.proxy.mode, ProxyMode::Iptables);
@@ -29,7 +32,10 @@ fn spec_serialises_with_kubernetes_field_names() {
     assert_eq!(value["pods"]["podCIDR"], "10.244.1.0/24");
     assert_eq!(value["proxy"]["clusterCIDR"], "10.244.0.0/16");
     assert_eq!(value["proxy"]["mode"], "iptables");
-    assert_eq!(value["runtime"]["criEndpoint"], "unix:///run/containerd/containerd.sock");
+    assert_eq!(
+        value["runtime"]["criEndpoint"],
+        "unix:///run/containerd/containerd.sock"
+    );
 }
 
 #[test]
@@ -72,13 +78,16 @@ status:
 
 #[test]
 fn unknown_mode_is_rejected() {
-    let err = serde_json::from_value::<NodeConfigSpec>(json!({"nodeName": "n", "mode": "Kubeproxy"}));
+    let err =
+        serde_json::from_value::<NodeConfigSpec>(json!({"nodeName": "n", "mode": "Kubeproxy"}));
     assert!(err.is_err());
 }
 
 #[test]
 fn checked_in_crd_is_up_to_date() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_FILE);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(CRD_FILE);
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         on_disk == crd_yaml().unwrap(),
@@ -89,10 +98,13 @@ fn checked_in_crd_is_up_to_date() {
 #[test]
 fn crd_keys_conditions_by_type_for_server_side_apply() {
     let crd: serde_json::Value = serde_yaml::from_str(&crd_yaml().unwrap()).unwrap();
-    let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
-        ["conditions"];
+    let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        ["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
     assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
     assert_eq!(crd["spec"]["scope"], "Cluster");
-    assert_eq!(crd["spec"]["versions"][0]["subresources"]["status"], json!({}));
+    assert_eq!(
+        crd["spec"]["versions"][0]["subresources"]["status"],
+        json!({})
+    );
 }

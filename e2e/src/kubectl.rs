@@ -26,7 +26,11 @@ impl Run {
     /// stdout of a run that must have succeeded.
     #[track_caller]
     pub fn expect_ok(self, what: &str) -> String {
-        assert!(self.ok, "kubectl {what} failed:\n{}\n{}", self.stdout, self.stderr);
+        assert!(
+            self.ok,
+            "kubectl {what} failed:\n{}\n{}",
+            self.stdout, self.stderr
+        );
         self.stdout
     }
 }
@@ -40,14 +44,22 @@ pub fn kubectl(args: &[&str]) -> Run {
 pub fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Run {
     let mut cmd = Command::new(k8s_bin("kubectl"));
     cmd.arg("--kubeconfig").arg(admin_kubeconfig()).args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} (is the control plane built? run e2e/cluster up)", k8s_bin("kubectl").display()));
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {}: {e} (is the control plane built? run e2e/cluster up)",
+            k8s_bin("kubectl").display()
+        )
+    });
     if let Some(input) = stdin {
         if let Some(mut pipe) = child.stdin.take() {
-            pipe.write_all(input.as_bytes()).expect("write kubectl stdin");
+            pipe.write_all(input.as_bytes())
+                .expect("write kubectl stdin");
         }
     }
     Run::from_output(child.wait_with_output().expect("wait for kubectl"))
@@ -71,7 +83,10 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         if let Some(value) = f() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -102,10 +117,14 @@ pub fn get_json(kind: &str, name: &str, namespace: Option<&str>) -> Option<serde
 
 /// `(status, reason)` of the condition `type_` in `object.status.conditions`.
 pub fn condition(object: &serde_json::Value, type_: &str) -> Option<(String, String)> {
-    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
-        (
-            c["status"].as_str().unwrap_or_default().to_string(),
-            c["reason"].as_str().unwrap_or_default().to_string(),
-        )
-    })
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
 }

@@ -24,12 +24,14 @@ pub fn pinned(key: &str) -> String {
 
 /// Folder of the cached builds (`NODECONFIG_CACHE`).
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("NODECONFIG_CACHE").map_or_else(|| PathBuf::from("/var/cache/nodeconfig"), PathBuf::from)
+    std::env::var_os("NODECONFIG_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/nodeconfig"), PathBuf::from)
 }
 
 /// Folder of the running cluster's state (`NODECONFIG_STATE`).
 pub fn state_dir() -> PathBuf {
-    std::env::var_os("NODECONFIG_STATE").map_or_else(|| PathBuf::from("/var/lib/nodeconfig-e2e"), PathBuf::from)
+    std::env::var_os("NODECONFIG_STATE")
+        .map_or_else(|| PathBuf::from("/var/lib/nodeconfig-e2e"), PathBuf::from)
 }
 
 /// The admin kubeconfig of the running cluster.
@@ -39,7 +41,10 @@ pub fn admin_kubeconfig() -> PathBuf {
 
 /// A binary of the pinned Kubernetes build, such as `kubectl`.
 pub fn k8s_bin(name: &str) -> PathBuf {
-    cache_dir().join(format!("k8s-{}", pinned("K8S_VERSION"))).join("bin").join(name)
+    cache_dir()
+        .join(format!("k8s-{}", pinned("K8S_VERSION")))
+        .join("bin")
+        .join(name)
 }
 
 /// The workspace root, for files such as the checked-in CRD.

@@ -46,7 +46,13 @@ fn merge(base: &mut Value, patch: Value) {
 }
 
 fn delete(name: &str) {
-    let _ = kubectl(&["delete", "nodeconfig", name, "--ignore-not-found", "--wait=false"]);
+    let _ = kubectl(&[
+        "delete",
+        "nodeconfig",
+        name,
+        "--ignore-not-found",
+        "--wait=false",
+    ]);
 }
 
 #[test]
@@ -54,22 +60,36 @@ fn api_server_runs_the_pinned_version() {
     require_cluster();
     let out = kubectl(&["version", "-o", "json"]).expect_ok("version");
     let version: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(version["serverVersion"]["gitVersion"], pinned("K8S_VERSION"));
+    assert_eq!(
+        version["serverVersion"]["gitVersion"],
+        pinned("K8S_VERSION")
+    );
 }
 
 #[test]
 fn crd_is_established_and_explain_shows_descriptions() {
     ensure_crd();
     // The OpenAPI document is published a moment after the CRD is Established.
-    let explained = eventually(Duration::from_secs(30), "kubectl explain nodeconfig.spec.proxy", || {
-        let run = kubectl(&["explain", "nodeconfig.spec.proxy"]);
-        run.ok.then_some(run.stdout)
-    });
+    let explained = eventually(
+        Duration::from_secs(30),
+        "kubectl explain nodeconfig.spec.proxy",
+        || {
+            let run = kubectl(&["explain", "nodeconfig.spec.proxy"]);
+            run.ok.then_some(run.stdout)
+        },
+    );
     assert!(explained.contains("The service proxy"), "{explained}");
     assert!(explained.contains("minSyncPeriod"), "{explained}");
-    assert!(explained.contains("Shortest interval between two syncs"), "{explained}");
-    let names = kubectl(&["api-resources", "--api-group=nodeconfig.dev", "-o", "wide"]).expect_ok("api-resources");
-    assert!(names.contains("nodeconfigs") && names.contains(" nc ") && names.contains("false"), "{names}");
+    assert!(
+        explained.contains("Shortest interval between two syncs"),
+        "{explained}"
+    );
+    let names = kubectl(&["api-resources", "--api-group=nodeconfig.dev", "-o", "wide"])
+        .expect_ok("api-resources");
+    assert!(
+        names.contains("nodeconfigs") && names.contains(" nc ") && names.contains("false"),
+        "{names}"
+    );
 }
 
 #[test]
@@ -88,7 +108,10 @@ fn valid_nodeconfigs_are_accepted_and_defaulted() {
                           "masqueradeAll": true, "nodePortAddresses": ["10.200.0.0/16", "fd00::/64"]},
             }),
         ),
-        ("valid-paused", json!({"paused": true, "proxy": {"enabled": false, "syncPeriod": "1s", "minSyncPeriod": "1s"}})),
+        (
+            "valid-paused",
+            json!({"paused": true, "proxy": {"enabled": false, "syncPeriod": "1s", "minSyncPeriod": "1s"}}),
+        ),
     ];
     for (name, spec) in cases {
         delete(name);
@@ -101,11 +124,21 @@ fn valid_nodeconfigs_are_accepted_and_defaulted() {
     assert_eq!(nc["spec"]["proxy"]["syncPeriod"], "30s");
     assert_eq!(nc["spec"]["proxy"]["minSyncPeriod"], "1s");
     assert_eq!(nc["spec"]["pods"]["maxPods"], 110);
-    assert_eq!(nc["spec"]["runtime"]["criEndpoint"], "unix:///run/containerd/containerd.sock");
+    assert_eq!(
+        nc["spec"]["runtime"]["criEndpoint"],
+        "unix:///run/containerd/containerd.sock"
+    );
     // The typed client reads back what the server stored.
     let typed: nodeconfig_crds::NodeConfig = serde_json::from_value(nc).unwrap();
-    assert_eq!(typed.spec, nodeconfig_crds::NodeConfigSpec::for_node("valid-minimal"));
-    for (name, _) in [("valid-minimal", ()), ("valid-kubelet", ()), ("valid-paused", ())] {
+    assert_eq!(
+        typed.spec,
+        nodeconfig_crds::NodeConfigSpec::for_node("valid-minimal")
+    );
+    for (name, _) in [
+        ("valid-minimal", ()),
+        ("valid-kubelet", ()),
+        ("valid-paused", ()),
+    ] {
         delete(name);
     }
 }
@@ -116,28 +149,85 @@ fn invalid_nodeconfigs_are_refused_with_the_field_named() {
     let long = "x".repeat(513);
     let many_cidrs: Vec<String> = (0..17).map(|i| format!("10.{i}.0.0/16")).collect();
     let many_images: Vec<String> = (0..33).map(|i| format!("image-{i}:1")).collect();
-    let many_labels: serde_json::Map<String, Value> = (0..65).map(|i| (format!("l{i}"), json!("v"))).collect();
+    let many_labels: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("l{i}"), json!("v"))).collect();
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("nodeName differs from the name", json!({"nodeName": "someone-else"}), "spec.nodeName"),
+        (
+            "nodeName differs from the name",
+            json!({"nodeName": "someone-else"}),
+            "spec.nodeName",
+        ),
         ("unknown mode", json!({"mode": "Kubeproxy"}), "spec.mode"),
-        ("unknown proxy mode", json!({"proxy": {"mode": "ipvs"}}), "spec.proxy.mode"),
-        ("syncPeriod is not a duration", json!({"proxy": {"syncPeriod": "10 sec"}}), "spec.proxy.syncPeriod"),
-        ("minSyncPeriod is not a duration", json!({"proxy": {"minSyncPeriod": "soon"}}), "spec.proxy.minSyncPeriod"),
+        (
+            "unknown proxy mode",
+            json!({"proxy": {"mode": "ipvs"}}),
+            "spec.proxy.mode",
+        ),
+        (
+            "syncPeriod is not a duration",
+            json!({"proxy": {"syncPeriod": "10 sec"}}),
+            "spec.proxy.syncPeriod",
+        ),
+        (
+            "minSyncPeriod is not a duration",
+            json!({"proxy": {"minSyncPeriod": "soon"}}),
+            "spec.proxy.minSyncPeriod",
+        ),
         (
             "minSyncPeriod longer than syncPeriod",
             json!({"proxy": {"syncPeriod": "10s", "minSyncPeriod": "1m"}}),
             "spec.proxy.minSyncPeriod",
         ),
-        ("clusterCIDR is not a CIDR", json!({"proxy": {"clusterCIDR": "10.0.0.0/33"}}), "spec.proxy.clusterCIDR"),
-        ("podCIDR is not a CIDR", json!({"pods": {"podCIDR": "10.244.1.0"}}), "spec.pods.podCIDR"),
-        ("nodePortAddresses holds an address", json!({"proxy": {"nodePortAddresses": ["10.1.2.3"]}}), "spec.proxy.nodePortAddresses"),
-        ("criEndpoint is not a unix socket", json!({"runtime": {"criEndpoint": "tcp://1.2.3.4:1"}}), "spec.runtime.criEndpoint"),
-        ("maxPods out of range", json!({"pods": {"maxPods": 0}}), "spec.pods.maxPods"),
-        ("too many nodePortAddresses", json!({"proxy": {"nodePortAddresses": many_cidrs}}), "spec.proxy.nodePortAddresses"),
-        ("too many prePullImages", json!({"runtime": {"prePullImages": many_images}}), "spec.runtime.prePullImages"),
-        ("sandboxImage too long", json!({"runtime": {"sandboxImage": long}}), "spec.runtime.sandboxImage"),
-        ("too many labels", json!({"pods": {"labels": many_labels}}), "spec.pods.labels"),
-        ("unknown taint effect", json!({"pods": {"taints": [{"key": "k", "effect": "Evict"}]}}), "spec.pods.taints[0].effect"),
+        (
+            "clusterCIDR is not a CIDR",
+            json!({"proxy": {"clusterCIDR": "10.0.0.0/33"}}),
+            "spec.proxy.clusterCIDR",
+        ),
+        (
+            "podCIDR is not a CIDR",
+            json!({"pods": {"podCIDR": "10.244.1.0"}}),
+            "spec.pods.podCIDR",
+        ),
+        (
+            "nodePortAddresses holds an address",
+            json!({"proxy": {"nodePortAddresses": ["10.1.2.3"]}}),
+            "spec.proxy.nodePortAddresses",
+        ),
+        (
+            "criEndpoint is not a unix socket",
+            json!({"runtime": {"criEndpoint": "tcp://1.2.3.4:1"}}),
+            "spec.runtime.criEndpoint",
+        ),
+        (
+            "maxPods out of range",
+            json!({"pods": {"maxPods": 0}}),
+            "spec.pods.maxPods",
+        ),
+        (
+            "too many nodePortAddresses",
+            json!({"proxy": {"nodePortAddresses": many_cidrs}}),
+            "spec.proxy.nodePortAddresses",
+        ),
+        (
+            "too many prePullImages",
+            json!({"runtime": {"prePullImages": many_images}}),
+            "spec.runtime.prePullImages",
+        ),
+        (
+            "sandboxImage too long",
+            json!({"runtime": {"sandboxImage": long}}),
+            "spec.runtime.sandboxImage",
+        ),
+        (
+            "too many labels",
+            json!({"pods": {"labels": many_labels}}),
+            "spec.pods.labels",
+        ),
+        (
+            "unknown taint effect",
+            json!({"pods": {"taints": [{"key": "k", "effect": "Evict"}]}}),
+            "spec.pods.taints[0].effect",
+        ),
     ];
     let mut failures = Vec::new();
     for (what, spec, field) in cases {
@@ -147,10 +237,17 @@ fn invalid_nodeconfigs_are_refused_with_the_field_named() {
             delete(name);
             failures.push(format!("{what}: accepted"));
         } else if !run.stderr.contains(field) {
-            failures.push(format!("{what}: refused without naming {field}: {}", run.stderr.trim()));
+            failures.push(format!(
+                "{what}: refused without naming {field}: {}",
+                run.stderr.trim()
+            ));
         }
     }
-    assert!(failures.is_empty(), "invalid NodeConfigs:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "invalid NodeConfigs:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -159,11 +256,30 @@ fn node_name_cannot_change() {
     let name = "immutable-node-name";
     delete(name);
     create(&nodeconfig(name, json!({}))).expect_ok("create");
-    let run = kubectl(&["patch", "nodeconfig", name, "--type=merge", "-p", r#"{"spec":{"nodeName":"renamed"}}"#]);
+    let run = kubectl(&[
+        "patch",
+        "nodeconfig",
+        name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"nodeName":"renamed"}}"#,
+    ]);
     assert!(!run.ok, "nodeName changed");
-    assert!(run.stderr.contains("spec.nodeName is immutable"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("spec.nodeName is immutable"),
+        "{}",
+        run.stderr
+    );
     // Other fields stay editable.
-    kubectl(&["patch", "nodeconfig", name, "--type=merge", "-p", r#"{"spec":{"paused":true}}"#]).expect_ok("patch paused");
+    kubectl(&[
+        "patch",
+        "nodeconfig",
+        name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"paused":true}}"#,
+    ])
+    .expect_ok("patch paused");
     delete(name);
 }
 
@@ -187,19 +303,46 @@ fn get_nodeconfigs_prints_the_columns() {
         "proxy": {"services": 12, "endpoints": 20, "rules": 160, "failedSyncs": 0,
                   "lastSyncTime": "2026-11-29T10:00:05Z"},
     }});
-    kubectl(&["patch", "nodeconfig", name, "--subresource=status", "--type=merge", "-p", &status.to_string()])
-        .expect_ok("patch status");
+    kubectl(&[
+        "patch",
+        "nodeconfig",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ])
+    .expect_ok("patch status");
     let table = kubectl(&["get", "nc", name]).expect_ok("get nc");
     let mut lines = table.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "MODE", "READY", "PODS", "SERVICES", "RULES", "AGENT", "AGE"], "{table}");
-    let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(&row[..7], [name, "Kubelet", "True", "3/4", "12", "160", "0.1.0"], "{table}");
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "MODE", "READY", "PODS", "SERVICES", "RULES", "AGENT", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..7],
+        [name, "Kubelet", "True", "3/4", "12", "160", "0.1.0"],
+        "{table}"
+    );
     let wide = kubectl(&["get", "nc", name, "-o", "wide"]).expect_ok("get nc -o wide");
     let header = wide.lines().next().unwrap_or_default();
     for column in ["RUNTIME", "CONFIG", "PAUSED", "LAST-SYNC"] {
         assert!(header.contains(column), "{wide}");
     }
-    assert!(wide.contains("containerd 1.6.20") && wide.contains("Applied"), "{wide}");
+    assert!(
+        wide.contains("containerd 1.6.20") && wide.contains("Applied"),
+        "{wide}"
+    );
     delete(name);
 }

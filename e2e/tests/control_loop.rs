@@ -28,7 +28,9 @@ fn nodeconfig(name: &str) -> Option<Value> {
 }
 
 fn node_ready(name: &str) -> Option<String> {
-    get_json("node", name, None).and_then(|n| condition(&n, "Ready")).map(|(status, _)| status)
+    get_json("node", name, None)
+        .and_then(|n| condition(&n, "Ready"))
+        .map(|(status, _)| status)
 }
 
 /// NodeConfig `name` reports Ready=True and ConfigApplied=True for its current generation.
@@ -43,7 +45,8 @@ fn reports_applied(name: &str) -> Option<Value> {
 /// A Node object with no agent behind it, as a Companion node looks before its agent runs.
 fn create_bare_node(name: &str, labels: Value) {
     let _ = kubectl(&["delete", "node", name, "--ignore-not-found"]);
-    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}});
+    let node =
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}});
     create(&node.to_string()).expect_ok("create node");
 }
 
@@ -51,20 +54,36 @@ fn create_bare_node(name: &str, labels: Value) {
 fn agents_register_nodes_and_report_ready() {
     let _turn = take_turn();
     for node in node_names() {
-        eventually(Duration::from_secs(90), &format!("Node {node} Ready"), || {
-            (node_ready(&node)? == "True").then_some(())
-        });
+        eventually(
+            Duration::from_secs(90),
+            &format!("Node {node} Ready"),
+            || (node_ready(&node)? == "True").then_some(()),
+        );
         let labels = get_json("node", &node, None).unwrap()["metadata"]["labels"].clone();
-        assert_eq!(labels["nodeconfig.dev/agent-managed"], "true", "{node}: {labels}");
-        let nc = eventually(Duration::from_secs(60), &format!("NodeConfig {node} Ready and applied"), || {
-            reports_applied(&node)
-        });
+        assert_eq!(
+            labels["nodeconfig.dev/agent-managed"], "true",
+            "{node}: {labels}"
+        );
+        let nc = eventually(
+            Duration::from_secs(60),
+            &format!("NodeConfig {node} Ready and applied"),
+            || reports_applied(&node),
+        );
         assert_eq!(nc["spec"]["mode"], "Kubelet", "{node}");
         assert_eq!(nc["spec"]["nodeName"], node.as_str());
         assert_eq!(nc["status"]["agent"]["mode"], "Kubelet");
-        assert!(nc["status"]["runtime"]["version"].as_str().unwrap_or_default().contains("containerd"), "{nc}");
+        assert!(
+            nc["status"]["runtime"]["version"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("containerd"),
+            "{nc}"
+        );
         let owner = &nc["metadata"]["ownerReferences"][0];
-        assert_eq!((owner["kind"].as_str(), owner["name"].as_str()), (Some("Node"), Some(node.as_str())));
+        assert_eq!(
+            (owner["kind"].as_str(), owner["name"].as_str()),
+            (Some("Node"), Some(node.as_str()))
+        );
     }
 }
 
@@ -72,49 +91,92 @@ fn agents_register_nodes_and_report_ready() {
 fn spec_edits_are_applied_and_a_persons_edit_survives_reconcile() {
     let _turn = take_turn();
     let node = &node_names()[0];
-    eventually(Duration::from_secs(90), "NodeConfig applied", || reports_applied(node));
+    eventually(Duration::from_secs(90), "NodeConfig applied", || {
+        reports_applied(node)
+    });
 
     // A person labels the node through its NodeConfig; the agent applies it.
     let value = format!("v{}", std::process::id());
     let patch = json!({"spec": {"pods": {"labels": {"e2e-edit": value}}}}).to_string();
     let started = Instant::now();
     kubectl(&["patch", "nodeconfig", node, "--type=merge", "-p", &patch]).expect_ok("patch spec");
-    let nc = eventually(Duration::from_secs(20), "observedGeneration to follow the edit", || {
-        reports_applied(node).filter(|nc| nc["spec"]["pods"]["labels"]["e2e-edit"] == value.as_str())
-    });
+    let nc = eventually(
+        Duration::from_secs(20),
+        "observedGeneration to follow the edit",
+        || {
+            reports_applied(node)
+                .filter(|nc| nc["spec"]["pods"]["labels"]["e2e-edit"] == value.as_str())
+        },
+    );
     println!("observedGeneration followed in {:?}", started.elapsed());
     let generation = nc["metadata"]["generation"].as_i64().unwrap();
     eventually(Duration::from_secs(20), "the Node to get the label", || {
-        (get_json("node", node, None)?["metadata"]["labels"]["e2e-edit"] == value.as_str()).then_some(())
+        (get_json("node", node, None)?["metadata"]["labels"]["e2e-edit"] == value.as_str())
+            .then_some(())
     });
 
     // A changed default makes the operator reconcile every NodeConfig...
     let defaults = "nodeSelector: {}\nspec:\n  proxy:\n    syncPeriod: 45s\nagent:\n  image: nodeconfig.local/node-agent:0.1.0\n  maxUnavailable: 1\nheartbeatGracePeriod: 50s\n";
     let cm = json!({"data": {"config.yaml": defaults}}).to_string();
-    kubectl(&["patch", "configmap", "nodeconfig-defaults", "-n", NS, "--type=merge", "-p", &cm]).expect_ok("patch defaults");
-    let nc = eventually(Duration::from_secs(30), "the new default to reach the NodeConfig", || {
-        nodeconfig(node).filter(|nc| nc["spec"]["proxy"]["syncPeriod"] == "45s")
-    });
+    kubectl(&[
+        "patch",
+        "configmap",
+        "nodeconfig-defaults",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        &cm,
+    ])
+    .expect_ok("patch defaults");
+    let nc = eventually(
+        Duration::from_secs(30),
+        "the new default to reach the NodeConfig",
+        || nodeconfig(node).filter(|nc| nc["spec"]["proxy"]["syncPeriod"] == "45s"),
+    );
     // ...and the person's edit is still there, and applied again.
-    assert_eq!(nc["spec"]["pods"]["labels"]["e2e-edit"], value.as_str(), "{nc}");
+    assert_eq!(
+        nc["spec"]["pods"]["labels"]["e2e-edit"],
+        value.as_str(),
+        "{nc}"
+    );
     assert!(nc["metadata"]["generation"].as_i64().unwrap() > generation);
-    eventually(Duration::from_secs(20), "the agent to apply the new generation", || reports_applied(node));
+    eventually(
+        Duration::from_secs(20),
+        "the agent to apply the new generation",
+        || reports_applied(node),
+    );
 
     // Put the defaults back; the operator gives the field up and the server default returns.
     let cm = json!({"data": {"config.yaml": "nodeSelector: {}\nspec: {}\nagent:\n  image: nodeconfig.local/node-agent:0.1.0\n  maxUnavailable: 1\nheartbeatGracePeriod: 50s\n"}}).to_string();
-    kubectl(&["patch", "configmap", "nodeconfig-defaults", "-n", NS, "--type=merge", "-p", &cm]).expect_ok("restore defaults");
-    eventually(Duration::from_secs(30), "syncPeriod back to its default", || {
-        nodeconfig(node).filter(|nc| nc["spec"]["proxy"]["syncPeriod"] == "30s")
-    });
+    kubectl(&[
+        "patch",
+        "configmap",
+        "nodeconfig-defaults",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        &cm,
+    ])
+    .expect_ok("restore defaults");
+    eventually(
+        Duration::from_secs(30),
+        "syncPeriod back to its default",
+        || nodeconfig(node).filter(|nc| nc["spec"]["proxy"]["syncPeriod"] == "30s"),
+    );
     let labels = json!({"spec": {"pods": {"labels": {"e2e-edit": null}}}}).to_string();
-    kubectl(&["patch", "nodeconfig", node, "--type=merge", "-p", &labels]).expect_ok("remove the label");
+    kubectl(&["patch", "nodeconfig", node, "--type=merge", "-p", &labels])
+        .expect_ok("remove the label");
 }
 
 #[test]
 fn a_stopped_agent_is_noticed_and_recovers() {
     let _turn = take_turn();
     let node = node_names().last().cloned().unwrap();
-    eventually(Duration::from_secs(90), "NodeConfig applied", || reports_applied(&node));
+    eventually(Duration::from_secs(90), "NodeConfig applied", || {
+        reports_applied(&node)
+    });
     cluster(&["agent", "kill", &node]);
     let stopped = Instant::now();
     // Grace period (50s) plus 15s, for both the operator and the node lifecycle controller.
@@ -124,14 +186,24 @@ fn a_stopped_agent_is_noticed_and_recovers() {
         (status == "Unknown" && reason == "AgentHeartbeatLost").then_some(())
     });
     println!("NodeConfig Ready=Unknown after {:?}", stopped.elapsed());
-    eventually(budget.saturating_sub(stopped.elapsed()) + Duration::from_secs(1), "the Node to become NotReady", || {
-        (node_ready(&node)? != "True").then_some(())
-    });
+    eventually(
+        budget.saturating_sub(stopped.elapsed()) + Duration::from_secs(1),
+        "the Node to become NotReady",
+        || (node_ready(&node)? != "True").then_some(()),
+    );
     println!("Node NotReady after {:?}", stopped.elapsed());
 
     cluster(&["agent", "start", &node]);
-    eventually(Duration::from_secs(60), "the NodeConfig to be Ready again", || reports_applied(&node));
-    eventually(Duration::from_secs(60), "the Node to be Ready again", || (node_ready(&node)? == "True").then_some(()));
+    eventually(
+        Duration::from_secs(60),
+        "the NodeConfig to be Ready again",
+        || reports_applied(&node),
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the Node to be Ready again",
+        || (node_ready(&node)? == "True").then_some(()),
+    );
 }
 
 #[test]
@@ -139,32 +211,52 @@ fn deleting_a_node_deletes_its_nodeconfig() {
     let _turn = take_turn();
     let name = "e2e-deleted-node";
     create_bare_node(name, json!({}));
-    eventually(Duration::from_secs(30), "the NodeConfig of a new Node", || nodeconfig(name));
+    eventually(
+        Duration::from_secs(30),
+        "the NodeConfig of a new Node",
+        || nodeconfig(name),
+    );
     kubectl(&["delete", "node", name]).expect_ok("delete node");
-    eventually(Duration::from_secs(60), "the NodeConfig to go with its Node", || {
-        nodeconfig(name).is_none().then_some(())
-    });
+    eventually(
+        Duration::from_secs(60),
+        "the NodeConfig to go with its Node",
+        || nodeconfig(name).is_none().then_some(()),
+    );
 }
 
 #[test]
 fn the_standby_operator_takes_over_when_the_leader_dies() {
     let _turn = take_turn();
     let holder = || -> Option<String> {
-        get_json("lease", "nodeconfig-operator", Some(NS))?["spec"]["holderIdentity"].as_str().map(str::to_string)
+        get_json("lease", "nodeconfig-operator", Some(NS))?["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_string)
     };
     let leader = eventually(Duration::from_secs(30), "an operator leader", holder);
     let replica = leader.trim_start_matches("operator-").to_string();
-    assert!(replica == "1" || replica == "2", "unexpected leader identity {leader}");
+    assert!(
+        replica == "1" || replica == "2",
+        "unexpected leader identity {leader}"
+    );
     cluster(&["operator", "kill", &replica]);
     let killed = Instant::now();
-    let new_leader = eventually(Duration::from_secs(25), "another replica to take the lease", || {
-        holder().filter(|h| *h != leader)
-    });
-    println!("{new_leader} took over from {leader} after {:?}", killed.elapsed());
+    let new_leader = eventually(
+        Duration::from_secs(25),
+        "another replica to take the lease",
+        || holder().filter(|h| *h != leader),
+    );
+    println!(
+        "{new_leader} took over from {leader} after {:?}",
+        killed.elapsed()
+    );
     // The loop keeps working under the new leader.
     let name = "e2e-after-failover";
     create_bare_node(name, json!({}));
-    eventually(Duration::from_secs(30), "a NodeConfig made by the new leader", || nodeconfig(name));
+    eventually(
+        Duration::from_secs(30),
+        "a NodeConfig made by the new leader",
+        || nodeconfig(name),
+    );
     kubectl(&["delete", "node", name]).expect_ok("delete node");
     cluster(&["operator", "start", &replica]);
 }
@@ -174,15 +266,33 @@ fn a_companion_node_gets_a_companion_nodeconfig_and_the_daemonset_counts_it() {
     let _turn = take_turn();
     let name = "e2e-companion";
     create_bare_node(name, json!({"kubernetes.io/os": "linux"}));
-    let nc = eventually(Duration::from_secs(30), "the Companion NodeConfig", || nodeconfig(name));
-    assert_eq!(nc["spec"]["mode"], "Companion");
-    let ds = eventually(Duration::from_secs(60), "the DaemonSet to count the companion node", || {
-        let ds = get_json("daemonset", "node-agent", Some(NS))?;
-        (ds["status"]["desiredNumberScheduled"].as_i64()? >= 1).then_some(ds)
+    let nc = eventually(Duration::from_secs(30), "the Companion NodeConfig", || {
+        nodeconfig(name)
     });
+    assert_eq!(nc["spec"]["mode"], "Companion");
+    let ds = eventually(
+        Duration::from_secs(60),
+        "the DaemonSet to count the companion node",
+        || {
+            let ds = get_json("daemonset", "node-agent", Some(NS))?;
+            (ds["status"]["desiredNumberScheduled"].as_i64()? >= 1).then_some(ds)
+        },
+    );
     // Agent-managed nodes run the agent as their kubelet, not from the DaemonSet.
-    let companions = kubectl(&["get", "nodes", "-l", "!nodeconfig.dev/agent-managed", "-o", "name"]).expect_ok("get nodes");
-    assert_eq!(ds["status"]["desiredNumberScheduled"].as_i64(), Some(companions.lines().count() as i64), "{ds}");
+    let companions = kubectl(&[
+        "get",
+        "nodes",
+        "-l",
+        "!nodeconfig.dev/agent-managed",
+        "-o",
+        "name",
+    ])
+    .expect_ok("get nodes");
+    assert_eq!(
+        ds["status"]["desiredNumberScheduled"].as_i64(),
+        Some(companions.lines().count() as i64),
+        "{ds}"
+    );
     kubectl(&["delete", "node", name]).expect_ok("delete node");
 }
 
@@ -190,7 +300,9 @@ fn a_companion_node_gets_a_companion_nodeconfig_and_the_daemonset_counts_it() {
 fn get_nodeconfigs_shows_every_node() {
     let _turn = take_turn();
     for node in node_names() {
-        eventually(Duration::from_secs(90), "NodeConfig applied", || reports_applied(&node));
+        eventually(Duration::from_secs(90), "NodeConfig applied", || {
+            reports_applied(&node)
+        });
     }
     let table = kubectl(&["get", "nodeconfigs"]).expect_ok("get nodeconfigs");
     println!("{table}");
@@ -203,6 +315,9 @@ fn get_nodeconfigs_shows_every_node() {
             .split_whitespace()
             .collect();
         assert_eq!(&row[..3], [node.as_str(), "Kubelet", "True"], "{table}");
-        assert!(row.contains(&version), "agent version {version} missing:\n{table}");
+        assert!(
+            row.contains(&version),
+            "agent version {version} missing:\n{table}"
+        );
     }
 }

@@ -15,7 +15,16 @@ fn nodeconfig_images_run_in_every_node() {
             let out = Command::new("ctr")
                 .arg("--address")
                 .arg(cri_socket(&node))
-                .args(["-n", "k8s.io", "run", "--rm", &image, &id, &format!("/usr/local/bin/{binary}"), "--version"])
+                .args([
+                    "-n",
+                    "k8s.io",
+                    "run",
+                    "--rm",
+                    &image,
+                    &id,
+                    &format!("/usr/local/bin/{binary}"),
+                    "--version",
+                ])
                 .output()
                 .expect("run ctr");
             let stdout = String::from_utf8_lossy(&out.stdout);

@@ -7,7 +7,8 @@ use nodeconfig_e2e::repo_root;
 fn manifests_pass_a_server_side_dry_run() {
     require_cluster();
     let dir = repo_root().join("manifests");
-    let out = kubectl(&["apply", "--dry-run=server", "-k", dir.to_str().unwrap()]).expect_ok("apply --dry-run=server -k manifests/");
+    let out = kubectl(&["apply", "--dry-run=server", "-k", dir.to_str().unwrap()])
+        .expect_ok("apply --dry-run=server -k manifests/");
     for object in [
         "customresourcedefinition.apiextensions.k8s.io/nodeconfigs.nodeconfig.dev",
         "deployment.apps/nodeconfig-operator",
@@ -29,7 +30,11 @@ fn the_agent_may_write_its_nodeconfig_status_but_not_its_spec() {
         full.extend(["--as", sa]);
         kubectl(&full).stdout.trim() == "yes"
     };
-    assert!(can(&["patch", "nodeconfigs.nodeconfig.dev", "--subresource=status"]));
+    assert!(can(&[
+        "patch",
+        "nodeconfigs.nodeconfig.dev",
+        "--subresource=status"
+    ]));
     assert!(can(&["watch", "nodeconfigs.nodeconfig.dev"]));
     assert!(!can(&["patch", "nodeconfigs.nodeconfig.dev"]));
     assert!(!can(&["delete", "nodeconfigs.nodeconfig.dev"]));

@@ -25,19 +25,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cli::{Config, ModeOverride, DEFAULT_CRI_ENDPOINT};
-use crate::config::run::ConfigLoop;
 use crate::config::plan::Overrides;
+use crate::config::run::ConfigLoop;
 use crate::edge::cri::{CriClient, CriError};
-use crate::serve::health::Health;
 use crate::edge::host::{self, HostFacts};
 use crate::edge::kube_client::{self, KubeClientError};
 use crate::node::lease::{self, LeaseRenewer, LeaseTarget};
-use crate::serve::metrics::{LeaseKind, Metrics};
 use crate::node::run::NodeSync;
 use crate::pods::run::PodsLoop;
 use crate::proxy::run::ProxyLoop;
 use crate::reports::{ConfigReport, NodeReport, PodsReport, ProxyReport, RuntimeReport};
 use crate::runtime::run::run as runtime_loop;
+use crate::serve::health::Health;
+use crate::serve::metrics::{LeaseKind, Metrics};
 use crate::serve::server::{self, ServerState};
 use crate::status::run::StatusWriter;
 

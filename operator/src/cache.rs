@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::PartialObjectMeta;
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::core::Resource;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event};
@@ -67,7 +67,11 @@ pub struct Caches {
 
 impl Caches {
     /// Starts the watches; they run until their tasks are aborted.
-    pub fn start(client: &Client, namespace: &str, metrics: Arc<Metrics>) -> (Arc<Self>, Vec<JoinHandle<()>>) {
+    pub fn start(
+        client: &Client,
+        namespace: &str,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Self>, Vec<JoinHandle<()>>) {
         let (triggers, _) = broadcast::channel(4096);
         let (node_reader, node_writer) = reflector::store();
         let (nc_reader, nc_writer) = reflector::store();
@@ -79,21 +83,30 @@ impl Caches {
         let mut tasks = Vec::new();
 
         // Nodes are big; only their metadata is listed, and of that only name, uid and labels kept.
-        let nodes = watcher(Api::<NodeMeta>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(|node| {
-                node.metadata.managed_fields = None;
-                node.metadata.annotations = None;
-                node.metadata.owner_references = None;
-                node.metadata.finalizers = None;
-            });
-        tasks.push(tokio::spawn(drive("nodes", reflector::reflector(node_writer, nodes), triggers.clone(), |n: &NodeMeta| {
-            Some(n.name_any())
-        })));
+        let nodes = watcher(
+            Api::<NodeMeta>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|node| {
+            node.metadata.managed_fields = None;
+            node.metadata.annotations = None;
+            node.metadata.owner_references = None;
+            node.metadata.finalizers = None;
+        });
+        tasks.push(tokio::spawn(drive(
+            "nodes",
+            reflector::reflector(node_writer, nodes),
+            triggers.clone(),
+            |n: &NodeMeta| Some(n.name_any()),
+        )));
 
-        let nodeconfigs = watcher(Api::<NodeConfig>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(|nc| nc.metadata.managed_fields = None);
+        let nodeconfigs = watcher(
+            Api::<NodeConfig>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|nc| nc.metadata.managed_fields = None);
         tasks.push(tokio::spawn(drive(
             "nodeconfigs",
             reflector::reflector(nc_writer, nodeconfigs),
@@ -102,11 +115,22 @@ impl Caches {
         )));
 
         // Leases are read when a reconcile runs and at expiry; renewals trigger nothing.
-        for (namespace, writer) in [(namespace, lease_writer), (NODE_LEASE_NAMESPACE, node_lease_writer)] {
-            let leases = watcher(Api::<Lease>::namespaced(client.clone(), namespace), watcher::Config::default())
-                .default_backoff()
-                .modify(|lease| lease.metadata.managed_fields = None);
-            tasks.push(tokio::spawn(drive("leases", reflector::reflector(writer, leases), triggers.clone(), |_: &Lease| None)));
+        for (namespace, writer) in [
+            (namespace, lease_writer),
+            (NODE_LEASE_NAMESPACE, node_lease_writer),
+        ] {
+            let leases = watcher(
+                Api::<Lease>::namespaced(client.clone(), namespace),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(|lease| lease.metadata.managed_fields = None);
+            tasks.push(tokio::spawn(drive(
+                "leases",
+                reflector::reflector(writer, leases),
+                triggers.clone(),
+                |_: &Lease| None,
+            )));
         }
 
         let config_maps = watcher(
@@ -114,15 +138,32 @@ impl Caches {
             watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP_NAME}")),
         )
         .default_backoff();
-        tasks.push(tokio::spawn(watch_defaults(config_maps, defaults_tx, defaults_synced_tx, triggers.clone(), metrics)));
+        tasks.push(tokio::spawn(watch_defaults(
+            config_maps,
+            defaults_tx,
+            defaults_synced_tx,
+            triggers.clone(),
+            metrics,
+        )));
 
-        let readers = (node_reader.clone(), nc_reader.clone(), lease_reader.clone(), node_lease_reader.clone());
+        let readers = (
+            node_reader.clone(),
+            nc_reader.clone(),
+            lease_reader.clone(),
+            node_lease_reader.clone(),
+        );
         let synced_flag = synced.clone();
         tasks.push(tokio::spawn(async move {
             let (n, c, l, nl) = readers;
-            let defaults_synced = async move { defaults_synced_rx.wait_for(|s| *s).await.map(|_| ()) };
-            let (n, c, l, nl, d) =
-                tokio::join!(n.wait_until_ready(), c.wait_until_ready(), l.wait_until_ready(), nl.wait_until_ready(), defaults_synced);
+            let defaults_synced =
+                async move { defaults_synced_rx.wait_for(|s| *s).await.map(|_| ()) };
+            let (n, c, l, nl, d) = tokio::join!(
+                n.wait_until_ready(),
+                c.wait_until_ready(),
+                l.wait_until_ready(),
+                nl.wait_until_ready(),
+                defaults_synced
+            );
             if n.is_ok() && c.is_ok() && l.is_ok() && nl.is_ok() && d.is_ok() {
                 info!("caches synced");
                 synced_flag.store(true, Ordering::Release);
@@ -161,7 +202,11 @@ impl Caches {
 
     /// A cached Lease of the operator's namespace or of `kube-node-lease`.
     pub fn lease(&self, key: &LeaseKey) -> Option<Arc<Lease>> {
-        let store = if key.namespace == NODE_LEASE_NAMESPACE { &self.node_leases } else { &self.leases };
+        let store = if key.namespace == NODE_LEASE_NAMESPACE {
+            &self.node_leases
+        } else {
+            &self.leases
+        };
         store.get(&ObjectRef::new(&key.name).within(&key.namespace))
     }
 
@@ -259,7 +304,10 @@ async fn watch_defaults(
                 warn!(%error, "refusing the defaults ConfigMap; the last good defaults stay in force");
                 if let Some(cm) = outcome {
                     defaults.send_modify(|state| {
-                        state.problem = Some(DefaultsProblem { message: error.to_string(), config_map: cm.object_ref(&()) });
+                        state.problem = Some(DefaultsProblem {
+                            message: error.to_string(),
+                            config_map: cm.object_ref(&()),
+                        });
                     });
                 }
             }

@@ -17,7 +17,11 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
 
     /// Namespace of the defaults ConfigMap, the Leases and the agent DaemonSet.
-    #[arg(long, env = "NODECONFIG_NAMESPACE", default_value = "nodeconfig-system")]
+    #[arg(
+        long,
+        env = "NODECONFIG_NAMESPACE",
+        default_value = "nodeconfig-system"
+    )]
     pub namespace: String,
 
     /// Address of /healthz, /readyz and /metrics.
@@ -29,7 +33,11 @@ pub struct Config {
     pub identity: Option<String>,
 
     /// Name of the leader election Lease.
-    #[arg(long, env = "NODECONFIG_LEASE_NAME", default_value = "nodeconfig-operator")]
+    #[arg(
+        long,
+        env = "NODECONFIG_LEASE_NAME",
+        default_value = "nodeconfig-operator"
+    )]
     pub lease_name: String,
 
     /// How long the leader's Lease stays valid after its last renewal.
@@ -80,10 +88,16 @@ impl Config {
 
     /// The leader election identity.
     pub fn identity(&self) -> String {
-        self.identity.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| {
-            let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "nodeconfig-operator".into());
-            format!("{host}-{}", std::process::id())
-        })
+        self.identity
+            .clone()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| {
+                let host = hostname::get()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_else(|| "nodeconfig-operator".into());
+                format!("{host}-{}", std::process::id())
+            })
     }
 }
 
@@ -97,8 +111,11 @@ mod tests {
         assert_eq!(config.lease_duration, Duration::from_secs(15));
         assert_eq!(config.namespace, "nodeconfig-system");
         assert!(config.validate().is_ok());
-        let bad = Config::try_parse_from(["nodeconfig-operator", "--renew-deadline", "20s"]).expect("parses");
+        let bad = Config::try_parse_from(["nodeconfig-operator", "--renew-deadline", "20s"])
+            .expect("parses");
         assert!(bad.validate().is_err());
-        assert!(Config::try_parse_from(["nodeconfig-operator", "--lease-duration", "soon"]).is_err());
+        assert!(
+            Config::try_parse_from(["nodeconfig-operator", "--lease-duration", "soon"]).is_err()
+        );
     }
 }

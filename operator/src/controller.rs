@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -73,11 +73,20 @@ impl Context {
 }
 
 /// Runs the leader's controllers until the future is dropped.
-pub async fn run_leader_term(client: Client, caches: Arc<Caches>, metrics: Arc<Metrics>, identity: String, concurrency: u16) {
+pub async fn run_leader_term(
+    client: Client,
+    caches: Arc<Caches>,
+    metrics: Arc<Metrics>,
+    identity: String,
+    concurrency: u16,
+) {
     // Subscribe before waiting, so no change between the sync and the first reconcile is missed.
     let triggers = caches.subscribe();
     caches.wait_synced().await;
-    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity) };
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(identity),
+    };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -95,7 +104,11 @@ pub async fn run_leader_term(client: Client, caches: Arc<Caches>, metrics: Arc<M
 
 /// Reconciles every Node through kube-runtime's applier (the engine of `Controller`), fed by the
 /// caches' triggers rather than by watches of its own, so a new leader starts from warm caches.
-async fn run_nodeconfig_controller(ctx: Arc<Context>, triggers: broadcast::Receiver<Trigger>, concurrency: u16) {
+async fn run_nodeconfig_controller(
+    ctx: Arc<Context>,
+    triggers: broadcast::Receiver<Trigger>,
+    concurrency: u16,
+) {
     let nodes = ctx.caches.nodes.clone();
     let queue = stream::once(async { Trigger::AllNodes })
         .chain(stream::unfold(triggers, |mut rx| async move {
@@ -111,7 +124,11 @@ async fn run_nodeconfig_controller(ctx: Arc<Context>, triggers: broadcast::Recei
                 Trigger::Node(name) => vec![name],
                 Trigger::AllNodes => nodes.state().iter().map(|n| n.name_any()).collect(),
             };
-            stream::iter(names.into_iter().map(|name| Ok::<_, Infallible>(ObjectRef::<NodeMeta>::new(&name))))
+            stream::iter(
+                names
+                    .into_iter()
+                    .map(|name| Ok::<_, Infallible>(ObjectRef::<NodeMeta>::new(&name))),
+            )
         });
     let config = controller::Config::default().concurrency(concurrency);
     let store = ctx.caches.nodes.clone();
@@ -152,7 +169,9 @@ fn error_policy(node: Arc<NodeMeta>, error: &Error, ctx: Arc<Context>) -> Action
 
 /// Backoff after `failures` failed reconciles in a row.
 fn retry_after(failures: u32) -> Duration {
-    RETRY.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(MAX_RETRY)
+    RETRY
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(MAX_RETRY)
 }
 
 /// Makes one Node's NodeConfig what the defaults say, and watches over its agent's liveness.
@@ -219,16 +238,32 @@ async fn reconcile_node(node: Arc<NodeMeta>, ctx: Arc<Context>) -> Result<Action
 }
 
 /// Sets Ready=Unknown when the agent's Leases have expired; returns when to look again.
-async fn watch_liveness(ctx: &Context, api: &Api<NodeConfig>, nc: &NodeConfig, grace: Duration) -> Result<Option<Duration>, Error> {
+async fn watch_liveness(
+    ctx: &Context,
+    api: &Api<NodeConfig>,
+    nc: &NodeConfig,
+    grace: Duration,
+) -> Result<Option<Duration>, Error> {
     let name = nc.name_any();
     let leases = liveness::heartbeat_leases(&name, nc.spec.mode, &ctx.caches.namespace);
     let last_renewal = leases
         .iter()
         .filter_map(|key| ctx.caches.lease(key))
-        .filter_map(|lease| lease.spec.as_ref().and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref())).map(|t| t.0))
+        .filter_map(|lease| {
+            lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref()))
+                .map(|t| t.0)
+        })
         .max();
     let now = Timestamp::now();
-    match liveness::judge(liveness::has_reported(nc.status.as_ref()), last_renewal, grace, now) {
+    match liveness::judge(
+        liveness::has_reported(nc.status.as_ref()),
+        last_renewal,
+        grace,
+        now,
+    ) {
         Verdict::NeverReported => Ok(None),
         Verdict::Alive { recheck_in } => Ok(Some(recheck_in + EXPIRY_MARGIN)),
         Verdict::Lost { last_renewal } => {
@@ -238,18 +273,40 @@ async fn watch_liveness(ctx: &Context, api: &Api<NodeConfig>, nc: &NodeConfig, g
             if let Some(wait) = last_mark.and_then(|at| grace.checked_sub(at.elapsed())) {
                 return Ok(Some(wait));
             }
-            let names = leases.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ");
-            let Some(condition) = liveness::heartbeat_lost_condition(liveness::ready_condition(nc), &names, last_renewal, grace, now) else {
+            let names = leases
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let Some(condition) = liveness::heartbeat_lost_condition(
+                liveness::ready_condition(nc),
+                &names,
+                last_renewal,
+                grace,
+                now,
+            ) else {
                 return Ok(None);
             };
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            api.patch_status(&name, &params, &Patch::Apply(liveness::status_patch(&name, &condition)))
-                .await
-                .map_err(kube_err("apply status", format!("NodeConfig {name}")))?;
+            api.patch_status(
+                &name,
+                &params,
+                &Patch::Apply(liveness::status_patch(&name, &condition)),
+            )
+            .await
+            .map_err(kube_err("apply status", format!("NodeConfig {name}")))?;
             ctx.remember(&name, |m| m.marked_lost = Some(Instant::now()));
             warn!(message = %condition.message, "agent heartbeat lost: Ready=Unknown");
             ctx.metrics.heartbeats_lost.inc();
-            publish(ctx, &nc.object_ref(&()), EventType::Warning, liveness::HEARTBEAT_LOST, "SetReadyUnknown", condition.message).await;
+            publish(
+                ctx,
+                &nc.object_ref(&()),
+                EventType::Warning,
+                liveness::HEARTBEAT_LOST,
+                "SetReadyUnknown",
+                condition.message,
+            )
+            .await;
             Ok(None)
         }
     }
@@ -261,8 +318,11 @@ async fn run_agent_rollout(ctx: Arc<Context>) {
     let namespace = ctx.caches.namespace.clone();
     let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut defaults_rx = ctx.caches.defaults.clone();
-    let events = watcher(api.clone(), watcher::Config::default().fields(&format!("metadata.name={}", daemonset::NAME)))
-        .default_backoff();
+    let events = watcher(
+        api.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", daemonset::NAME)),
+    )
+    .default_backoff();
     let mut events = std::pin::pin!(events);
     // The generation our last apply produced: any other generation means someone else wrote.
     let mut applied_generation: Option<i64> = None;
@@ -303,23 +363,45 @@ async fn run_agent_rollout(ctx: Arc<Context>) {
     }
 }
 
-async fn apply_daemonset(ctx: &Context, api: &Api<DaemonSet>, desired: &DaemonSet) -> Result<Option<i64>, Error> {
+async fn apply_daemonset(
+    ctx: &Context,
+    api: &Api<DaemonSet>,
+    desired: &DaemonSet,
+) -> Result<Option<i64>, Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let before = api.get_opt(daemonset::NAME).await.map_err(kube_err("get", "DaemonSet node-agent"))?;
+    let before = api
+        .get_opt(daemonset::NAME)
+        .await
+        .map_err(kube_err("get", "DaemonSet node-agent"))?;
     let applied = api
         .patch(daemonset::NAME, &params, &Patch::Apply(desired))
         .await
         .map_err(kube_err("apply", "DaemonSet node-agent"))?;
-    let changed = before.as_ref().map(|b| b.metadata.generation) != Some(applied.metadata.generation);
+    let changed =
+        before.as_ref().map(|b| b.metadata.generation) != Some(applied.metadata.generation);
     if changed {
         let image = &ctx.caches.current_defaults().agent.image;
         let (reason, note) = match before {
-            None => ("Created", format!("node-agent DaemonSet created with image {image}")),
-            Some(_) => ("AgentRolloutUpdated", format!("node-agent DaemonSet updated: image {image}")),
+            None => (
+                "Created",
+                format!("node-agent DaemonSet created with image {image}"),
+            ),
+            Some(_) => (
+                "AgentRolloutUpdated",
+                format!("node-agent DaemonSet updated: image {image}"),
+            ),
         };
         info!(%image, generation = ?applied.metadata.generation, "applied the node-agent DaemonSet");
         ctx.metrics.agent_rollouts.inc();
-        publish(ctx, &applied.object_ref(&()), EventType::Normal, reason, "Apply", note).await;
+        publish(
+            ctx,
+            &applied.object_ref(&()),
+            EventType::Normal,
+            reason,
+            "Apply",
+            note,
+        )
+        .await;
     }
     Ok(applied.metadata.generation)
 }
@@ -333,7 +415,15 @@ async fn report_defaults_problems(ctx: Arc<Context>) {
         if let Some(problem) = problem {
             if reported.as_ref() != Some(&problem.config_map) {
                 let note = format!("{}; the last good defaults stay in force", problem.message);
-                publish(&ctx, &problem.config_map, EventType::Warning, "InvalidDefaults", "ParseDefaults", note).await;
+                publish(
+                    &ctx,
+                    &problem.config_map,
+                    EventType::Warning,
+                    "InvalidDefaults",
+                    "ParseDefaults",
+                    note,
+                )
+                .await;
                 reported = Some(problem.config_map);
             }
         }
@@ -344,7 +434,14 @@ async fn report_defaults_problems(ctx: Arc<Context>) {
 }
 
 /// Publishes an Event; a failure is logged, never fatal: Events are for people.
-async fn publish(ctx: &Context, regarding: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    regarding: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let mut note = note;
     if note.len() > 1000 {
         let mut cut = 1000;
@@ -353,7 +450,13 @@ async fn publish(ctx: &Context, regarding: &ObjectReference, type_: EventType, r
         }
         note.truncate(cut);
     }
-    let event = KubeEvent { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
     if let Err(error) = ctx.recorder.publish(&event, regarding).await {
         debug!(%error, reason, "could not publish an Event");
     }

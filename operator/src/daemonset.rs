@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+    Affinity, Container, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -28,7 +30,10 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
     let agent = &defaults.agent;
     let selector_labels = BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), NAME.to_string()),
-        ("app.kubernetes.io/part-of".to_string(), "nodeconfig".to_string()),
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "nodeconfig".to_string(),
+        ),
     ]);
     let mut labels = selector_labels.clone();
     labels.insert("app.kubernetes.io/component".into(), "agent".into());
@@ -39,7 +44,10 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
 
     let host_path = |name: &str, path: &str, type_: &str| Volume {
         name: name.to_string(),
-        host_path: Some(HostPathVolumeSource { path: path.to_string(), type_: Some(type_.to_string()) }),
+        host_path: Some(HostPathVolumeSource {
+            path: path.to_string(),
+            type_: Some(type_.to_string()),
+        }),
         ..Volume::default()
     };
     let mount = |name: &str, path: &str| VolumeMount {
@@ -47,7 +55,11 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
         mount_path: path.to_string(),
         ..VolumeMount::default()
     };
-    let env = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() };
+    let env = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    };
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             host: Some("127.0.0.1".into()),
@@ -68,7 +80,10 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
             EnvVar {
                 name: "NODE_NAME".into(),
                 value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector { field_path: "spec.nodeName".into(), ..ObjectFieldSelector::default() }),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "spec.nodeName".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
                     ..EnvVarSource::default()
                 }),
                 ..EnvVar::default()
@@ -77,8 +92,14 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
             env("NODECONFIG_MODE", "companion"),
             env("NODECONFIG_LISTEN", &format!("127.0.0.1:{AGENT_PORT}")),
         ]),
-        security_context: Some(SecurityContext { privileged: Some(true), ..SecurityContext::default() }),
-        volume_mounts: Some(vec![mount("cri-socket-dir", "/run/containerd"), mount("xtables-lock", "/run/xtables.lock")]),
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("cri-socket-dir", "/run/containerd"),
+            mount("xtables-lock", "/run/xtables.lock"),
+        ]),
         liveness_probe: Some(probe("/healthz")),
         readiness_probe: Some(probe("/readyz")),
         resources: Some(ResourceRequirements {
@@ -96,10 +117,12 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
         operator: "NotIn".into(),
         values: Some(vec!["true".into()]),
     }];
-    match_expressions.extend(defaults.node_selector.iter().map(|(key, value)| NodeSelectorRequirement {
-        key: key.clone(),
-        operator: "In".into(),
-        values: Some(vec![value.clone()]),
+    match_expressions.extend(defaults.node_selector.iter().map(|(key, value)| {
+        NodeSelectorRequirement {
+            key: key.clone(),
+            operator: "In".into(),
+            values: Some(vec![value.clone()]),
+        }
     }));
 
     DaemonSet {
@@ -111,7 +134,10 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
             ..ObjectMeta::default()
         },
         spec: DaemonSetSpec {
-            selector: LabelSelector { match_labels: Some(selector_labels), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels),
+                ..LabelSelector::default()
+            },
             update_strategy: Some(DaemonSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDaemonSet {
@@ -120,7 +146,11 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
                 }),
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), annotations: Some(annotations), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
                     host_network: Some(true),
@@ -128,15 +158,20 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
                     dns_policy: Some("ClusterFirstWithHostNet".into()),
                     priority_class_name: Some("system-node-critical".into()),
                     termination_grace_period_seconds: Some(30),
-                    tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Toleration::default() }]),
+                    tolerations: Some(vec![Toleration {
+                        operator: Some("Exists".into()),
+                        ..Toleration::default()
+                    }]),
                     affinity: Some(Affinity {
                         node_affinity: Some(NodeAffinity {
-                            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                                node_selector_terms: vec![NodeSelectorTerm {
-                                    match_expressions: Some(match_expressions),
-                                    ..NodeSelectorTerm::default()
-                                }],
-                            }),
+                            required_during_scheduling_ignored_during_execution: Some(
+                                NodeSelector {
+                                    node_selector_terms: vec![NodeSelectorTerm {
+                                        match_expressions: Some(match_expressions),
+                                        ..NodeSelectorTerm::default()
+                                    }],
+                                },
+                            ),
                             ..NodeAffinity::default()
                         }),
                         ..Affinity::default()
@@ -160,10 +195,22 @@ mod tests {
     use super::*;
     use crate::defaults::AgentDefaults;
 
-    fn with_agent(image: &str, version: &str, max_unavailable: IntOrString, selector: &[(&str, &str)]) -> Defaults {
+    fn with_agent(
+        image: &str,
+        version: &str,
+        max_unavailable: IntOrString,
+        selector: &[(&str, &str)],
+    ) -> Defaults {
         Defaults {
-            agent: AgentDefaults { image: image.into(), version: version.into(), max_unavailable },
-            node_selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            agent: AgentDefaults {
+                image: image.into(),
+                version: version.into(),
+                max_unavailable,
+            },
+            node_selector: selector
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Defaults::default()
         }
     }
@@ -180,7 +227,10 @@ mod tests {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .expect("required node affinity")
             .node_selector_terms;
         assert_eq!(terms.len(), 1, "one term: its expressions are ANDed");
@@ -188,7 +238,13 @@ mod tests {
             .match_expressions
             .iter()
             .flatten()
-            .map(|r| (r.key.clone(), r.operator.clone(), r.values.clone().unwrap_or_default()))
+            .map(|r| {
+                (
+                    r.key.clone(),
+                    r.operator.clone(),
+                    r.values.clone().unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -196,11 +252,22 @@ mod tests {
     fn runs_on_companion_nodes_that_match_the_selector() {
         type Labels<'a> = &'a [(&'a str, &'a str)];
         let cases: Vec<(Labels<'_>, Vec<Requirement>)> = vec![
-            (&[], vec![(AGENT_MANAGED_LABEL.into(), "NotIn".into(), vec!["true".into()])]),
+            (
+                &[],
+                vec![(
+                    AGENT_MANAGED_LABEL.into(),
+                    "NotIn".into(),
+                    vec!["true".into()],
+                )],
+            ),
             (
                 &[("role", "edge")],
                 vec![
-                    (AGENT_MANAGED_LABEL.into(), "NotIn".into(), vec!["true".into()]),
+                    (
+                        AGENT_MANAGED_LABEL.into(),
+                        "NotIn".into(),
+                        vec!["true".into()],
+                    ),
                     ("role".into(), "In".into(), vec!["edge".into()]),
                 ],
             ),
@@ -225,10 +292,25 @@ mod tests {
         assert_eq!(tolerations[0].operator.as_deref(), Some("Exists"));
         assert!(tolerations[0].key.is_none() && tolerations[0].effect.is_none());
         let container = &pod.containers[0];
-        assert_eq!(container.security_context.as_ref().and_then(|s| s.privileged), Some(true));
-        let node_name = container.env.iter().flatten().find(|e| e.name == "NODE_NAME").expect("NODE_NAME");
         assert_eq!(
-            node_name.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str()),
+            container
+                .security_context
+                .as_ref()
+                .and_then(|s| s.privileged),
+            Some(true)
+        );
+        let node_name = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "NODE_NAME")
+            .expect("NODE_NAME");
+        assert_eq!(
+            node_name
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str()),
             Some("spec.nodeName")
         );
         let volumes: Vec<_> = pod
@@ -240,38 +322,96 @@ mod tests {
                 (hp.path.as_str(), hp.type_.as_deref())
             })
             .collect();
-        assert_eq!(volumes, vec![("/run/containerd", Some("Directory")), ("/run/xtables.lock", Some("FileOrCreate"))]);
-        let mounts: Vec<_> = container.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+        assert_eq!(
+            volumes,
+            vec![
+                ("/run/containerd", Some("Directory")),
+                ("/run/xtables.lock", Some("FileOrCreate"))
+            ]
+        );
+        let mounts: Vec<_> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
         assert_eq!(mounts, vec!["/run/containerd", "/run/xtables.lock"]);
     }
 
     #[test]
     fn image_and_max_unavailable_come_from_the_defaults() {
         let cases = [
-            ("nodeconfig.local/node-agent:0.1.0", "0.1.0", IntOrString::Int(1)),
-            ("nodeconfig.local/node-agent:0.2.0", "0.2.0", IntOrString::String("20%".into())),
+            (
+                "nodeconfig.local/node-agent:0.1.0",
+                "0.1.0",
+                IntOrString::Int(1),
+            ),
+            (
+                "nodeconfig.local/node-agent:0.2.0",
+                "0.2.0",
+                IntOrString::String("20%".into()),
+            ),
         ];
         for (image, version, max_unavailable) in cases {
-            let ds = desired("ns", &with_agent(image, version, max_unavailable.clone(), &[]));
+            let ds = desired(
+                "ns",
+                &with_agent(image, version, max_unavailable.clone(), &[]),
+            );
             let spec = &ds.spec;
             let template_meta = spec.template.metadata.as_ref().expect("template metadata");
             assert_eq!(pod_spec(&ds).containers[0].image.as_deref(), Some(image));
-            assert_eq!(template_meta.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/version")).map(String::as_str), Some(version));
-            assert_eq!(template_meta.annotations.as_ref().and_then(|a| a.get(IMAGE_ANNOTATION)).map(String::as_str), Some(image));
+            assert_eq!(
+                template_meta
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("app.kubernetes.io/version"))
+                    .map(String::as_str),
+                Some(version)
+            );
+            assert_eq!(
+                template_meta
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(IMAGE_ANNOTATION))
+                    .map(String::as_str),
+                Some(image)
+            );
             let strategy = spec.update_strategy.as_ref().expect("strategy");
             assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
-            assert_eq!(strategy.rolling_update.as_ref().and_then(|r| r.max_unavailable.clone()), Some(max_unavailable));
+            assert_eq!(
+                strategy
+                    .rolling_update
+                    .as_ref()
+                    .and_then(|r| r.max_unavailable.clone()),
+                Some(max_unavailable)
+            );
         }
     }
 
     #[test]
     fn selector_never_changes_with_the_version() {
         let a = desired("ns", &with_agent("a:1", "1", IntOrString::Int(1), &[]));
-        let b = desired("ns", &with_agent("a:2", "2", IntOrString::Int(1), &[("x", "y")]));
+        let b = desired(
+            "ns",
+            &with_agent("a:2", "2", IntOrString::Int(1), &[("x", "y")]),
+        );
         let selector = |ds: &DaemonSet| Some(ds.spec.selector.clone());
         assert_eq!(selector(&a), selector(&b), "spec.selector is immutable");
-        let template_labels = b.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
-        let selected = selector(&b).and_then(|s| s.match_labels).unwrap_or_default();
-        assert!(selected.iter().all(|(k, v)| template_labels.get(k) == Some(v)), "the selector selects the template");
+        let template_labels = b
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        let selected = selector(&b)
+            .and_then(|s| s.match_labels)
+            .unwrap_or_default();
+        assert!(
+            selected
+                .iter()
+                .all(|(k, v)| template_labels.get(k) == Some(v)),
+            "the selector selects the template"
+        );
     }
 }

@@ -70,7 +70,9 @@ impl Default for Defaults {
 
 impl Defaults {
     /// Defaults from a ConfigMap's data; no data or no `config.yaml` key means the built-in defaults.
-    pub fn from_config_map_data(data: Option<&BTreeMap<String, String>>) -> Result<Self, DefaultsError> {
+    pub fn from_config_map_data(
+        data: Option<&BTreeMap<String, String>>,
+    ) -> Result<Self, DefaultsError> {
         match data.and_then(|d| d.get(CONFIG_KEY)) {
             Some(yaml) => Self::from_yaml(yaml),
             None => Ok(Self::default()),
@@ -79,14 +81,18 @@ impl Defaults {
 
     /// Parses and validates `config.yaml`.
     pub fn from_yaml(yaml: &str) -> Result<Self, DefaultsError> {
-        let raw: Option<RawDefaults> = serde_yaml::from_str(yaml).map_err(|e| DefaultsError::Yaml(e.to_string()))?;
+        let raw: Option<RawDefaults> =
+            serde_yaml::from_str(yaml).map_err(|e| DefaultsError::Yaml(e.to_string()))?;
         let raw = raw.unwrap_or_default();
         let mut defaults = Self::default();
 
         if let Some(selector) = raw.node_selector {
             for (key, value) in &selector {
                 if !is_label_key(key) || !is_label_value(value) {
-                    return Err(invalid("nodeSelector", format!("{key}={value} is not a valid label")));
+                    return Err(invalid(
+                        "nodeSelector",
+                        format!("{key}={value} is not a valid label"),
+                    ));
                 }
             }
             defaults.node_selector = selector;
@@ -99,14 +105,20 @@ impl Defaults {
         if let Some(agent) = raw.agent {
             if let Some(image) = agent.image {
                 if image.is_empty() || image.chars().any(char::is_whitespace) {
-                    return Err(invalid("agent.image", format!("{image:?} is not an image reference")));
+                    return Err(invalid(
+                        "agent.image",
+                        format!("{image:?} is not an image reference"),
+                    ));
                 }
                 defaults.agent.version = version_of_image(&image);
                 defaults.agent.image = image;
             }
             if let Some(version) = agent.version {
                 if version.is_empty() || !is_label_value(&version) {
-                    return Err(invalid("agent.version", format!("{version:?} is not a valid label value")));
+                    return Err(invalid(
+                        "agent.version",
+                        format!("{version:?} is not a valid label value"),
+                    ));
                 }
                 defaults.agent.version = version;
             }
@@ -117,9 +129,13 @@ impl Defaults {
         }
 
         if let Some(grace) = raw.heartbeat_grace_period {
-            let period = parse_duration(&grace).map_err(|e| invalid("heartbeatGracePeriod", e.to_string()))?;
+            let period = parse_duration(&grace)
+                .map_err(|e| invalid("heartbeatGracePeriod", e.to_string()))?;
             if period < Duration::from_secs(1) {
-                return Err(invalid("heartbeatGracePeriod", format!("{} is shorter than 1s", format_duration(period))));
+                return Err(invalid(
+                    "heartbeatGracePeriod",
+                    format!("{} is shorter than 1s", format_duration(period)),
+                ));
             }
             defaults.heartbeat_grace_period = period;
         }
@@ -162,7 +178,10 @@ struct RawAgent {
 fn validate_spec(spec: Map<String, Value>) -> Result<Map<String, Value>, DefaultsError> {
     for derived in ["nodeName", "mode"] {
         if spec.contains_key(derived) {
-            return Err(invalid("spec", format!("{derived} is set per Node by the operator and cannot be a default")));
+            return Err(invalid(
+                "spec",
+                format!("{derived} is set per Node by the operator and cannot be a default"),
+            ));
         }
     }
     let mut probe = spec.clone();
@@ -182,7 +201,11 @@ fn first_unknown_field(given: &Value, known: &Value, path: String) -> Option<Str
         return None;
     };
     given.iter().find_map(|(key, value)| {
-        let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
         match known.get(key) {
             // Optional fields set to null serialize as absent; null is fine.
             None if value.is_null() => None,
@@ -203,7 +226,10 @@ fn validate_max_unavailable(value: &IntOrString) -> Result<(), DefaultsError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid("agent.maxUnavailable", format!("{value:?} must be a count of at least 1 or a percentage from 1% to 100%")))
+        Err(invalid(
+            "agent.maxUnavailable",
+            format!("{value:?} must be a count of at least 1 or a percentage from 1% to 100%"),
+        ))
     }
 }
 
@@ -236,7 +262,9 @@ pub fn is_label_key(key: &str) -> bool {
             && p.len() <= 253
             && p.split('.').all(|part| {
                 !part.is_empty()
-                    && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                     && !part.starts_with('-')
                     && !part.ends_with('-')
             })
@@ -262,10 +290,20 @@ mod tests {
 
     #[test]
     fn missing_config_map_key_or_document_means_built_in_defaults() {
-        assert_eq!(Defaults::from_config_map_data(None), Ok(Defaults::default()));
-        assert_eq!(Defaults::from_config_map_data(Some(&BTreeMap::new())), Ok(Defaults::default()));
+        assert_eq!(
+            Defaults::from_config_map_data(None),
+            Ok(Defaults::default())
+        );
+        assert_eq!(
+            Defaults::from_config_map_data(Some(&BTreeMap::new())),
+            Ok(Defaults::default())
+        );
         for yaml in ["", "# only a comment\n", "{}", "null"] {
-            assert_eq!(Defaults::from_config_map_data(Some(&data(yaml))), Ok(Defaults::default()), "{yaml:?}");
+            assert_eq!(
+                Defaults::from_config_map_data(Some(&data(yaml))),
+                Ok(Defaults::default()),
+                "{yaml:?}"
+            );
         }
     }
 
@@ -294,12 +332,18 @@ agent:
 heartbeatGracePeriod: 1m
 "#;
         let d = Defaults::from_yaml(yaml).expect("valid");
-        assert_eq!(d.node_selector, BTreeMap::from([("node-role.kubernetes.io/worker".into(), String::new())]));
+        assert_eq!(
+            d.node_selector,
+            BTreeMap::from([("node-role.kubernetes.io/worker".into(), String::new())])
+        );
         assert_eq!(
             Value::Object(d.spec),
             json!({"proxy": {"syncPeriod": "10s", "masqueradeAll": true}, "runtime": {"prePullImages": ["busybox:1.36"]}})
         );
-        assert_eq!(d.agent.image, "registry.example/nodeconfig/node-agent:0.2.0");
+        assert_eq!(
+            d.agent.image,
+            "registry.example/nodeconfig/node-agent:0.2.0"
+        );
         assert_eq!(d.agent.version, "0.2.0");
         assert_eq!(d.agent.max_unavailable, IntOrString::String("25%".into()));
         assert_eq!(d.heartbeat_grace_period, Duration::from_secs(60));
@@ -319,11 +363,18 @@ heartbeatGracePeriod: 1m
             ("agent: {image: a/b:1.2.3}", "1.2.3"),
             ("agent: {image: localhost:5000/b:v2}", "v2"),
             ("agent: {image: localhost:5000/b}", "latest"),
-            ("agent: {image: b@sha256:0123456789abcdef0123}", "0123456789ab"),
+            (
+                "agent: {image: b@sha256:0123456789abcdef0123}",
+                "0123456789ab",
+            ),
             ("agent: {image: a/b:1.2.3, version: 1.2.3-rc1}", "1.2.3-rc1"),
         ];
         for (yaml, version) in cases {
-            assert_eq!(Defaults::from_yaml(yaml).expect(yaml).agent.version, version, "{yaml}");
+            assert_eq!(
+                Defaults::from_yaml(yaml).expect(yaml).agent.version,
+                version,
+                "{yaml}"
+            );
         }
     }
 
@@ -352,21 +403,33 @@ heartbeatGracePeriod: 1m
         ];
         for (yaml, mention) in cases {
             let err = Defaults::from_yaml(yaml).expect_err(yaml).to_string();
-            assert!(err.contains(mention), "{yaml}: {err} should mention {mention}");
+            assert!(
+                err.contains(mention),
+                "{yaml}: {err} should mention {mention}"
+            );
         }
     }
 
     #[test]
     fn shipped_config_map_holds_the_built_in_defaults() {
         let manifest = include_str!("../../manifests/defaults-configmap.yaml");
-        let cm: k8s_openapi::api::core::v1::ConfigMap = serde_yaml::from_str(manifest).expect("a ConfigMap");
+        let cm: k8s_openapi::api::core::v1::ConfigMap =
+            serde_yaml::from_str(manifest).expect("a ConfigMap");
         assert_eq!(cm.metadata.name.as_deref(), Some(CONFIG_MAP_NAME));
-        assert_eq!(Defaults::from_config_map_data(cm.data.as_ref()), Ok(Defaults::default()));
+        assert_eq!(
+            Defaults::from_config_map_data(cm.data.as_ref()),
+            Ok(Defaults::default())
+        );
     }
 
     #[test]
     fn label_syntax() {
-        for key in ["a", "app.kubernetes.io/name", "nodeconfig.dev/agent-managed", "A_b.c"] {
+        for key in [
+            "a",
+            "app.kubernetes.io/name",
+            "nodeconfig.dev/agent-managed",
+            "A_b.c",
+        ] {
             assert!(is_label_key(key), "{key}");
         }
         for key in ["", "/a", "a/", "-a", "a b", "Upper.Case/x", &"x".repeat(64)] {

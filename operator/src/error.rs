@@ -18,10 +18,22 @@ impl Error {
     /// A label for `nodeconfig_operator_reconcile_errors_total{error}`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::Kube { source: kube::Error::Api(status), .. } if status.code == 409 => "conflict",
-            Self::Kube { source: kube::Error::Api(status), .. } if status.code == 422 || status.code == 400 => "invalid",
-            Self::Kube { source: kube::Error::Api(status), .. } if status.code == 403 => "forbidden",
-            Self::Kube { source: kube::Error::Api(_), .. } => "api",
+            Self::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 409 => "conflict",
+            Self::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 422 || status.code == 400 => "invalid",
+            Self::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 403 => "forbidden",
+            Self::Kube {
+                source: kube::Error::Api(_),
+                ..
+            } => "api",
             Self::Kube { .. } => "transport",
             Self::NodeWithoutUid(_) => "node_without_uid",
         }
@@ -31,5 +43,9 @@ impl Error {
 /// Wraps a kube error with what was being done to which object.
 pub fn kube(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let object = object.into();
-    move |source| Error::Kube { action, object, source }
+    move |source| Error::Kube {
+        action,
+        object,
+        source,
+    }
 }

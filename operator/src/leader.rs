@@ -35,32 +35,50 @@ pub enum Step {
     /// The Lease is free (released or expired): take it.
     Acquire,
     /// Someone else holds it; look again when it would expire.
-    Follow { holder: String, expires_in: Duration },
+    Follow {
+        holder: String,
+        expires_in: Duration,
+    },
 }
 
 /// Decides the next step from a Lease's spec.
 pub fn next_step(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Step {
-    let holder = spec.and_then(|s| s.holder_identity.as_deref()).filter(|h| !h.is_empty());
+    let holder = spec
+        .and_then(|s| s.holder_identity.as_deref())
+        .filter(|h| !h.is_empty());
     let Some(holder) = holder else {
         return Step::Acquire;
     };
     if holder == me {
         return Step::Renew;
     }
-    let renewed = spec.and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref())).map(|t| t.0);
-    let duration = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0).max(0);
+    let renewed = spec
+        .and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref()))
+        .map(|t| t.0);
+    let duration = spec
+        .and_then(|s| s.lease_duration_seconds)
+        .unwrap_or(0)
+        .max(0);
     let Some(renewed) = renewed else {
         return Step::Acquire;
     };
     let expires = renewed + Duration::from_secs(duration as u64);
     match Duration::try_from(expires.duration_since(now)) {
-        Ok(left) if !left.is_zero() => Step::Follow { holder: holder.to_string(), expires_in: left },
+        Ok(left) if !left.is_zero() => Step::Follow {
+            holder: holder.to_string(),
+            expires_in: left,
+        },
         _ => Step::Acquire,
     }
 }
 
 /// The Lease spec that records `me` as leader from `now`.
-pub fn acquired_spec(previous: Option<&LeaseSpec>, me: &str, lease_duration: Duration, now: Timestamp) -> LeaseSpec {
+pub fn acquired_spec(
+    previous: Option<&LeaseSpec>,
+    me: &str,
+    lease_duration: Duration,
+    now: Timestamp,
+) -> LeaseSpec {
     let transitions = previous.and_then(|s| s.lease_transitions).unwrap_or(0);
     let was_mine = previous.and_then(|s| s.holder_identity.as_deref()) == Some(me);
     LeaseSpec {
@@ -68,7 +86,11 @@ pub fn acquired_spec(previous: Option<&LeaseSpec>, me: &str, lease_duration: Dur
         lease_duration_seconds: Some(lease_duration.as_secs().max(1) as i32),
         acquire_time: Some(MicroTime(now)),
         renew_time: Some(MicroTime(now)),
-        lease_transitions: Some(if previous.is_some() && !was_mine { transitions + 1 } else { transitions }),
+        lease_transitions: Some(if previous.is_some() && !was_mine {
+            transitions + 1
+        } else {
+            transitions
+        }),
         ..LeaseSpec::default()
     }
 }
@@ -96,15 +118,32 @@ pub struct LeaderElector {
 
 enum Attempt {
     Held,
-    HeldByOther { holder: String, expires_in: Duration },
+    HeldByOther {
+        holder: String,
+        expires_in: Duration,
+    },
     /// Another writer got there first; look again at once.
     Lost,
 }
 
 impl LeaderElector {
-    pub fn new(api: Api<Lease>, lease_name: String, identity: String, timing: ElectionTiming) -> (Self, watch::Receiver<bool>) {
+    pub fn new(
+        api: Api<Lease>,
+        lease_name: String,
+        identity: String,
+        timing: ElectionTiming,
+    ) -> (Self, watch::Receiver<bool>) {
         let (leading, rx) = watch::channel(false);
-        (Self { api, lease_name, identity, timing, leading }, rx)
+        (
+            Self {
+                api,
+                lease_name,
+                identity,
+                timing,
+                leading,
+            },
+            rx,
+        )
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -114,7 +153,11 @@ impl LeaderElector {
             let leading = *self.leading.borrow();
             // A leader never waits on the API server past its renew deadline.
             let budget = match (leading, last_renewal) {
-                (true, Some(at)) => self.timing.renew_deadline.saturating_sub(at.elapsed()).max(Duration::from_millis(100)),
+                (true, Some(at)) => self
+                    .timing
+                    .renew_deadline
+                    .saturating_sub(at.elapsed())
+                    .max(Duration::from_millis(100)),
                 _ => self.timing.retry_period.max(Duration::from_secs(5)),
             };
             let mut wait = self.timing.retry_period;
@@ -140,10 +183,15 @@ impl LeaderElector {
                     wait = wait.min(expires_in + Duration::from_millis(50));
                 }
                 Ok(Ok(Attempt::Lost)) => wait = Duration::from_millis(50),
-                Ok(Err(error)) => warn!(%error, lease = %self.lease_name, "leader election: lease request failed"),
-                Err(_) => warn!(lease = %self.lease_name, "leader election: lease request timed out"),
+                Ok(Err(error)) => {
+                    warn!(%error, lease = %self.lease_name, "leader election: lease request failed")
+                }
+                Err(_) => {
+                    warn!(lease = %self.lease_name, "leader election: lease request timed out")
+                }
             }
-            let past_deadline = last_renewal.is_none_or(|at| at.elapsed() >= self.timing.renew_deadline);
+            let past_deadline =
+                last_renewal.is_none_or(|at| at.elapsed() >= self.timing.renew_deadline);
             if *self.leading.borrow() && past_deadline {
                 warn!("could not renew the lease within the renew deadline; stepping down");
                 self.leading.send_replace(false);
@@ -166,8 +214,16 @@ impl LeaderElector {
         let now = Timestamp::now();
         let Some(mut lease) = self.api.get_opt(&self.lease_name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.lease_name.clone()), ..ObjectMeta::default() },
-                spec: Some(acquired_spec(None, &self.identity, self.timing.lease_duration, now)),
+                metadata: ObjectMeta {
+                    name: Some(self.lease_name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(acquired_spec(
+                    None,
+                    &self.identity,
+                    self.timing.lease_duration,
+                    now,
+                )),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(Attempt::Held),
@@ -176,18 +232,30 @@ impl LeaderElector {
             };
         };
         let spec = match next_step(lease.spec.as_ref(), &self.identity, now) {
-            Step::Follow { holder, expires_in } => return Ok(Attempt::HeldByOther { holder, expires_in }),
+            Step::Follow { holder, expires_in } => {
+                return Ok(Attempt::HeldByOther { holder, expires_in })
+            }
             Step::Renew => {
                 let mut spec = lease.spec.clone().unwrap_or_default();
                 spec.renew_time = Some(MicroTime(now));
-                spec.lease_duration_seconds = Some(self.timing.lease_duration.as_secs().max(1) as i32);
+                spec.lease_duration_seconds =
+                    Some(self.timing.lease_duration.as_secs().max(1) as i32);
                 spec
             }
-            Step::Acquire => acquired_spec(lease.spec.as_ref(), &self.identity, self.timing.lease_duration, now),
+            Step::Acquire => acquired_spec(
+                lease.spec.as_ref(),
+                &self.identity,
+                self.timing.lease_duration,
+                now,
+            ),
         };
         lease.spec = Some(spec);
         // Replacing with the resourceVersion just read fails with 409 if anyone wrote in between.
-        match self.api.replace(&self.lease_name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.lease_name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(Attempt::Held),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Lost),
             Err(e) => Err(e),
@@ -198,11 +266,18 @@ impl LeaderElector {
         let Some(mut lease) = self.api.get_opt(&self.lease_name).await? else {
             return Ok(());
         };
-        let Some(spec) = lease.spec.as_ref().filter(|s| s.holder_identity.as_deref() == Some(self.identity.as_str())) else {
+        let Some(spec) = lease
+            .spec
+            .as_ref()
+            .filter(|s| s.holder_identity.as_deref() == Some(self.identity.as_str()))
+        else {
             return Ok(());
         };
         lease.spec = Some(released_spec(spec, Timestamp::now()));
-        self.api.replace(&self.lease_name, &PostParams::default(), &lease).await.map(|_| ())
+        self.api
+            .replace(&self.lease_name, &PostParams::default(), &lease)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -228,20 +303,63 @@ mod tests {
     fn steps() {
         let cases = [
             ("no spec", None, 100, Step::Acquire),
-            ("no holder (released)", Some(lease(None, Some(99), 15)), 100, Step::Acquire),
-            ("empty holder", Some(lease(Some(""), Some(99), 15)), 100, Step::Acquire),
-            ("mine", Some(lease(Some("me"), Some(10), 15)), 100, Step::Renew),
-            ("mine, fresh", Some(lease(Some("me"), Some(99), 15)), 100, Step::Renew),
+            (
+                "no holder (released)",
+                Some(lease(None, Some(99), 15)),
+                100,
+                Step::Acquire,
+            ),
+            (
+                "empty holder",
+                Some(lease(Some(""), Some(99), 15)),
+                100,
+                Step::Acquire,
+            ),
+            (
+                "mine",
+                Some(lease(Some("me"), Some(10), 15)),
+                100,
+                Step::Renew,
+            ),
+            (
+                "mine, fresh",
+                Some(lease(Some("me"), Some(99), 15)),
+                100,
+                Step::Renew,
+            ),
             (
                 "theirs, fresh",
                 Some(lease(Some("them"), Some(95), 15)),
                 100,
-                Step::Follow { holder: "them".into(), expires_in: Duration::from_secs(10) },
+                Step::Follow {
+                    holder: "them".into(),
+                    expires_in: Duration::from_secs(10),
+                },
             ),
-            ("theirs, expired exactly", Some(lease(Some("them"), Some(85), 15)), 100, Step::Acquire),
-            ("theirs, long expired", Some(lease(Some("them"), Some(0), 15)), 100, Step::Acquire),
-            ("theirs, never renewed", Some(lease(Some("them"), None, 15)), 100, Step::Acquire),
-            ("released with 1s", Some(lease(Some("them"), Some(98), 1)), 100, Step::Acquire),
+            (
+                "theirs, expired exactly",
+                Some(lease(Some("them"), Some(85), 15)),
+                100,
+                Step::Acquire,
+            ),
+            (
+                "theirs, long expired",
+                Some(lease(Some("them"), Some(0), 15)),
+                100,
+                Step::Acquire,
+            ),
+            (
+                "theirs, never renewed",
+                Some(lease(Some("them"), None, 15)),
+                100,
+                Step::Acquire,
+            ),
+            (
+                "released with 1s",
+                Some(lease(Some("them"), Some(98), 1)),
+                100,
+                Step::Acquire,
+            ),
         ];
         for (name, spec, now, want) in cases {
             assert_eq!(next_step(spec.as_ref(), "me", at(now)), want, "{name}");
@@ -256,11 +374,21 @@ mod tests {
         assert_eq!(fresh.lease_transitions, Some(0));
         assert_eq!(fresh.renew_time, Some(MicroTime(at(0))));
 
-        let taken_over = acquired_spec(Some(&lease(Some("them"), Some(0), 15)), "me", Duration::from_secs(15), at(20));
+        let taken_over = acquired_spec(
+            Some(&lease(Some("them"), Some(0), 15)),
+            "me",
+            Duration::from_secs(15),
+            at(20),
+        );
         assert_eq!(taken_over.lease_transitions, Some(5));
         assert_eq!(taken_over.acquire_time, Some(MicroTime(at(20))));
 
-        let after_release = acquired_spec(Some(&lease(None, Some(0), 1)), "me", Duration::from_secs(15), at(20));
+        let after_release = acquired_spec(
+            Some(&lease(None, Some(0), 1)),
+            "me",
+            Duration::from_secs(15),
+            at(20),
+        );
         assert_eq!(after_release.lease_transitions, Some(5));
     }
 

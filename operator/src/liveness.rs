@@ -41,9 +41,15 @@ impl std::fmt::Display for LeaseKey {
 /// namespace and, in Kubelet mode, the node Lease it renews as the node's kubelet. In Companion
 /// mode a kubelet renews the node Lease, so it says nothing about the agent.
 pub fn heartbeat_leases(node: &str, mode: NodeMode, agent_namespace: &str) -> Vec<LeaseKey> {
-    let mut leases = vec![LeaseKey { namespace: agent_namespace.to_string(), name: format!("node-agent-{node}") }];
+    let mut leases = vec![LeaseKey {
+        namespace: agent_namespace.to_string(),
+        name: format!("node-agent-{node}"),
+    }];
     if mode == NodeMode::Kubelet {
-        leases.push(LeaseKey { namespace: NODE_LEASE_NAMESPACE.to_string(), name: node.to_string() });
+        leases.push(LeaseKey {
+            namespace: NODE_LEASE_NAMESPACE.to_string(),
+            name: node.to_string(),
+        });
     }
     leases
 }
@@ -60,7 +66,12 @@ pub enum Verdict {
 }
 
 /// Judges an agent from its Lease's last renewal.
-pub fn judge(has_reported: bool, last_renewal: Option<Timestamp>, grace: Duration, now: Timestamp) -> Verdict {
+pub fn judge(
+    has_reported: bool,
+    last_renewal: Option<Timestamp>,
+    grace: Duration,
+    now: Timestamp,
+) -> Verdict {
     if !has_reported {
         return Verdict::NeverReported;
     }
@@ -72,13 +83,17 @@ pub fn judge(has_reported: bool, last_renewal: Option<Timestamp>, grace: Duratio
     let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
     match grace.checked_sub(age) {
         Some(left) if !left.is_zero() => Verdict::Alive { recheck_in: left },
-        _ => Verdict::Lost { last_renewal: Some(renewed) },
+        _ => Verdict::Lost {
+            last_renewal: Some(renewed),
+        },
     }
 }
 
 /// Whether an agent ever wrote this status.
 pub fn has_reported(status: Option<&NodeConfigStatus>) -> bool {
-    status.is_some_and(|s| s.observed_generation.is_some() || !s.conditions.is_empty() || s.agent.is_some())
+    status.is_some_and(|s| {
+        s.observed_generation.is_some() || !s.conditions.is_empty() || s.agent.is_some()
+    })
 }
 
 /// The Ready condition to set for a lost agent, or None when Ready already says so.
@@ -129,7 +144,9 @@ pub fn status_patch(name: &str, condition: &Condition) -> Value {
 
 /// The Ready condition of a NodeConfig, if it has one.
 pub fn ready_condition(nc: &NodeConfig) -> Option<&Condition> {
-    nc.status.as_ref().and_then(|s| find_condition(&s.conditions, types::READY))
+    nc.status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, types::READY))
 }
 
 #[cfg(test)]
@@ -157,13 +174,61 @@ mod tests {
     fn verdicts() {
         let cases = [
             ("never reported", false, None, 100, Verdict::NeverReported),
-            ("never reported, old lease", false, Some(at(0)), 100, Verdict::NeverReported),
-            ("no lease", true, None, 100, Verdict::Lost { last_renewal: None }),
-            ("just renewed", true, Some(at(100)), 100, Verdict::Alive { recheck_in: GRACE }),
-            ("renewed 10s ago", true, Some(at(90)), 100, Verdict::Alive { recheck_in: Duration::from_secs(40) }),
-            ("exactly the grace period", true, Some(at(50)), 100, Verdict::Lost { last_renewal: Some(at(50)) }),
-            ("long gone", true, Some(at(0)), 1000, Verdict::Lost { last_renewal: Some(at(0)) }),
-            ("clock skew", true, Some(at(105)), 100, Verdict::Alive { recheck_in: GRACE }),
+            (
+                "never reported, old lease",
+                false,
+                Some(at(0)),
+                100,
+                Verdict::NeverReported,
+            ),
+            (
+                "no lease",
+                true,
+                None,
+                100,
+                Verdict::Lost { last_renewal: None },
+            ),
+            (
+                "just renewed",
+                true,
+                Some(at(100)),
+                100,
+                Verdict::Alive { recheck_in: GRACE },
+            ),
+            (
+                "renewed 10s ago",
+                true,
+                Some(at(90)),
+                100,
+                Verdict::Alive {
+                    recheck_in: Duration::from_secs(40),
+                },
+            ),
+            (
+                "exactly the grace period",
+                true,
+                Some(at(50)),
+                100,
+                Verdict::Lost {
+                    last_renewal: Some(at(50)),
+                },
+            ),
+            (
+                "long gone",
+                true,
+                Some(at(0)),
+                1000,
+                Verdict::Lost {
+                    last_renewal: Some(at(0)),
+                },
+            ),
+            (
+                "clock skew",
+                true,
+                Some(at(105)),
+                100,
+                Verdict::Alive { recheck_in: GRACE },
+            ),
         ];
         for (name, reported, renewal, now, want) in cases {
             assert_eq!(judge(reported, renewal, GRACE, at(now)), want, "{name}");
@@ -172,35 +237,88 @@ mod tests {
 
     #[test]
     fn kubelet_mode_agents_also_count_their_node_lease() {
-        let names = |mode| heartbeat_leases("n1", mode, "nodeconfig-system").iter().map(ToString::to_string).collect::<Vec<_>>();
-        assert_eq!(names(NodeMode::Companion), vec!["nodeconfig-system/node-agent-n1"]);
-        assert_eq!(names(NodeMode::Kubelet), vec!["nodeconfig-system/node-agent-n1", "kube-node-lease/n1"]);
+        let names = |mode| {
+            heartbeat_leases("n1", mode, "nodeconfig-system")
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(NodeMode::Companion),
+            vec!["nodeconfig-system/node-agent-n1"]
+        );
+        assert_eq!(
+            names(NodeMode::Kubelet),
+            vec!["nodeconfig-system/node-agent-n1", "kube-node-lease/n1"]
+        );
     }
 
     #[test]
     fn has_reported_needs_something_from_an_agent() {
         assert!(!has_reported(None));
         assert!(!has_reported(Some(&NodeConfigStatus::default())));
-        assert!(has_reported(Some(&NodeConfigStatus { observed_generation: Some(1), ..Default::default() })));
-        assert!(has_reported(Some(&NodeConfigStatus { conditions: vec![ready("True", "AgentReady", 0)], ..Default::default() })));
+        assert!(has_reported(Some(&NodeConfigStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        })));
+        assert!(has_reported(Some(&NodeConfigStatus {
+            conditions: vec![ready("True", "AgentReady", 0)],
+            ..Default::default()
+        })));
     }
 
     #[test]
     fn lost_condition_is_set_once_and_keeps_its_transition_time() {
         let lease = "nodeconfig-system/node-agent-n1";
-        let from_ready = heartbeat_lost_condition(Some(&ready("True", "AgentReady", 0)), lease, Some(at(10)), GRACE, at(100))
-            .expect("Ready=True turns Unknown");
-        assert_eq!((from_ready.status.as_str(), from_ready.reason.as_str()), ("Unknown", HEARTBEAT_LOST));
+        let from_ready = heartbeat_lost_condition(
+            Some(&ready("True", "AgentReady", 0)),
+            lease,
+            Some(at(10)),
+            GRACE,
+            at(100),
+        )
+        .expect("Ready=True turns Unknown");
+        assert_eq!(
+            (from_ready.status.as_str(), from_ready.reason.as_str()),
+            ("Unknown", HEARTBEAT_LOST)
+        );
         assert_eq!(from_ready.last_transition_time, Time(at(100)));
-        assert!(from_ready.message.contains(lease) && from_ready.message.contains("50s"), "{}", from_ready.message);
-        assert!(from_ready.message.contains(&at(10).to_string()), "says since when: {}", from_ready.message);
+        assert!(
+            from_ready.message.contains(lease) && from_ready.message.contains("50s"),
+            "{}",
+            from_ready.message
+        );
+        assert!(
+            from_ready.message.contains(&at(10).to_string()),
+            "says since when: {}",
+            from_ready.message
+        );
 
-        let from_other_unknown = heartbeat_lost_condition(Some(&ready("Unknown", "Starting", 40)), lease, None, GRACE, at(100))
-            .expect("another Unknown reason is replaced");
-        assert_eq!(from_other_unknown.last_transition_time, Time(at(40)), "status did not change");
+        let from_other_unknown = heartbeat_lost_condition(
+            Some(&ready("Unknown", "Starting", 40)),
+            lease,
+            None,
+            GRACE,
+            at(100),
+        )
+        .expect("another Unknown reason is replaced");
+        assert_eq!(
+            from_other_unknown.last_transition_time,
+            Time(at(40)),
+            "status did not change"
+        );
         assert!(from_other_unknown.message.contains("does not exist"));
 
-        assert_eq!(heartbeat_lost_condition(Some(&ready("Unknown", HEARTBEAT_LOST, 40)), lease, None, GRACE, at(100)), None);
+        assert_eq!(
+            heartbeat_lost_condition(
+                Some(&ready("Unknown", HEARTBEAT_LOST, 40)),
+                lease,
+                None,
+                GRACE,
+                at(100)
+            ),
+            None
+        );
         assert!(heartbeat_lost_condition(None, lease, None, GRACE, at(100)).is_some());
     }
 
@@ -212,7 +330,10 @@ mod tests {
         assert_eq!(patch["metadata"], json!({"name": "n1"}));
         let status = patch["status"].as_object().expect("status");
         assert_eq!(status.keys().collect::<Vec<_>>(), vec!["conditions"]);
-        assert_eq!(patch["status"]["conditions"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            patch["status"]["conditions"].as_array().map(Vec::len),
+            Some(1)
+        );
         assert_eq!(patch["status"]["conditions"][0]["type"], "Ready");
     }
 }

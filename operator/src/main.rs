@@ -45,7 +45,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    let server = tokio::spawn(server::serve(listener, caches.clone(), metrics.clone(), server_stopped));
+    let server = tokio::spawn(server::serve(
+        listener,
+        caches.clone(),
+        metrics.clone(),
+        server_stopped,
+    ));
 
     let timing = ElectionTiming {
         lease_duration: config.lease_duration,
@@ -53,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
         retry_period: config.retry_period,
     };
     let leases = Api::namespaced(client.clone(), &config.namespace);
-    let (elector, mut leading) = LeaderElector::new(leases, config.lease_name.clone(), identity.clone(), timing);
+    let (elector, mut leading) =
+        LeaderElector::new(leases, config.lease_name.clone(), identity.clone(), timing);
     let (stop_elector, elector_stopped) = watch::channel(false);
     let elector = tokio::spawn(elector.run(elector_stopped));
 
@@ -106,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),
@@ -117,10 +124,13 @@ fn init_tracing(format: LogFormat) {
 async fn client(config: &Config) -> anyhow::Result<Client> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
         }
-        None => kube::Config::infer().await.context("no --kubeconfig and no in-cluster configuration")?,
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig and no in-cluster configuration")?,
     };
     Client::try_from(kube_config).context("building the Kubernetes client")
 }

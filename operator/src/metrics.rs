@@ -63,16 +63,36 @@ impl Default for Metrics {
         };
         let registry = &mut m.registry;
         // Counters get their `_total` suffix from the encoder.
-        registry.register("reconcile", "Reconciles of Nodes by result", m.reconciles.clone());
-        registry.register("reconcile_errors", "Failed reconciles by error", m.reconcile_errors.clone());
+        registry.register(
+            "reconcile",
+            "Reconciles of Nodes by result",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error",
+            m.reconcile_errors.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Duration of one reconcile of a Node",
             m.reconcile_duration.clone(),
         );
-        registry.register("leader", "1 while this replica leads, else 0", m.leader.clone());
-        registry.register("leader_transitions", "Times this replica became the leader", m.leader_transitions.clone());
-        registry.register("nodeconfigs", "NodeConfigs in the operator's cache", m.nodeconfigs.clone());
+        registry.register(
+            "leader",
+            "1 while this replica leads, else 0",
+            m.leader.clone(),
+        );
+        registry.register(
+            "leader_transitions",
+            "Times this replica became the leader",
+            m.leader_transitions.clone(),
+        );
+        registry.register(
+            "nodeconfigs",
+            "NodeConfigs in the operator's cache",
+            m.nodeconfigs.clone(),
+        );
         registry.register(
             "heartbeat_lost",
             "Times the operator set Ready=Unknown because an agent's Lease expired",
@@ -83,8 +103,16 @@ impl Default for Metrics {
             "Times the defaults ConfigMap was refused (the last good defaults stay in force)",
             m.defaults_invalid.clone(),
         );
-        registry.register("defaults_valid", "1 when the current defaults ConfigMap is valid, else 0", m.defaults_valid.clone());
-        registry.register("agent_rollouts", "Changes the operator applied to the node-agent DaemonSet", m.agent_rollouts.clone());
+        registry.register(
+            "defaults_valid",
+            "1 when the current defaults ConfigMap is valid, else 0",
+            m.defaults_valid.clone(),
+        );
+        registry.register(
+            "agent_rollouts",
+            "Changes the operator applied to the node-agent DaemonSet",
+            m.agent_rollouts.clone(),
+        );
         m
     }
 }
@@ -92,16 +120,23 @@ impl Default for Metrics {
 impl Metrics {
     /// Starts timing a reconcile; the duration is recorded when the timer drops.
     pub fn reconcile_timer(&self) -> ReconcileTimer<'_> {
-        ReconcileTimer { histogram: &self.reconcile_duration, start: Instant::now() }
+        ReconcileTimer {
+            histogram: &self.reconcile_duration,
+            start: Instant::now(),
+        }
     }
 
     pub fn reconciled(&self, result: ReconcileResult) {
-        self.reconciles.get_or_create(&ResultLabels { result }).inc();
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn reconcile_failed(&self, error: &'static str) {
         self.reconciled(ReconcileResult::error);
-        self.reconcile_errors.get_or_create(&ErrorLabels { error }).inc();
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels { error })
+            .inc();
     }
 
     /// The registry in the Prometheus text format.

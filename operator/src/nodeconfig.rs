@@ -60,7 +60,10 @@ pub fn is_selected(labels: &BTreeMap<String, String>, selector: &BTreeMap<String
 pub fn desired(node: &NodeFacts<'_>, defaults: &Defaults) -> Value {
     let mut spec = defaults.spec.clone();
     spec.insert("nodeName".into(), Value::String(node.name.to_string()));
-    spec.insert("mode".into(), serde_json::to_value(node_mode(node.labels)).unwrap_or(Value::Null));
+    spec.insert(
+        "mode".into(),
+        serde_json::to_value(node_mode(node.labels)).unwrap_or(Value::Null),
+    );
     json!({
         "apiVersion": NodeConfig::api_version(&()),
         "kind": NodeConfig::kind(&()),
@@ -115,7 +118,12 @@ pub fn plan(
 }
 
 fn is_ours(nc: &NodeConfig) -> bool {
-    nc.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(FIELD_MANAGER)
+    nc.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .map(String::as_str)
+        == Some(FIELD_MANAGER)
 }
 
 fn fingerprint(patch: &Value) -> u64 {
@@ -128,14 +136,20 @@ fn fingerprint(patch: &Value) -> u64 {
 /// `ownerReferences`, a list keyed by uid, where each wanted entry must be among the actual ones.
 fn holds(actual: &Value, wanted: &Value) -> bool {
     match (actual, wanted) {
-        (Value::Object(actual), Value::Object(wanted)) => wanted.iter().all(|(key, w)| match (key.as_str(), actual.get(key)) {
-            ("ownerReferences", Some(Value::Array(refs))) => match w {
-                Value::Array(wanted_refs) => wanted_refs.iter().all(|wr| refs.iter().any(|r| holds(r, wr))),
-                _ => false,
-            },
-            (_, Some(a)) => holds(a, w),
-            (_, None) => false,
-        }),
+        (Value::Object(actual), Value::Object(wanted)) => {
+            wanted
+                .iter()
+                .all(|(key, w)| match (key.as_str(), actual.get(key)) {
+                    ("ownerReferences", Some(Value::Array(refs))) => match w {
+                        Value::Array(wanted_refs) => wanted_refs
+                            .iter()
+                            .all(|wr| refs.iter().any(|r| holds(r, wr))),
+                        _ => false,
+                    },
+                    (_, Some(a)) => holds(a, w),
+                    (_, None) => false,
+                })
+        }
         _ => actual == wanted,
     }
 }
@@ -145,12 +159,21 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn defaults(selector: &[(&str, &str)], spec: Value) -> Defaults {
-        let Value::Object(spec) = spec else { panic!("spec must be an object") };
-        Defaults { node_selector: labels(selector), spec, ..Defaults::default() }
+        let Value::Object(spec) = spec else {
+            panic!("spec must be an object")
+        };
+        Defaults {
+            node_selector: labels(selector),
+            spec,
+            ..Defaults::default()
+        }
     }
 
     /// The NodeConfig as the API server returns it after `patch` was applied and `edit` merged in.
@@ -178,7 +201,10 @@ mod tests {
         let cases = [
             (labels(&[]), NodeMode::Companion),
             (labels(&[(AGENT_MANAGED_LABEL, "true")]), NodeMode::Kubelet),
-            (labels(&[(AGENT_MANAGED_LABEL, "false")]), NodeMode::Companion),
+            (
+                labels(&[(AGENT_MANAGED_LABEL, "false")]),
+                NodeMode::Companion,
+            ),
             (labels(&[(AGENT_MANAGED_LABEL, "yes")]), NodeMode::Companion),
         ];
         for (node_labels, mode) in cases {
@@ -194,18 +220,33 @@ mod tests {
             (&[("role", "edge")][..], &[("role", "edge")][..], true),
             (&[("role", "core")][..], &[("role", "edge")][..], false),
             (&[][..], &[("role", "edge")][..], false),
-            (&[("role", "edge")][..], &[("role", "edge"), ("zone", "a")][..], false),
+            (
+                &[("role", "edge")][..],
+                &[("role", "edge"), ("zone", "a")][..],
+                false,
+            ),
         ];
         for (node, selector, want) in cases {
-            assert_eq!(is_selected(&labels(node), &labels(selector)), want, "{node:?} vs {selector:?}");
+            assert_eq!(
+                is_selected(&labels(node), &labels(selector)),
+                want,
+                "{node:?} vs {selector:?}"
+            );
         }
     }
 
     #[test]
     fn patch_names_only_the_operators_fields() {
         let node_labels = labels(&[(AGENT_MANAGED_LABEL, "true")]);
-        let node = NodeFacts { name: "n1", uid: "uid-1", labels: &node_labels };
-        let patch = desired(&node, &defaults(&[], json!({"proxy": {"syncPeriod": "10s"}})));
+        let node = NodeFacts {
+            name: "n1",
+            uid: "uid-1",
+            labels: &node_labels,
+        };
+        let patch = desired(
+            &node,
+            &defaults(&[], json!({"proxy": {"syncPeriod": "10s"}})),
+        );
         assert_eq!(
             patch,
             json!({
@@ -222,59 +263,165 @@ mod tests {
     }
 
     /// (name, node, defaults, cached NodeConfig, last applied fingerprint, expected plan)
-    type PlanCase<'a> = (&'a str, NodeFacts<'a>, &'a Defaults, Option<&'a NodeConfig>, Option<u64>, NodeConfigPlan);
+    type PlanCase<'a> = (
+        &'a str,
+        NodeFacts<'a>,
+        &'a Defaults,
+        Option<&'a NodeConfig>,
+        Option<u64>,
+        NodeConfigPlan,
+    );
 
     #[test]
     fn plans() {
         let plain = labels(&[]);
         let edge = labels(&[("role", "edge")]);
-        let node = |l| NodeFacts { name: "n1", uid: "uid-1", labels: l };
+        let node = |l| NodeFacts {
+            name: "n1",
+            uid: "uid-1",
+            labels: l,
+        };
         let d = defaults(&[], json!({"proxy": {"syncPeriod": "10s"}}));
         let patch = desired(&node(&plain), &d);
         let fp = fingerprint(&patch);
         let applied = stored(&patch, json!({}));
         let edited = stored(&patch, json!({"spec": {"paused": true}}));
         let drifted = stored(&patch, json!({"spec": {"proxy": {"syncPeriod": "99s"}}}));
-        let other_owner_too = stored(&patch, json!({"metadata": {"ownerReferences": [
+        let other_owner_too = stored(
+            &patch,
+            json!({"metadata": {"ownerReferences": [
             {"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "uid-1", "controller": false, "blockOwnerDeletion": false},
-            {"apiVersion": "example.com/v1", "kind": "Thing", "name": "t", "uid": "uid-t"}]}}));
+            {"apiVersion": "example.com/v1", "kind": "Thing", "name": "t", "uid": "uid-t"}]}}),
+        );
         let mut deleting = applied.clone();
-        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-        ));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
         let mut by_hand = applied.clone();
         by_hand.metadata.labels = None;
         let only_edge = defaults(&[("role", "edge")], json!({}));
-        let apply = NodeConfigPlan::Apply { patch: patch.clone(), fingerprint: fp };
+        let apply = NodeConfigPlan::Apply {
+            patch: patch.clone(),
+            fingerprint: fp,
+        };
 
         let cases: Vec<PlanCase<'_>> = vec![
             ("new node", node(&plain), &d, None, None, apply.clone()),
-            ("applied before", node(&plain), &d, Some(&applied), Some(fp), NodeConfigPlan::UpToDate),
-            ("a person's edit of another field", node(&plain), &d, Some(&edited), Some(fp), NodeConfigPlan::UpToDate),
-            ("another owner reference too", node(&plain), &d, Some(&other_owner_too), Some(fp), NodeConfigPlan::UpToDate),
-            ("new leader applies once", node(&plain), &d, Some(&applied), None, apply.clone()),
-            ("defaults changed", node(&plain), &d, Some(&applied), Some(fp ^ 1), apply.clone()),
-            ("someone changed an owned field", node(&plain), &d, Some(&drifted), Some(fp), apply.clone()),
-            ("being deleted", node(&plain), &d, Some(&deleting), Some(fp), NodeConfigPlan::UpToDate),
-            ("stops matching", node(&plain), &only_edge, Some(&applied), Some(fp), NodeConfigPlan::Delete { uid: "nc-uid".into() }),
-            ("not matching, none", node(&plain), &only_edge, None, None, NodeConfigPlan::Ignore),
-            ("not matching, made by hand", node(&plain), &only_edge, Some(&by_hand), None, NodeConfigPlan::Ignore),
-            ("not matching, already going", node(&plain), &only_edge, Some(&deleting), None, NodeConfigPlan::Ignore),
+            (
+                "applied before",
+                node(&plain),
+                &d,
+                Some(&applied),
+                Some(fp),
+                NodeConfigPlan::UpToDate,
+            ),
+            (
+                "a person's edit of another field",
+                node(&plain),
+                &d,
+                Some(&edited),
+                Some(fp),
+                NodeConfigPlan::UpToDate,
+            ),
+            (
+                "another owner reference too",
+                node(&plain),
+                &d,
+                Some(&other_owner_too),
+                Some(fp),
+                NodeConfigPlan::UpToDate,
+            ),
+            (
+                "new leader applies once",
+                node(&plain),
+                &d,
+                Some(&applied),
+                None,
+                apply.clone(),
+            ),
+            (
+                "defaults changed",
+                node(&plain),
+                &d,
+                Some(&applied),
+                Some(fp ^ 1),
+                apply.clone(),
+            ),
+            (
+                "someone changed an owned field",
+                node(&plain),
+                &d,
+                Some(&drifted),
+                Some(fp),
+                apply.clone(),
+            ),
+            (
+                "being deleted",
+                node(&plain),
+                &d,
+                Some(&deleting),
+                Some(fp),
+                NodeConfigPlan::UpToDate,
+            ),
+            (
+                "stops matching",
+                node(&plain),
+                &only_edge,
+                Some(&applied),
+                Some(fp),
+                NodeConfigPlan::Delete {
+                    uid: "nc-uid".into(),
+                },
+            ),
+            (
+                "not matching, none",
+                node(&plain),
+                &only_edge,
+                None,
+                None,
+                NodeConfigPlan::Ignore,
+            ),
+            (
+                "not matching, made by hand",
+                node(&plain),
+                &only_edge,
+                Some(&by_hand),
+                None,
+                NodeConfigPlan::Ignore,
+            ),
+            (
+                "not matching, already going",
+                node(&plain),
+                &only_edge,
+                Some(&deleting),
+                None,
+                NodeConfigPlan::Ignore,
+            ),
         ];
         for (name, node, defaults, existing, last, want) in cases {
             assert_eq!(plan(&node, defaults, existing, last), want, "{name}");
         }
         let matching = plan(&node(&edge), &only_edge, None, None);
-        assert!(matches!(matching, NodeConfigPlan::Apply { .. }), "a matching node gets a NodeConfig");
+        assert!(
+            matches!(matching, NodeConfigPlan::Apply { .. }),
+            "a matching node gets a NodeConfig"
+        );
     }
 
     #[test]
     fn dropping_a_default_changes_the_patch() {
         let node_labels = labels(&[]);
-        let node = NodeFacts { name: "n1", uid: "u", labels: &node_labels };
+        let node = NodeFacts {
+            name: "n1",
+            uid: "u",
+            labels: &node_labels,
+        };
         let with = desired(&node, &defaults(&[], json!({"paused": false})));
         let without = desired(&node, &defaults(&[], json!({})));
         assert_ne!(fingerprint(&with), fingerprint(&without));
-        assert!(without["spec"].as_object().is_some_and(|s| !s.contains_key("paused")));
+        assert!(without["spec"]
+            .as_object()
+            .is_some_and(|s| !s.contains_key("paused")));
     }
 }

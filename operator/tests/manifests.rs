@@ -12,6 +12,9 @@ fn kustomization_lists_every_manifest() {
         "defaults-configmap.yaml",
         "operator-deployment.yaml",
     ] {
-        assert!(kustomization.contains(&format!("- {file}")), "kustomization.yaml does not list {file}");
+        assert!(
+            kustomization.contains(&format!("- {file}")),
+            "kustomization.yaml does not list {file}"
+        );
     }
 }

@@ -19,7 +19,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("--write") => {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_FILE);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(CRD_FILE);
             match std::fs::write(&path, yaml) {
                 Ok(()) => {
                     eprintln!("crdgen: wrote {}", path.display());

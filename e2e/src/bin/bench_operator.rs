@@ -26,7 +26,10 @@ const PREFIX: &str = "bench-node-";
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let nodes: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
-    let operator_bin = PathBuf::from(args.get(2).context("usage: bench-operator N OPERATOR_BIN")?);
+    let operator_bin = PathBuf::from(
+        args.get(2)
+            .context("usage: bench-operator N OPERATOR_BIN")?,
+    );
     let state = nodeconfig_e2e::state_dir();
 
     let config = Config::from_custom_kubeconfig(
@@ -146,7 +149,8 @@ async fn count_nodeconfigs(api: Api<NodeConfig>, want: usize) -> Result<()> {
 
 async fn delete_bench_nodes(api: &Api<Node>) -> Result<()> {
     let selector = ListParams::default().labels(&format!("{BENCH_LABEL}=true"));
-    api.delete_collection(&DeleteParams::default(), &selector).await?;
+    api.delete_collection(&DeleteParams::default(), &selector)
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !api.list_metadata(&selector).await?.items.is_empty() {
         if Instant::now() > deadline {
@@ -163,7 +167,8 @@ struct ProcSample {
 }
 
 fn read_proc(pid: u32) -> Result<ProcSample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("the operator exited")?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).context("the operator exited")?;
     let hwm_kib = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -171,9 +176,21 @@ fn read_proc(pid: u32) -> Result<ProcSample> {
         .context("no VmHWM")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name: utime and stime are the 12th and 13th.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    Ok(ProcSample { hwm_kib, cpu_secs: ticks / 100.0 })
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    Ok(ProcSample {
+        hwm_kib,
+        cpu_secs: ticks / 100.0,
+    })
 }

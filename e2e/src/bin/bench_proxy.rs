@@ -70,13 +70,19 @@ fn main() -> Result<()> {
         Some("connects") => return connects(&args[2], args[3].parse()?),
         _ => {}
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(bench(args))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(args))
 }
 
 // ---------------------------------------------------------------- clients (run inside a node namespace)
 
 fn unix_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
 }
 
 /// GETs http://IP/ until an HTTP 200 comes back (60 s at most); prints the
@@ -96,7 +102,8 @@ fn probe(ip: &str) -> Result<()> {
             if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok() {
                 let mut buf = [0u8; 64];
                 if let Ok(n) = s.read(&mut buf) {
-                    if buf[..n].starts_with(b"HTTP/1.") && buf[..n].windows(3).any(|w| w == b"200") {
+                    if buf[..n].starts_with(b"HTTP/1.") && buf[..n].windows(3).any(|w| w == b"200")
+                    {
                         println!("{}", unix_ns());
                         return Ok(());
                     }
@@ -161,7 +168,10 @@ async fn bench(args: Vec<String>) -> Result<()> {
         },
     ];
     let changes: usize = args[6].parse()?;
-    let sizes: Vec<usize> = args[7..].iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+    let sizes: Vec<usize> = args[7..]
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
 
     let config = Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(nodeconfig_e2e::admin_kubeconfig())?,
@@ -171,7 +181,13 @@ async fn bench(args: Vec<String>) -> Result<()> {
     let client = Client::try_from(config)?;
     let ns_api: Api<Namespace> = Api::all(client.clone());
     if ns_api.get_opt(NS).await?.is_none() {
-        let ns = Namespace { metadata: ObjectMeta { name: Some(NS.into()), ..Default::default() }, ..Default::default() };
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(NS.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         ns_api.create(&PostParams::default(), &ns).await?;
     }
     // Backends and objects that a killed earlier run left behind.
@@ -182,7 +198,10 @@ async fn bench(args: Vec<String>) -> Result<()> {
 
     // Two real backends, both on nc-node-2's bridge: the same distance (through
     // the host) from both proxies' nodes.
-    let backends = tokio::task::spawn_blocking(|| vec![Backend::start(2, "bench-a"), Backend::start(2, "bench-b")]).await?;
+    let backends = tokio::task::spawn_blocking(|| {
+        vec![Backend::start(2, "bench-a"), Backend::start(2, "bench-b")]
+    })
+    .await?;
     let ips: Vec<String> = backends.iter().map(|b| b.ip.to_string()).collect();
     eprintln!("backends: {ips:?}");
 
@@ -261,7 +280,10 @@ async fn one_size(
     figs[1].created_s = Some(created);
     for (k, p) in pollers.into_iter().enumerate() {
         let s = p.await??;
-        eprintln!("  {}: all {n} dispatch rules after {s:.1}s", proxies[k].name);
+        eprintln!(
+            "  {}: all {n} dispatch rules after {s:.1}s",
+            proxies[k].name
+        );
         figs[k].programmed_s = Some(s);
     }
 
@@ -348,7 +370,10 @@ async fn one_size(
                         break unix_s();
                     }
                     if unix_s() - started > 900.0 {
-                        bail!("{}: only {c} of {total} dispatch rules 900s after a cold start", p.name);
+                        bail!(
+                            "{}: only {c} of {total} dispatch rules 900s after a cold start",
+                            p.name
+                        );
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -357,7 +382,11 @@ async fn one_size(
             figs[k].cold_start_s = Some(done - started);
             figs[k].cold_hwm_mib = Some(hwm);
             figs[k].cold_cpu_s = Some(cpu);
-            eprintln!("  {}: cold start, all {total} Services' rules {:.1}s after the process started", p.name, done - started);
+            eprintln!(
+                "  {}: cold start, all {total} Services' rules {:.1}s after the process started",
+                p.name,
+                done - started
+            );
         }
     }
     Ok(figs)
@@ -383,10 +412,18 @@ async fn restart_hook(script: &str, action: &str, proxy: &str) -> Result<String>
 
 /// When a process started, in unix seconds (to the clock tick).
 fn process_start_unix(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid}"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
     // Field 22 (starttime, ticks since boot) is the 20th after the command.
-    let ticks: f64 = after.split_whitespace().nth(19).and_then(|v| v.parse().ok()).context("no starttime")?;
+    let ticks: f64 = after
+        .split_whitespace()
+        .nth(19)
+        .and_then(|v| v.parse().ok())
+        .context("no starttime")?;
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")?
         .split_whitespace()
         .next()
@@ -415,22 +452,36 @@ async fn first_sync_after(p: &Proxy, after: f64) -> Result<f64> {
 /// The last-sync gauge from a metrics endpoint (plain HTTP).
 async fn last_sync(addr: &str) -> Result<Option<f64>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
-    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await??;
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
     let mut body = String::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await??;
     // `name value` or `name{labels} value`; kube-proxy has one per IP family.
     Ok(body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (series, value) = l.rsplit_once(' ')?;
         let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-        (name.ends_with(LAST_SYNC_METRIC) && !labels.contains("IPv6")).then(|| value.trim().parse().ok())?
+        (name.ends_with(LAST_SYNC_METRIC) && !labels.contains("IPv6"))
+            .then(|| value.trim().parse().ok())?
     }))
 }
 
-async fn create_one(svcs: &Api<Service>, slices: &Api<EndpointSlice>, name: String, ip: String, backends: &[String]) -> Result<()> {
-    let labels: std::collections::BTreeMap<String, String> = [(LABEL.to_string(), "true".to_string())].into();
+async fn create_one(
+    svcs: &Api<Service>,
+    slices: &Api<EndpointSlice>,
+    name: String,
+    ip: String,
+    backends: &[String],
+) -> Result<()> {
+    let labels: std::collections::BTreeMap<String, String> =
+        [(LABEL.to_string(), "true".to_string())].into();
     let svc = Service {
-        metadata: ObjectMeta { name: Some(name.clone()), labels: Some(labels.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             cluster_ip: Some(ip.clone()),
@@ -446,18 +497,30 @@ async fn create_one(svcs: &Api<Service>, slices: &Api<EndpointSlice>, name: Stri
         }),
         ..Default::default()
     };
-    svcs.create(&PostParams::default(), &svc).await.with_context(|| format!("create service {name}"))?;
+    svcs.create(&PostParams::default(), &svc)
+        .await
+        .with_context(|| format!("create service {name}"))?;
     let mut slice_labels = labels;
     slice_labels.insert("kubernetes.io/service-name".into(), name.clone());
-    slice_labels.insert("endpointslice.kubernetes.io/managed-by".into(), "bench.nodeconfig.dev".into());
+    slice_labels.insert(
+        "endpointslice.kubernetes.io/managed-by".into(),
+        "bench.nodeconfig.dev".into(),
+    );
     let slice = EndpointSlice {
-        metadata: ObjectMeta { name: Some(format!("{name}-bench")), labels: Some(slice_labels), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-bench")),
+            labels: Some(slice_labels),
+            ..Default::default()
+        },
         address_type: "IPv4".into(),
         endpoints: backends
             .iter()
             .map(|ip| Endpoint {
                 addresses: vec![ip.clone()],
-                conditions: Some(EndpointConditions { ready: Some(true), ..Default::default() }),
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    ..Default::default()
+                }),
                 node_name: Some("nc-node-2".into()),
                 ..Default::default()
             })
@@ -470,7 +533,10 @@ async fn create_one(svcs: &Api<Service>, slices: &Api<EndpointSlice>, name: Stri
             ..Default::default()
         }]),
     };
-    slices.create(&PostParams::default(), &slice).await.with_context(|| format!("create slice of {name}"))?;
+    slices
+        .create(&PostParams::default(), &slice)
+        .await
+        .with_context(|| format!("create slice of {name}"))?;
     Ok(())
 }
 
@@ -487,13 +553,26 @@ async fn count_rules(netns: &str, jump: &str) -> Result<usize> {
         .await?;
     let text = String::from_utf8_lossy(&out.stdout);
     let tag = format!("\"{NS}/");
-    Ok(text.lines().filter(|l| l.contains(&tag) && l.contains("cluster IP\"") && l.contains(jump)).count())
+    Ok(text
+        .lines()
+        .filter(|l| l.contains(&tag) && l.contains("cluster IP\"") && l.contains(jump))
+        .count())
 }
 
-async fn cleanup(svcs: &Api<Service>, slices: &Api<EndpointSlice>, proxies: &[Proxy; 2]) -> Result<()> {
+async fn cleanup(
+    svcs: &Api<Service>,
+    slices: &Api<EndpointSlice>,
+    proxies: &[Proxy; 2],
+) -> Result<()> {
     let lp = ListParams::default().labels(&format!("{LABEL}=true"));
     // Services cannot be deleted by collection; one by one, 32 at a time.
-    let names: Vec<String> = svcs.list_metadata(&lp).await?.items.into_iter().filter_map(|m| m.metadata.name).collect();
+    let names: Vec<String> = svcs
+        .list_metadata(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect();
     if !names.is_empty() {
         eprintln!("  deleting {} bench Services", names.len());
     }
@@ -508,7 +587,9 @@ async fn cleanup(svcs: &Api<Service>, slices: &Api<EndpointSlice>, proxies: &[Pr
         .buffer_unordered(32)
         .try_collect::<Vec<()>>()
         .await?;
-    slices.delete_collection(&DeleteParams::default(), &lp).await?;
+    slices
+        .delete_collection(&DeleteParams::default(), &lp)
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     for p in proxies {
         loop {
@@ -517,7 +598,10 @@ async fn cleanup(svcs: &Api<Service>, slices: &Api<EndpointSlice>, proxies: &[Pr
                 break;
             }
             if Instant::now() > deadline {
-                bail!("{}: {c} bench dispatch rules still there after cleanup", p.name);
+                bail!(
+                    "{}: {c} bench dispatch rules still there after cleanup",
+                    p.name
+                );
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
@@ -539,7 +623,10 @@ async fn connect_median(netns: &str, ip: &str) -> Result<Option<f64>> {
         .map(|us| us / 1000.0)
         .collect();
     if v.len() < 90 {
-        eprintln!("  {netns}: only {} of 100 connects to {ip} succeeded", v.len());
+        eprintln!(
+            "  {netns}: only {} of 100 connects to {ip} succeeded",
+            v.len()
+        );
     }
     v.sort_by(|a, b| a.total_cmp(b));
     Ok(pct(&v, 50.0))
@@ -557,14 +644,18 @@ fn pct(v: &[f64], p: f64) -> Option<f64> {
 
 /// (VmHWM in MiB, utime+stime in s)
 fn read_proc(pid: u32) -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("process {pid} exited"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("process {pid} exited"))?;
     let hwm_kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmHWM")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
@@ -589,24 +680,105 @@ fn table_rows(rows: &[(usize, Vec<Figures>)], changes: usize) -> Vec<[String; 5]
     for (n, f) in rows {
         let (a, k) = (&f[0], &f[1]);
         let mut line = |what: String, av: Option<f64>, kv: Option<f64>, prec: usize| {
-            out.push([n.to_string(), what, fmt(av, prec), fmt(kv, prec), ratio(av, kv)]);
+            out.push([
+                n.to_string(),
+                what,
+                fmt(av, prec),
+                fmt(kv, prec),
+                ratio(av, kv),
+            ]);
         };
-        line("all dispatch rules in place (s)".into(), a.programmed_s, k.programmed_s, 1);
+        line(
+            "all dispatch rules in place (s)".into(),
+            a.programmed_s,
+            k.programmed_s,
+            1,
+        );
         let lag = |f: &Figures| Some((f.programmed_s? - f.created_s?).max(0.0));
-        line(format!("  of which after the last create (s; created in {})", fmt(a.created_s, 1)), lag(a), lag(k), 1);
-        line(format!("change latency p50 (ms, {}/{} changes)", a.change_n.min(k.change_n), changes), a.change_p50_ms, k.change_p50_ms, 0);
-        line(format!("change latency p99 (ms, {}/{} changes)", a.change_n.min(k.change_n), changes), a.change_p99_ms, k.change_p99_ms, 0);
-        line("TCP connect, first Service, median of 100 (ms)".into(), a.connect_first_ms, k.connect_first_ms, 3);
-        line("TCP connect, last Service, median of 100 (ms)".into(), a.connect_last_ms, k.connect_last_ms, 3);
-        line("peak RSS during the size (MiB)".into(), Some(a.hwm_mib), Some(k.hwm_mib), 1);
-        line("CPU time during the size (s)".into(), Some(a.cpu_s), Some(k.cpu_s), 1);
+        line(
+            format!(
+                "  of which after the last create (s; created in {})",
+                fmt(a.created_s, 1)
+            ),
+            lag(a),
+            lag(k),
+            1,
+        );
+        line(
+            format!(
+                "change latency p50 (ms, {}/{} changes)",
+                a.change_n.min(k.change_n),
+                changes
+            ),
+            a.change_p50_ms,
+            k.change_p50_ms,
+            0,
+        );
+        line(
+            format!(
+                "change latency p99 (ms, {}/{} changes)",
+                a.change_n.min(k.change_n),
+                changes
+            ),
+            a.change_p99_ms,
+            k.change_p99_ms,
+            0,
+        );
+        line(
+            "TCP connect, first Service, median of 100 (ms)".into(),
+            a.connect_first_ms,
+            k.connect_first_ms,
+            3,
+        );
+        line(
+            "TCP connect, last Service, median of 100 (ms)".into(),
+            a.connect_last_ms,
+            k.connect_last_ms,
+            3,
+        );
+        line(
+            "peak RSS during the size (MiB)".into(),
+            Some(a.hwm_mib),
+            Some(k.hwm_mib),
+            1,
+        );
+        line(
+            "CPU time during the size (s)".into(),
+            Some(a.cpu_s),
+            Some(k.cpu_s),
+            1,
+        );
         if a.cold_start_s.is_some() || k.cold_start_s.is_some() {
-            line(format!("cold start: rules of all {} Services in place (s)", n + changes), a.cold_start_s, k.cold_start_s, 1);
-            line("cold start: peak RSS (MiB)".into(), a.cold_hwm_mib, k.cold_hwm_mib, 1);
-            line("cold start: CPU time until then (s)".into(), a.cold_cpu_s, k.cold_cpu_s, 1);
+            line(
+                format!(
+                    "cold start: rules of all {} Services in place (s)",
+                    n + changes
+                ),
+                a.cold_start_s,
+                k.cold_start_s,
+                1,
+            );
+            line(
+                "cold start: peak RSS (MiB)".into(),
+                a.cold_hwm_mib,
+                k.cold_hwm_mib,
+                1,
+            );
+            line(
+                "cold start: CPU time until then (s)".into(),
+                a.cold_cpu_s,
+                k.cold_cpu_s,
+                1,
+            );
         }
         if a.change_failed + k.change_failed > 0 {
-            out.push([n.to_string(), "changes without an answer in 60 s".into(), a.change_failed.to_string(), k.change_failed.to_string(), "-".into()]);
+            out.push([
+                n.to_string(),
+                "changes without an answer in 60 s".into(),
+                a.change_failed.to_string(),
+                k.change_failed.to_string(),
+                "-".into(),
+            ]);
         }
     }
     out
@@ -614,16 +786,25 @@ fn table_rows(rows: &[(usize, Vec<Figures>)], changes: usize) -> Vec<[String; 5]
 
 fn print_table(rows: &[(usize, Vec<Figures>)], changes: usize) {
     println!();
-    println!("{:>8}  {:<50} {:>10} {:>11} {:>8}", "services", "measure", "agent", "kube-proxy", "ratio");
+    println!(
+        "{:>8}  {:<50} {:>10} {:>11} {:>8}",
+        "services", "measure", "agent", "kube-proxy", "ratio"
+    );
     for r in table_rows(rows, changes) {
-        println!("{:>8}  {:<50} {:>10} {:>11} {:>8}", r[0], r[1], r[2], r[3], r[4]);
+        println!(
+            "{:>8}  {:<50} {:>10} {:>11} {:>8}",
+            r[0], r[1], r[2], r[3], r[4]
+        );
     }
 }
 
 fn table_markdown(rows: &[(usize, Vec<Figures>)], changes: usize) -> String {
     let mut s = String::from("| Services | measure | agent | kube-proxy | agent / kube-proxy |\n|---:|---|---:|---:|---:|\n");
     for r in table_rows(rows, changes) {
-        s.push_str(&format!("| {} | {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3], r[4]));
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r[0], r[1], r[2], r[3], r[4]
+        ));
     }
     s
 }

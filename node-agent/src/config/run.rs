@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::plan::{self, ConfigPlan, Observed, Overrides, Rejection};
 use crate::edge::cri::CriClient;
 use crate::edge::cri_handle::CriSwitch;
-use crate::serve::health::LoopHeartbeat;
 use crate::reports::{ConfigReport, ConfigState};
+use crate::serve::health::LoopHeartbeat;
 use crate::serve::metrics::{ApplyResult, Metrics};
 
 /// How long a new CRI endpoint gets to accept a connection and answer `Version`.

@@ -110,8 +110,9 @@ async fn start_server(client_ca: &TestCa) -> Server {
         asked: Mutex::new(Vec::new()),
     });
     // CRI is never reached by these requests: a lazy client to nowhere.
-    let cri = crate::edge::cri::CriClient::connect_lazy("unix:///nonexistent/kubelet-server-test.sock")
-        .unwrap();
+    let cri =
+        crate::edge::cri::CriClient::connect_lazy("unix:///nonexistent/kubelet-server-test.sock")
+            .unwrap();
     let (_switch, cri) = crate::edge::cri_handle::shared(cri);
     let state = KubeletServerState {
         cri,

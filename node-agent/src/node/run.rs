@@ -22,10 +22,10 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::reports::{ConfigReport, NodeProblem, NodeReport, RuntimeReport};
 use crate::edge::host::HostFacts;
-use crate::serve::metrics::{Metrics, WriteResult};
 use crate::node::build::{self, NodeInputs, PodCidrPlan};
+use crate::reports::{ConfigReport, NodeProblem, NodeReport, RuntimeReport};
+use crate::serve::metrics::{Metrics, WriteResult};
 use crate::FIELD_MANAGER;
 
 /// How often the loop reads the Node and compares (the kubelet's `nodeStatusUpdateFrequency`).

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use futures::future::join_all;
 use k8s_cri::v1 as cri;
 
-use crate::pods::runtime_view::{PodRuntimeView, SandboxView, LABEL_POD_UID};
 use crate::edge::cri::CriError;
 use crate::edge::cri_handle::CriHandle;
+use crate::pods::runtime_view::{PodRuntimeView, SandboxView, LABEL_POD_UID};
 
 /// Longest wait for the list and status calls of one pod or a relist.
 pub const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);

@@ -44,14 +44,16 @@ pub use backoff::{Backoff, BackoffKey};
 pub use cri_config::container::{
     container_config, container_log_path, qos_class, ContainerContext, ImageUser, QosClass,
 };
-pub use cri_config::error::ConfigError;
 pub use cri_config::env::{container_env, service_env, EnvSources, PodFacts};
+pub use cri_config::error::ConfigError;
+pub use cri_config::sandbox::{parse_resolv_conf, pod_log_dir, sandbox_config, SandboxContext};
 pub use phase::{pod_status, PodPhase, PodStatusView};
 pub use plan::{compute_pod_actions, container_spec_hash, PodActions, ProbeFailures};
-pub use probes::state::{probe_action, probe_timing, ProbeAction, ProbeKind, ProbeOutcome, ProbeState};
 pub use probes::manager::{ProbeManager, ProbeResults, RunningContainer};
+pub use probes::state::{
+    probe_action, probe_timing, ProbeAction, ProbeKind, ProbeOutcome, ProbeState,
+};
 pub use runtime_view::PodRuntimeView;
-pub use cri_config::sandbox::{parse_resolv_conf, pod_log_dir, sandbox_config, SandboxContext};
 pub use volumes::manager::{prepare_mounts, VolumeManager};
 pub use volumes::plan::{
     container_mounts, plan_volumes, required_objects, VolumeData, VolumeError, VolumePlan,

@@ -2,8 +2,8 @@
 //! `pods` block and `PodsReady`.
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::reports::PodsReport;
 use crate::pods::admit::{REASON_NODE_AFFINITY, REASON_OUT_OF_PODS, REASON_TAINT_TOLERATION};
+use crate::reports::PodsReport;
 
 impl PodsReport {
     /// Counts from the pods as the API shows them.

@@ -33,15 +33,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::cri_handle::CriHandle;
-use crate::serve::health::LoopHeartbeat;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
+use crate::pods::cri_config::sandbox::parse_resolv_conf;
 use crate::pods::cri_pods::{CriPods, Fingerprint};
 use crate::pods::events::PodEvents;
 use crate::pods::probes::manager::ProbeManager;
-use crate::reports::PodsReport;
-use crate::pods::cri_config::sandbox::parse_resolv_conf;
 use crate::pods::volumes::manager::VolumeManager;
 use crate::pods::worker::{remove_pod_logs, Next, PodEnv, PodWorker};
+use crate::reports::PodsReport;
+use crate::serve::health::LoopHeartbeat;
 
 /// How often CRI is relisted to notice containers that changed (PLEG).
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);

@@ -21,14 +21,16 @@ use crate::pods::admit::{admit, Admission};
 use crate::pods::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
 use crate::pods::backoff::{Backoff, BackoffKey};
 use crate::pods::cri_config::container::{container_config, ContainerContext};
-use crate::pods::cri_pods::{CriPods, ImageError, PodRuntime, PullPolicy};
-use crate::pods::cri_config::env::{container_env, referenced_config_maps, referenced_secrets, service_env};
+use crate::pods::cri_config::env::{
+    container_env, referenced_config_maps, referenced_secrets, service_env,
+};
 use crate::pods::cri_config::env::{EnvSources, PodFacts};
+use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
+use crate::pods::cri_pods::{CriPods, ImageError, PodRuntime, PullPolicy};
 use crate::pods::events::PodEvents;
 use crate::pods::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
 use crate::pods::runtime_view::{ContainerState, SandboxState};
-use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
 use crate::pods::volumes::manager::prepare_mounts;
 use crate::pods::volumes::manager::VolumeManager;
 
@@ -576,7 +578,10 @@ impl PodWorker {
         Ok(())
     }
 
-    async fn setup_volumes(&mut self, pod: &Pod) -> Result<(), crate::pods::volumes::plan::VolumeError> {
+    async fn setup_volumes(
+        &mut self,
+        pod: &Pod,
+    ) -> Result<(), crate::pods::volumes::plan::VolumeError> {
         let paths = self.env.volumes.setup(pod).await?;
         self.volume_paths = paths;
         self.volumes_at = Some(std::time::Instant::now());

@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
+use super::error::ProxyError;
 use super::model::{Model, Protocol, ServicePortName};
 use super::plan::endpoint_chain;
 use super::ruleset::RuleSet;
-use super::error::ProxyError;
 
 /// One UDP service port as the rules program it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,10 +11,10 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use super::error::ProxyError;
 use super::plan::{is_owned, CANARY, CANARY_RULE};
 use super::render::{line_context, render_cleanup};
 use super::ruleset::{RuleSet, Table};
-use super::error::ProxyError;
 
 /// Built-in chains of nat and filter: the only foreign chains we put rules in.
 const BUILTIN_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];

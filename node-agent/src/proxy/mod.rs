@@ -22,14 +22,14 @@ pub mod iptables;
 pub mod model;
 pub mod plan;
 pub mod proxier;
-pub mod run;
 pub mod render;
 pub mod ruleset;
+pub mod run;
 pub mod schedule;
 
 pub use config::{Dispatch, NodeInfo, ProxyConfig};
-pub use error::ProxyError;
 pub use conntrack::{Conntrack, FlowDeletion, UdpServices};
+pub use error::ProxyError;
 pub use inputs::ProxyInputs;
 pub use iptables::{Iptables, IptablesCommand};
 pub use model::{Model, ServicePortName, Skip, SkipReason};

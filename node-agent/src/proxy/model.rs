@@ -13,7 +13,6 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-
 /// Services carrying this label belong to another proxy (as kube-proxy honours it).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 /// The label that ties an EndpointSlice to its Service.

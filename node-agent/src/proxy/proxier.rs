@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use super::config::{NodeInfo, ProxyConfig};
 use super::conntrack::{udp_services, UdpServices};
+use super::error::ProxyError;
 use super::inputs::ProxyInputs;
 use super::iptables::Iptables;
 use super::model::Skip;
 use super::plan::{PlanState, SERVICES};
 use super::render::{render_restore_input, SyncMode};
 use super::ruleset::{RuleSet, Table};
-use super::error::ProxyError;
 
 /// Why a sync rewrote all our chains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

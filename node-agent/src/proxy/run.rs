@@ -34,15 +34,15 @@ use nodeconfig_crds::ProxySpec;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::reports::{ConfigReport, ProxyReport, ProxyState};
-use crate::serve::health::{Health, LoopHeartbeat};
-use crate::serve::metrics::{Metrics, SkipLabels, TableLabels};
 use crate::proxy::conntrack::stale_flows;
 use crate::proxy::inputs::Kind;
 use crate::proxy::{
     Conntrack, FullSyncReason, IptablesCommand, NodeInfo, Proxier, ProxyConfig, ProxyError,
     ProxyInputs, Scheduler, Skip, SyncReport, Table, UdpServices,
 };
+use crate::reports::{ConfigReport, ProxyReport, ProxyState};
+use crate::serve::health::{Health, LoopHeartbeat};
+use crate::serve::metrics::{Metrics, SkipLabels, TableLabels};
 
 /// Set by the EndpointSlice controller: when the change that led to this
 /// version of the slice happened (the start of network programming latency).

@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::cri::{CriClient, CriError};
-use crate::runtime::inventory::{count_containers, health_from_conditions, saturating_i32};
 use crate::edge::cri_handle::CriHandle;
-use crate::serve::health::LoopHeartbeat;
 use crate::reports::{RuntimeHealth, RuntimeInventory, RuntimeReport, RuntimeVersion};
+use crate::runtime::inventory::{count_containers, health_from_conditions, saturating_i32};
+use crate::serve::health::LoopHeartbeat;
 use crate::serve::metrics::Metrics;
 
 /// How often the runtime is asked, as the kubelet's PLEG relists (1s there; status every 10s).

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::reports::{ConfigReport, NodeReport, PodsReport, ProxyReport, RuntimeReport};
 use crate::serve::health::LoopHeartbeat;
 use crate::serve::metrics::{Metrics, WriteResult};
-use crate::status::desired::{desired_status, inputs_settled, needs_write, proxy_settled, StatusInputs};
+use crate::status::desired::{
+    desired_status, inputs_settled, needs_write, proxy_settled, StatusInputs,
+};
 use crate::FIELD_MANAGER;
 
 /// How long a burst of reports may settle before one write.

@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, SeccompProfile};
 
-use crate::pods::cri_config::error::ConfigError;
 use crate::pods::cri_config::env::expand;
+use crate::pods::cri_config::error::ConfigError;
 use crate::pods::cri_config::quantity::{self, Amount};
-use crate::pods::runtime_view::{container_annotations, container_labels};
 use crate::pods::cri_config::sandbox::namespace_options;
-
+use crate::pods::runtime_view::{container_annotations, container_labels};
 
 /// What the container needs besides the Pod.
 #[derive(Debug, Clone)]

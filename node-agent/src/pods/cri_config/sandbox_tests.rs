@@ -4,8 +4,8 @@ use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
-use crate::pods::runtime_view::{LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 use crate::pods::cri_config::sandbox::*;
+use crate::pods::runtime_view::{LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 
 fn pod(spec: Value) -> Pod {
     let mut spec = spec;

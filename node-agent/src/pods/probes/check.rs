@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use tokio::net::TcpStream;
 
-use crate::pods::probes::state::{HttpScheme, ProbeAction, ProbeOutcome};
 use crate::edge::cri::CriClient;
+use crate::pods::probes::state::{HttpScheme, ProbeAction, ProbeOutcome};
 
 /// `User-Agent` of HTTP probes, as the kubelet of the pinned Kubernetes minor sends it.
 pub const PROBE_USER_AGENT: &str = "kube-probe/1.37";

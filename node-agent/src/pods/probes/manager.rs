@@ -21,13 +21,13 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
+use crate::edge::cri_handle::CriHandle;
 use crate::pods::events::PodEvents;
 use crate::pods::plan::ProbeFailures;
+use crate::pods::probes::check::run_probe;
 use crate::pods::probes::state::{
     probe_action, probe_timing, Gate, ProbeAction, ProbeKind, ProbeOutcome, ProbeState, Timing,
 };
-use crate::pods::probes::check::run_probe;
-use crate::edge::cri_handle::CriHandle;
 
 /// A running instance of one of the pod's containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
