@@ -11,9 +11,7 @@
 //! NC_MEMORY_SERVICES=5000 cargo test ...
 //! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
@@ -22,58 +20,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use node_agent::proxy::iptables::Iptables;
 use node_agent::proxy::model::SERVICE_NAME_LABEL;
 use node_agent::proxy::{NodeInfo, Proxier, ProxyConfig, ProxyError, ProxyInputs, RuleSet, Table};
+use peak_alloc::PeakAlloc;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-/// Live allocations: each costs the allocator's header and rounding on top of its size.
-static BLOCKS: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    BLOCKS.fetch_add(1, Ordering::Relaxed);
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only
-// counters are updated around it.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        BLOCKS.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            BLOCKS.fetch_sub(1, Ordering::Relaxed);
-            grew(new_size);
-        }
-        p
-    }
-}
-
+// peak_alloc counts what the system allocator hands out (layout sizes), live
+// and at its peak since the last reset; the tree itself forbids unsafe code.
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: PeakAlloc = PeakAlloc;
 
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / 1024.0 / 1024.0
@@ -81,18 +33,16 @@ fn mib(bytes: usize) -> f64 {
 
 /// Starts a phase: the peak is reset to what is live now.
 fn phase_start() -> usize {
-    let live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(live, Ordering::Relaxed);
-    live
+    ALLOCATOR.reset_peak_usage();
+    ALLOCATOR.current_usage()
 }
 
 fn phase_end(name: &str, base: usize, before: usize, took: Duration) {
-    let (live, peak) = (LIVE.load(Ordering::Relaxed), PEAK.load(Ordering::Relaxed));
+    let (live, peak) = (ALLOCATOR.current_usage(), ALLOCATOR.peak_usage());
     println!(
-        "{name:<34} live {:>7.1} MiB (+{:>6.1}) in {:>7} blocks  peak {:>7.1} MiB  {:>8.3} s",
+        "{name:<34} live {:>7.1} MiB (+{:>6.1})  peak {:>7.1} MiB  {:>8.3} s",
         mib(live - base),
         mib(live.saturating_sub(before)),
-        BLOCKS.load(Ordering::Relaxed),
         mib(peak - base),
         took.as_secs_f64()
     );

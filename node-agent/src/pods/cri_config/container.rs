@@ -98,7 +98,7 @@ pub fn container_log_path(container_name: &str, restart_count: u32) -> String {
 pub fn container_config(
     pod: &Pod,
     container: &Container,
-    ctx: ContainerContext,
+    ctx: ContainerContext<'_>,
 ) -> Result<cri::ContainerConfig, ConfigError> {
     verify_run_as_non_root(pod, container, ctx.image_user)?;
     let m = &pod.metadata;
@@ -259,7 +259,7 @@ pub fn qos_class(pod: &Pod) -> QosClass {
 fn verify_run_as_non_root(
     pod: &Pod,
     container: &Container,
-    image_user: Option<ImageUser>,
+    image_user: Option<ImageUser<'_>>,
 ) -> Result<(), ConfigError> {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = container.security_context.as_ref();

@@ -47,7 +47,7 @@ fn build(pod: &Pod) -> Result<cri::ContainerConfig, ConfigError> {
     build_with(pod, context(&[]))
 }
 
-fn build_with(pod: &Pod, ctx: ContainerContext) -> Result<cri::ContainerConfig, ConfigError> {
+fn build_with(pod: &Pod, ctx: ContainerContext<'_>) -> Result<cri::ContainerConfig, ConfigError> {
     container_config(pod, &pod.spec.as_ref().unwrap().containers[0], ctx)
 }
 

@@ -167,7 +167,7 @@ fn env_name(name: &str) -> String {
 pub fn container_env(
     pod: &Pod,
     container: &Container,
-    facts: &PodFacts,
+    facts: &PodFacts<'_>,
     sources: &EnvSources,
     service_env: &[(String, String)],
 ) -> Result<Vec<cri::KeyValue>, ConfigError> {
@@ -246,7 +246,7 @@ fn resolve_source(
     pod: &Pod,
     container: &Container,
     namespace: &str,
-    facts: &PodFacts,
+    facts: &PodFacts<'_>,
     sources: &EnvSources,
     source: &EnvVarSource,
 ) -> Result<Option<String>, ConfigError> {
@@ -309,7 +309,7 @@ fn resolve_source(
 /// The downward API's `fieldRef` for environment variables.
 fn field_value(
     pod: &Pod,
-    facts: &PodFacts,
+    facts: &PodFacts<'_>,
     field: &ObjectFieldSelector,
 ) -> Result<String, ConfigError> {
     let meta = &pod.metadata;
@@ -354,7 +354,7 @@ fn subscript(path: &str) -> Option<(&str, &str)> {
 fn resource_value(
     pod: &Pod,
     container: &Container,
-    facts: &PodFacts,
+    facts: &PodFacts<'_>,
     field: &ResourceFieldSelector,
 ) -> Result<String, ConfigError> {
     let target = match field.container_name.as_deref().filter(|n| !n.is_empty()) {

@@ -41,7 +41,7 @@ pub fn pod_log_dir(pod_logs_root: &Path, pod: &Pod) -> PathBuf {
 }
 
 /// The sandbox to create for the pod.
-pub fn sandbox_config(pod: &Pod, ctx: &SandboxContext) -> cri::PodSandboxConfig {
+pub fn sandbox_config(pod: &Pod, ctx: &SandboxContext<'_>) -> cri::PodSandboxConfig {
     let m = &pod.metadata;
     let name = m.name.as_deref().unwrap_or_default();
     let namespace = m.namespace.as_deref().unwrap_or("default");
