@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: the unit tests, then the end-to-end tests on the local
+# Runs every test: the hygiene gate (rustfmt, clippy with warnings denied, no
+# import cycle between source files), the unit tests, then the end-to-end tests on the local
 # cluster of real components (brought up here, and torn down after unless it
 # was already up before).
 #
@@ -16,6 +17,13 @@ summary() {
 }
 
 trap summary EXIT
+
+echo "== hygiene (format, clippy, import cycles)"
+command -v cargo-clippy >/dev/null && command -v rustfmt >/dev/null \
+  || { echo "test.sh: clippy and rustfmt are needed (rustup component add clippy rustfmt)" >&2; exit 1; }
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+python3 e2e/scripts/check-module-cycles.py node-agent/src operator/src crds/src e2e/src
 
 echo "== unit tests"
 cargo test --workspace --exclude nodeconfig-e2e --locked 2>&1 | tee -a "$results"
