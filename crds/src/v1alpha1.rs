@@ -124,6 +124,25 @@ pub struct PodsSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub taints: Vec<NodeTaint>,
+
+    /// IP addresses of the cluster's DNS service (the kubelet's `clusterDNS`):
+    /// the nameservers of pods with dnsPolicy ClusterFirst, and of host-network
+    /// pods with ClusterFirstWithHostNet. Empty: such pods use the node's
+    /// resolver, with a MissingClusterDNS event, as the kubelet does.
+    #[serde(default, rename = "clusterDNS")]
+    #[schemars(length(max = 3), inner(length(max = 45)))]
+    #[x_kube(validation = Rule::new("self.all(a, isIP(a))").message("clusterDNS must be IP addresses such as 10.96.0.10"))]
+    pub cluster_dns: Vec<String>,
+
+    /// The cluster's DNS domain (the kubelet's `clusterDomain`): pods with
+    /// cluster DNS search `<namespace>.svc.<domain>`, `svc.<domain>` and
+    /// `<domain>` before the node's search domains.
+    #[serde(default = "default_cluster_domain")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub cluster_domain: String,
 }
 
 /// A taint to register on the Node.
@@ -328,6 +347,9 @@ fn default_sandbox_image() -> String {
 fn default_max_pods() -> i32 {
     110
 }
+fn default_cluster_domain() -> String {
+    "cluster.local".to_string()
+}
 fn default_true() -> bool {
     true
 }
@@ -355,6 +377,8 @@ impl Default for PodsSpec {
             pod_cidr: None,
             labels: BTreeMap::new(),
             taints: Vec::new(),
+            cluster_dns: Vec::new(),
+            cluster_domain: default_cluster_domain(),
         }
     }
 }

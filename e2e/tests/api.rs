@@ -103,7 +103,8 @@ fn valid_nodeconfigs_are_accepted_and_defaulted() {
                 "mode": "Kubelet",
                 "runtime": {"criEndpoint": "unix:///run/nc/containerd.sock", "prePullImages": ["busybox:1.35"]},
                 "pods": {"maxPods": 30, "podCIDR": "10.244.7.0/24", "labels": {"rack": "r1"},
-                         "taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]},
+                         "taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}],
+                         "clusterDNS": ["10.96.0.10", "fd00::a"], "clusterDomain": "corp.example"},
                 "proxy": {"syncPeriod": "1m30s", "minSyncPeriod": "500ms", "clusterCIDR": "10.244.0.0/16",
                           "masqueradeAll": true, "nodePortAddresses": ["10.200.0.0/16", "fd00::/64"]},
             }),
@@ -124,6 +125,7 @@ fn valid_nodeconfigs_are_accepted_and_defaulted() {
     assert_eq!(nc["spec"]["proxy"]["syncPeriod"], "30s");
     assert_eq!(nc["spec"]["proxy"]["minSyncPeriod"], "1s");
     assert_eq!(nc["spec"]["pods"]["maxPods"], 110);
+    assert_eq!(nc["spec"]["pods"]["clusterDomain"], "cluster.local");
     assert_eq!(
         nc["spec"]["runtime"]["criEndpoint"],
         "unix:///run/containerd/containerd.sock"
@@ -197,6 +199,21 @@ fn invalid_nodeconfigs_are_refused_with_the_field_named() {
             "criEndpoint is not a unix socket",
             json!({"runtime": {"criEndpoint": "tcp://1.2.3.4:1"}}),
             "spec.runtime.criEndpoint",
+        ),
+        (
+            "clusterDNS holds a name",
+            json!({"pods": {"clusterDNS": ["kube-dns.kube-system"]}}),
+            "spec.pods.clusterDNS",
+        ),
+        (
+            "clusterDNS has more than 3 servers",
+            json!({"pods": {"clusterDNS": ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]}}),
+            "spec.pods.clusterDNS",
+        ),
+        (
+            "clusterDomain is not a domain",
+            json!({"pods": {"clusterDomain": "Cluster_Local"}}),
+            "spec.pods.clusterDomain",
         ),
         (
             "maxPods out of range",

@@ -37,7 +37,8 @@ use kube::{Api, Client, Config};
 use node_agent::edge::cri::CriClient;
 use node_agent::pods::runtime_view::LABEL_POD_NAMESPACE;
 use node_agent::pods::{
-    container_config, parse_resolv_conf, sandbox_config, ContainerContext, SandboxContext,
+    container_config, parse_resolv_conf, sandbox_config, ClusterDns, ContainerContext,
+    SandboxContext,
 };
 use nodeconfig_e2e::node::{cri_endpoint, run_dir};
 use tokio::sync::watch;
@@ -369,6 +370,7 @@ impl Floor {
                 pod_logs_root: &self.pod_logs_root,
                 attempt: 0,
                 host_dns: &self.host_dns,
+                cluster_dns: ClusterDns::NONE,
             },
         );
         sandbox.labels = labels.clone();

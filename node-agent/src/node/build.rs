@@ -519,6 +519,7 @@ mod tests {
                 value: Some("db".into()),
                 effect: TaintEffect::NoSchedule,
             }],
+            ..Default::default()
         }
     }
 

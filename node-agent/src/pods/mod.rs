@@ -44,9 +44,10 @@ pub use backoff::{Backoff, BackoffKey};
 pub use cri_config::container::{
     container_config, container_log_path, qos_class, ContainerContext, ImageUser, QosClass,
 };
+pub use cri_config::dns::{parse_resolv_conf, pod_dns, ClusterDns, PodDns};
 pub use cri_config::env::{container_env, service_env, EnvSources, PodFacts};
 pub use cri_config::error::ConfigError;
-pub use cri_config::sandbox::{parse_resolv_conf, pod_log_dir, sandbox_config, SandboxContext};
+pub use cri_config::sandbox::{pod_log_dir, sandbox_config, SandboxContext};
 pub use phase::{pod_status, PodPhase, PodStatusView};
 pub use plan::{compute_pod_actions, container_spec_hash, PodActions, ProbeFailures};
 pub use probes::manager::{ProbeManager, ProbeResults, RunningContainer};

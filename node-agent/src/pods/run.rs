@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
-use crate::pods::cri_config::sandbox::parse_resolv_conf;
+use crate::pods::cri_config::dns::parse_resolv_conf;
 use crate::pods::cri_pods::{CriPods, Fingerprint};
 use crate::pods::events::PodEvents;
 use crate::pods::probes::manager::ProbeManager;

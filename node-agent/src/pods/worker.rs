@@ -21,6 +21,7 @@ use crate::pods::admit::{admit, Admission};
 use crate::pods::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
 use crate::pods::backoff::{Backoff, BackoffKey};
 use crate::pods::cri_config::container::{container_config, ContainerContext};
+use crate::pods::cri_config::dns::ClusterDns;
 use crate::pods::cri_config::env::{
     container_env, referenced_config_maps, referenced_secrets, service_env,
 };
@@ -596,6 +597,7 @@ impl PodWorker {
                 pod_logs_root: &self.env.pod_logs_root,
                 attempt,
                 host_dns: &self.env.host_dns,
+                cluster_dns: ClusterDns::NONE,
             },
         )
     }

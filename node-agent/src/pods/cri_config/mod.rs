@@ -1,7 +1,8 @@
 //! The CRI requests that create a pod's sandbox ([`sandbox`]) and containers
-//! ([`container`]), with the environment the kubelet gives them ([`env`]) and
+//! ([`container`]), the pod's resolver ([`dns`]), with the environment the kubelet gives them ([`env`]) and
 //! resource quantities read as the kubelet reads them ([`quantity`]). Pure.
 pub mod container;
+pub mod dns;
 pub mod env;
 pub mod error;
 pub mod quantity;
@@ -9,6 +10,8 @@ pub mod sandbox;
 
 #[cfg(test)]
 mod container_tests;
+#[cfg(test)]
+mod dns_tests;
 #[cfg(test)]
 mod env_tests;
 #[cfg(test)]

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Pod, PodDNSConfig};
+use k8s_openapi::api::core::v1::Pod;
 
+use crate::pods::cri_config::dns::{pod_dns, ClusterDns};
 use crate::pods::runtime_view::sandbox_labels;
 
 /// What the sandbox needs besides the Pod.
@@ -18,14 +19,13 @@ pub struct SandboxContext<'a> {
     pub pod_logs_root: &'a Path,
     /// How many sandboxes the pod had before this one.
     pub attempt: u32,
-    /// The node's resolver configuration ([`parse_resolv_conf`] of its resolv.conf).
+    /// The node's resolver configuration
+    /// ([`parse_resolv_conf`](crate::pods::cri_config::dns::parse_resolv_conf) of its resolv.conf).
     pub host_dns: &'a cri::DnsConfig,
+    /// The cluster's DNS service and domain, for pods with cluster DNS.
+    pub cluster_dns: ClusterDns<'a>,
 }
 
-/// The kubelet's limits on what a pod's resolv.conf may hold.
-const MAX_DNS_NAMESERVERS: usize = 3;
-const MAX_DNS_SEARCH_PATHS: usize = 32;
-const MAX_DNS_SEARCH_CHARS: usize = 2048;
 /// Linux's limit on a hostname.
 const MAX_HOSTNAME_LEN: usize = 63;
 
@@ -77,7 +77,7 @@ pub fn sandbox_config(pod: &Pod, ctx: &SandboxContext<'_>) -> cri::PodSandboxCon
         }),
         hostname,
         log_directory: pod_log_dir(ctx.pod_logs_root, pod).display().to_string(),
-        dns_config: Some(pod_dns(pod, ctx.host_dns)),
+        dns_config: Some(pod_dns(pod, ctx.host_dns, &ctx.cluster_dns).config),
         port_mappings: port_mappings(pod),
         labels: sandbox_labels(uid, name, namespace),
         annotations: m
@@ -162,89 +162,6 @@ fn pod_hostname(pod: &Pod) -> String {
     }
     let cut: String = hostname.chars().take(MAX_HOSTNAME_LEN).collect();
     cut.trim_end_matches(['-', '.']).to_string()
-}
-
-/// The pod's resolver configuration by `dnsPolicy`. The node has no cluster
-/// DNS, so `ClusterFirst` (and `ClusterFirstWithHostNet`) fall back to the
-/// node's resolver as the kubelet does without `clusterDNS`; `Default` is the
-/// node's; `None` starts empty. `spec.dnsConfig` is merged on top.
-fn pod_dns(pod: &Pod, host: &cri::DnsConfig) -> cri::DnsConfig {
-    let spec = pod.spec.as_ref();
-    let mut dns = match spec.and_then(|s| s.dns_policy.as_deref()) {
-        Some("None") => cri::DnsConfig::default(),
-        _ => host.clone(),
-    };
-    if let Some(extra) = spec.and_then(|s| s.dns_config.as_ref()) {
-        merge_dns(&mut dns, extra);
-    }
-    dns.servers.truncate(MAX_DNS_NAMESERVERS);
-    dns.searches.truncate(MAX_DNS_SEARCH_PATHS);
-    while dns.searches.iter().map(|s| s.len() + 1).sum::<usize>() > MAX_DNS_SEARCH_CHARS {
-        dns.searches.pop();
-    }
-    dns
-}
-
-/// Nameservers and searches appended without duplicates; options by name,
-/// the pod's replacing the node's.
-fn merge_dns(dns: &mut cri::DnsConfig, extra: &PodDNSConfig) {
-    for server in extra.nameservers.iter().flatten() {
-        if !dns.servers.contains(server) {
-            dns.servers.push(server.clone());
-        }
-    }
-    for search in extra.searches.iter().flatten() {
-        if !dns.searches.contains(search) {
-            dns.searches.push(search.clone());
-        }
-    }
-    for option in extra.options.iter().flatten() {
-        let Some(name) = option.name.as_deref().filter(|n| !n.is_empty()) else {
-            continue;
-        };
-        let text = match option.value.as_deref() {
-            Some(value) if !value.is_empty() => format!("{name}:{value}"),
-            _ => name.to_string(),
-        };
-        set_option(&mut dns.options, text);
-    }
-}
-
-/// Adds a resolver option, replacing one of the same name (`ndots:2` replaces `ndots:5`).
-fn set_option(options: &mut Vec<String>, option: String) {
-    let name = |o: &str| o.split(':').next().unwrap_or_default().to_string();
-    let new_name = name(&option);
-    match options.iter_mut().find(|o| name(o) == new_name) {
-        Some(existing) => *existing = option,
-        None => options.push(option),
-    }
-}
-
-/// The node's resolver configuration from its resolv.conf, read as the
-/// kubelet does: `nameserver` lines accumulate, the last `search` line wins
-/// (without `.` and trailing dots), `options` accumulate by name.
-pub fn parse_resolv_conf(text: &str) -> cri::DnsConfig {
-    let mut dns = cri::DnsConfig::default();
-    for line in text.lines() {
-        let line = line.split(['#', ';']).next().unwrap_or_default();
-        let mut fields = line.split_whitespace();
-        match fields.next() {
-            Some("nameserver") => dns.servers.extend(fields.next().map(str::to_string)),
-            Some("search") => {
-                dns.searches = fields
-                    .filter(|s| *s != ".")
-                    .map(|s| s.trim_end_matches('.').to_string())
-                    .collect();
-            }
-            Some("options") => {
-                for option in fields {
-                    set_option(&mut dns.options, option.to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-    dns
 }
 
 /// Host ports of the pod's containers, once each.

@@ -4,6 +4,7 @@ use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
+use crate::pods::cri_config::dns::{parse_resolv_conf, ClusterDns};
 use crate::pods::cri_config::sandbox::*;
 use crate::pods::runtime_view::{LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 
@@ -41,6 +42,7 @@ fn config(pod: &Pod) -> cri::PodSandboxConfig {
             pod_logs_root: Path::new("/var/log/pods"),
             attempt: 2,
             host_dns: &dns,
+            cluster_dns: ClusterDns::NONE,
         },
     )
 }
@@ -88,71 +90,25 @@ fn hostname_comes_from_the_spec_or_the_name_and_is_the_hosts_on_its_network() {
 }
 
 #[test]
-fn resolv_conf_reads_like_the_kubelet() {
+fn sandbox_carries_the_pods_resolver_with_cluster_dns() {
     let dns = host_dns();
-    assert_eq!(dns.servers, ["192.168.1.1", "192.168.1.2"]);
-    assert_eq!(
-        dns.searches,
-        ["corp.example", "lab.example"],
-        "the last search line wins"
+    let servers = ["10.96.0.10".to_string()];
+    let config = sandbox_config(
+        &pod(json!({})),
+        &SandboxContext {
+            node_name: "node-a",
+            pod_logs_root: Path::new("/var/log/pods"),
+            attempt: 0,
+            host_dns: &dns,
+            cluster_dns: ClusterDns {
+                servers: &servers,
+                domain: "cluster.local",
+            },
+        },
     );
-    assert_eq!(dns.options, ["ndots:3", "timeout:1", "rotate"]);
-    assert_eq!(parse_resolv_conf(""), cri::DnsConfig::default());
-}
-
-#[test]
-fn dns_policies_without_cluster_dns_use_the_node_resolver() {
-    for policy in [
-        None,
-        Some("ClusterFirst"),
-        Some("Default"),
-        Some("ClusterFirstWithHostNet"),
-    ] {
-        let config = config(&pod(json!({"dnsPolicy": policy})));
-        assert_eq!(config.dns_config, Some(host_dns()), "{policy:?}");
-    }
-    let host_network = config(&pod(json!({"hostNetwork": true})));
-    assert_eq!(host_network.dns_config, Some(host_dns()));
-}
-
-#[test]
-fn dns_none_uses_only_the_pods_dns_config() {
-    let config = config(&pod(json!({
-        "dnsPolicy": "None",
-        "dnsConfig": {"nameservers": ["1.1.1.1"], "searches": ["svc.example"],
-                      "options": [{"name": "ndots", "value": "1"}, {"name": "edns0"}]}
-    })));
-    assert_eq!(
-        config.dns_config,
-        Some(cri::DnsConfig {
-            servers: vec!["1.1.1.1".into()],
-            searches: vec!["svc.example".into()],
-            options: vec!["ndots:1".into(), "edns0".into()],
-        })
-    );
-}
-
-#[test]
-fn dns_config_merges_into_the_node_resolver() {
-    let config = config(&pod(json!({
-        "dnsConfig": {"nameservers": ["192.168.1.2", "8.8.8.8", "9.9.9.9"],
-                      "searches": ["lab.example", "extra.example"],
-                      "options": [{"name": "ndots", "value": "5"}, {"name": "single-request"}]}
-    })));
-    let dns = config.dns_config.unwrap();
-    assert_eq!(
-        dns.servers,
-        ["192.168.1.1", "192.168.1.2", "8.8.8.8"],
-        "duplicates dropped, at most 3 nameservers"
-    );
-    assert_eq!(
-        dns.searches,
-        ["corp.example", "lab.example", "extra.example"]
-    );
-    assert_eq!(
-        dns.options,
-        ["ndots:5", "timeout:1", "rotate", "single-request"]
-    );
+    let resolver = config.dns_config.unwrap();
+    assert_eq!(resolver.servers, ["10.96.0.10"]);
+    assert_eq!(resolver.searches[0], "shop.svc.cluster.local");
 }
 
 #[test]
