@@ -25,6 +25,7 @@ pub mod backoff;
 pub mod cri_config;
 pub mod cri_pods;
 pub mod events;
+pub mod locked;
 pub mod phase;
 pub mod plan;
 pub mod probes;

@@ -28,6 +28,7 @@ use crate::pods::cri_config::env::{EnvSources, PodFacts};
 use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
 use crate::pods::cri_pods::{CriPods, ImageError, PodRuntime, PullPolicy};
 use crate::pods::events::PodEvents;
+use crate::pods::locked::Locked;
 use crate::pods::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
 use crate::pods::runtime_view::{ContainerState, SandboxState};
@@ -84,7 +85,7 @@ const NODE_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl PodEnv {
     async fn node_for_admission(&self) -> Result<Arc<Node>, kube::Error> {
-        if let Some((at, node)) = self.node_cache.lock().unwrap().as_ref() {
+        if let Some((at, node)) = self.node_cache.locked().as_ref() {
             if at.elapsed() < NODE_CACHE_TTL {
                 return Ok(node.clone());
             }
@@ -94,7 +95,7 @@ impl PodEnv {
                 .get(&self.node_name)
                 .await?,
         );
-        *self.node_cache.lock().unwrap() = Some((std::time::Instant::now(), node.clone()));
+        *self.node_cache.locked() = Some((std::time::Instant::now(), node.clone()));
         Ok(node)
     }
 }
@@ -129,8 +130,7 @@ impl PodWorker {
         let key = BackoffKey::new(&self.uid, format!("image:{image}"));
         self.env
             .image_backoff
-            .lock()
-            .unwrap()
+            .locked()
             .remaining(&key, *failed_at, SystemTime::now())
     }
 
@@ -174,13 +174,13 @@ impl PodWorker {
     }
 
     async fn admitted(&mut self, pod: &Pod, pods_on_node: &[Arc<Pod>]) -> bool {
-        if self.env.admitted.lock().unwrap().contains(&self.uid) {
+        if self.env.admitted.locked().contains(&self.uid) {
             return true;
         }
         // A pod CRI already runs was admitted before a restart.
         if let Ok(rt) = self.env.cri.pod(&self.uid).await {
             if !rt.view.is_empty() {
-                self.env.admitted.lock().unwrap().insert(self.uid.clone());
+                self.env.admitted.locked().insert(self.uid.clone());
                 return true;
             }
             // Nothing there, and only this worker creates anything for the
@@ -196,7 +196,7 @@ impl PodWorker {
             }
         };
         let others: Vec<Pod> = {
-            let admitted = self.env.admitted.lock().unwrap();
+            let admitted = self.env.admitted.locked();
             pods_on_node
                 .iter()
                 .filter(|p| {
@@ -210,7 +210,7 @@ impl PodWorker {
         };
         match admit(pod, &node, &others) {
             Admission::Admit => {
-                self.env.admitted.lock().unwrap().insert(self.uid.clone());
+                self.env.admitted.locked().insert(self.uid.clone());
                 true
             }
             Admission::Reject { reason, message } => {
@@ -233,7 +233,7 @@ impl PodWorker {
         };
         let results = env.probes.results(&self.uid);
         let actions = {
-            let backoff = env.backoff.lock().unwrap();
+            let backoff = env.backoff.locked();
             compute_pod_actions(
                 pod,
                 &rt.view,
@@ -420,8 +420,7 @@ impl PodWorker {
                     self.waiting.remove(&start.name);
                     if let Some(exit) = start.previous_exit {
                         env.backoff
-                            .lock()
-                            .unwrap()
+                            .locked()
                             .record_restart(BackoffKey::new(&self.uid, &start.name), exit);
                     }
                 }
@@ -474,8 +473,7 @@ impl PodWorker {
         let key = BackoffKey::new(&self.uid, format!("image:{image}"));
         let left = self.pull_failures.get(&image).and_then(|failed_at| {
             env.image_backoff
-                .lock()
-                .unwrap()
+                .locked()
                 .remaining(&key, *failed_at, SystemTime::now())
         });
         if left.is_some() {
@@ -510,7 +508,7 @@ impl PodWorker {
         if let Err(err) = pulled {
             if !matches!(err, ImageError::NeverPull(_)) {
                 let now = SystemTime::now();
-                env.image_backoff.lock().unwrap().record_restart(key, now);
+                env.image_backoff.locked().record_restart(key, now);
                 self.pull_failures.insert(image.clone(), now);
             }
             return Err(Waiting {
@@ -614,7 +612,7 @@ impl PodWorker {
     }
 
     fn note_backoffs(&mut self, pod: &Pod, actions: &PodActions) {
-        let backoff = self.env.backoff.lock().unwrap();
+        let backoff = self.env.backoff.locked();
         for b in &actions.backing_off {
             let current = backoff
                 .current(&BackoffKey::new(&self.uid, &b.name))
@@ -840,8 +838,8 @@ impl PodWorker {
     }
 
     fn forget(&self) {
-        self.env.backoff.lock().unwrap().forget_pod(&self.uid);
-        self.env.admitted.lock().unwrap().remove(&self.uid);
+        self.env.backoff.locked().forget_pod(&self.uid);
+        self.env.admitted.locked().remove(&self.uid);
     }
 
     /// Removes exited instances beyond the newest [`KEEP_EXITED`] per
@@ -955,7 +953,7 @@ async fn services(env: &PodEnv, pod: &Pod) -> Result<Vec<Service>, String> {
 /// [`SERVICES_CACHE_TTL`] (a Deployment's pods starting together share one
 /// list; the kubelet reads them from an informer, as stale).
 async fn namespace_services(env: &PodEnv, namespace: &str) -> Result<Vec<Service>, String> {
-    if let Some((at, services)) = env.services_cache.lock().unwrap().get(namespace) {
+    if let Some((at, services)) = env.services_cache.locked().get(namespace) {
         if at.elapsed() < SERVICES_CACHE_TTL {
             return Ok(services.as_ref().clone());
         }
@@ -965,7 +963,7 @@ async fn namespace_services(env: &PodEnv, namespace: &str) -> Result<Vec<Service
         .await
         .map_err(|e| format!("cannot list the services of {namespace}: {e}"))?
         .items;
-    let mut cache = env.services_cache.lock().unwrap();
+    let mut cache = env.services_cache.locked();
     cache.retain(|_, (at, _)| at.elapsed() < SERVICES_CACHE_TTL);
     cache.insert(
         namespace.to_string(),

@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::events::PodEvents;
+use crate::pods::locked::Locked;
 use crate::pods::plan::ProbeFailures;
 use crate::pods::probes::check::run_probe;
 use crate::pods::probes::state::{
@@ -318,7 +319,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, PodProbes>> {
         // A panic elsewhere must not stop probing; the map stays consistent
         // (every update is a single insert, remove or field write).
-        self.pods.lock().unwrap_or_else(PoisonError::into_inner)
+        self.pods.locked()
     }
 
     fn next_step(&self, uid: &str, key: &ProbeKey, task: u64) -> Step {
