@@ -22,6 +22,7 @@
 pub mod admit;
 pub mod api_status;
 pub mod backoff;
+pub mod container_runtime;
 pub mod cri_config;
 pub mod cri_pods;
 pub mod events;

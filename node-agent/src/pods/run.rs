@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
+use crate::pods::container_runtime::Fingerprint;
 use crate::pods::cri_config::sandbox::parse_resolv_conf;
-use crate::pods::cri_pods::{CriPods, Fingerprint};
+use crate::pods::cri_pods::CriPods;
 use crate::pods::events::PodEvents;
 use crate::pods::probes::manager::ProbeManager;
 use crate::pods::volumes::manager::VolumeManager;
@@ -146,7 +147,7 @@ impl PodsLoop {
         let events = PodEvents::new(self.client.clone(), &self.node_name);
         let env = Arc::new(PodEnv {
             client: self.client.clone(),
-            cri: CriPods::new(self.cri.clone()),
+            cri: Arc::new(CriPods::new(self.cri.clone())),
             node_name: self.node_name.clone(),
             node_ip: self.node_ip,
             pod_logs_root: self.pod_logs_dir.clone(),

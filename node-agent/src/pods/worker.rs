@@ -20,13 +20,13 @@ use kube::{Api, Client};
 use crate::pods::admit::{admit, Admission};
 use crate::pods::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
 use crate::pods::backoff::{Backoff, BackoffKey};
+use crate::pods::container_runtime::{ContainerRuntime, ImageError, PodRuntime, PullPolicy};
 use crate::pods::cri_config::container::{container_config, ContainerContext};
 use crate::pods::cri_config::env::{
     container_env, referenced_config_maps, referenced_secrets, service_env,
 };
 use crate::pods::cri_config::env::{EnvSources, PodFacts};
 use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
-use crate::pods::cri_pods::{CriPods, ImageError, PodRuntime, PullPolicy};
 use crate::pods::events::PodEvents;
 use crate::pods::locked::Locked;
 use crate::pods::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
@@ -50,7 +50,7 @@ const KEEP_EXITED: usize = 1;
 /// What every worker shares.
 pub struct PodEnv {
     pub client: Client,
-    pub cri: CriPods,
+    pub cri: Arc<dyn ContainerRuntime>,
     pub node_name: String,
     pub node_ip: Option<IpAddr>,
     pub pod_logs_root: PathBuf,
