@@ -25,6 +25,7 @@ pub mod backoff;
 pub mod container_runtime;
 pub mod cri_config;
 pub mod cri_pods;
+pub mod dispatch;
 pub mod events;
 pub mod locked;
 pub mod phase;
@@ -36,6 +37,8 @@ pub mod runtime_view;
 pub mod volumes;
 pub mod worker;
 
+#[cfg(test)]
+mod dispatch_tests;
 #[cfg(test)]
 mod phase_tests;
 #[cfg(test)]

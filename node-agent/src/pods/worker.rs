@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, PodStatus, Sec
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
+use tokio::sync::mpsc;
 
 use crate::pods::admit::{admit, Admission};
 use crate::pods::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
@@ -144,6 +145,45 @@ impl PodWorker {
             volume_paths: BTreeMap::new(),
             pull_failures: BTreeMap::new(),
             prefetched: None,
+        }
+    }
+
+    /// The UID of the worker's pod.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The worker's loop (the kubelet's `podWorkerLoop`): a sync on every
+    /// poke and when the requeue time of the last sync comes, until a sync
+    /// finds the pod gone and cleaned up. Pokes that come during a sync make
+    /// one more sync after it (the channel holds one), so no change is lost
+    /// and a burst of them costs one sync. `pods` reads the worker's Pod (if
+    /// the API still has it) and the pods on the node from the watch's store.
+    pub async fn run(
+        mut self,
+        mut pokes: mpsc::Receiver<()>,
+        pods: impl Fn() -> (Option<Arc<Pod>>, Vec<Arc<Pod>>),
+    ) {
+        let mut requeue: Option<Duration> = None;
+        loop {
+            match requeue {
+                Some(after) => {
+                    tokio::select! {
+                        poked = pokes.recv() => if poked.is_none() { break },
+                        () = tokio::time::sleep(after) => {}
+                    }
+                }
+                None => {
+                    if pokes.recv().await.is_none() {
+                        break;
+                    }
+                }
+            }
+            let (pod, on_node) = pods();
+            match self.sync(pod, &on_node).await {
+                Next::Done => break,
+                Next::Requeue(after) => requeue = after,
+            }
         }
     }
 
