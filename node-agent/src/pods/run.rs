@@ -4,7 +4,8 @@
 //! resync every [`RESYNC_PERIOD`]. Each of these becomes an event of the
 //! [`Dispatch`] (which workers run, which finished, whom an event wakes;
 //! nothing starts or goes before the first list), and this loop carries out
-//! its orders: poke a worker, or start one. One [`PodWorker`] per pod UID.
+//! its orders: poke a worker, or start one. One [`PodWorker`] per pod UID,
+//! in a tracing span that names its pod and UID.
 //!
 //! - **After a restart** every sandbox the agent's labels mark is matched to
 //!   its Pod by UID: running pods are adopted (the planner finds them
@@ -29,6 +30,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
@@ -302,8 +304,8 @@ impl PodsLoop {
         });
     }
 
-    /// Starts the worker of `uid`, for the Pod at `key` (`None`: an orphan);
-    /// its first sync comes at once.
+    /// Starts the worker of `uid`, for the Pod at `key` (`None`: an orphan),
+    /// in a span that names its pod; its first sync comes at once.
     fn spawn(
         &self,
         env: &Arc<PodEnv>,
@@ -314,6 +316,11 @@ impl PodsLoop {
     ) -> WorkerHandle {
         let (tx, rx) = mpsc::channel::<()>(1);
         let _ = tx.try_send(());
+        let span = tracing::info_span!("pod", pod = tracing::field::Empty, %uid);
+        if let Some(k) = &key {
+            let namespace = k.namespace.as_deref().unwrap_or_default();
+            span.record("pod", format!("{namespace}/{}", k.name));
+        }
         let worker = PodWorker::new(env.clone(), uid.clone());
         let store = store.clone();
         let node = self.node_name.clone();
@@ -332,10 +339,13 @@ impl PodsLoop {
             (pod, on_node)
         };
         let done = worker.uid().to_string();
-        tasks.spawn(async move {
-            worker.run(rx, lookup).await;
-            done
-        });
+        tasks.spawn(
+            async move {
+                worker.run(rx, lookup).await;
+                done
+            }
+            .instrument(span),
+        );
         WorkerHandle { poke: tx }
     }
 }

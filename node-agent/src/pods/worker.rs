@@ -197,7 +197,7 @@ impl PodWorker {
         }
         if is_terminal(&pod) {
             // Finished (or rejected): nothing may run again.
-            self.stop_everything(&pod, grace_seconds(&pod)).await;
+            self.stop_everything(grace_seconds(&pod)).await;
             self.env.probes.remove_pod(&self.uid);
             return Next::Requeue(None);
         }
@@ -207,7 +207,7 @@ impl PodWorker {
         match self.sync_running(&pod).await {
             Ok(next) => next,
             Err(err) => {
-                tracing::warn!(pod = %pod_key(&pod), error = %err, "pod sync failed; retrying");
+                tracing::warn!(error = %err, "pod sync failed; retrying");
                 Next::Requeue(Some(RETRY))
             }
         }
@@ -254,11 +254,11 @@ impl PodWorker {
                 true
             }
             Admission::Reject { reason, message } => {
-                tracing::info!(pod = %pod_key(pod), reason, message, "pod rejected");
+                tracing::info!(reason, message, "pod rejected");
                 self.env.events.warning(pod, None, reason, message.clone());
                 let status = rejected_status(pod, reason, &message, Timestamp::now());
                 if let Err(err) = self.patch_status(pod, &status).await {
-                    tracing::warn!(pod = %pod_key(pod), error = %err, "cannot write the rejection");
+                    tracing::warn!(error = %err, "cannot write the rejection");
                 }
                 false
             }
@@ -296,7 +296,7 @@ impl PodWorker {
         {
             // Keep ConfigMap, Secret and token volumes of running pods fresh.
             if let Err(err) = self.setup_volumes(pod).await {
-                tracing::warn!(pod = %pod_key(pod), error = %err, "volume refresh failed");
+                tracing::warn!(error = %err, "volume refresh failed");
             }
         }
 
@@ -342,12 +342,17 @@ impl PodWorker {
         let env = self.env.clone();
         let grace = grace_seconds(pod);
         if actions.kill_pod {
-            tracing::info!(pod = %pod_key(pod), "killing the pod's containers and sandbox to recreate it");
-            self.stop_everything(pod, grace).await;
+            tracing::info!("killing the pod's containers and sandbox to recreate it");
+            self.stop_everything(grace).await;
         }
         let kills = actions.containers_to_kill.iter().map(|k| {
-            tracing::info!(pod = %pod_key(pod), container = %k.name, reason = k.reason.message(), "killing container");
-            env.events.normal(pod, Some(&k.name), "Killing", format!("Container {} {}", k.name, kill_note(k.reason)));
+            tracing::info!(container = %k.name, reason = k.reason.message(), "killing container");
+            env.events.normal(
+                pod,
+                Some(&k.name),
+                "Killing",
+                format!("Container {} {}", k.name, kill_note(k.reason)),
+            );
             env.cri.stop_container(&k.id, grace)
         });
         for result in join_all(kills).await {
@@ -407,7 +412,7 @@ impl PodWorker {
         }
         let (sandbox_id, pod_ips) = match sandbox {
             Some((Ok(id), ips)) => {
-                tracing::info!(pod = %pod_key(pod), sandbox = %id, "sandbox created");
+                tracing::info!(sandbox = %id, "sandbox created");
                 attempt = actions.attempt;
                 (id, ips?)
             }
@@ -465,7 +470,7 @@ impl PodWorker {
                     }
                 }
                 Err(w) => {
-                    tracing::warn!(pod = %pod_key(pod), container = %start.name, reason = %w.reason, message = %w.message, "cannot start container");
+                    tracing::warn!(container = %start.name, reason = %w.reason, message = %w.message, "cannot start container");
                     if w.reason == "ImagePullBackOff" {
                         env.events
                             .normal(pod, Some(&start.name), "BackOff", w.message.clone());
@@ -612,7 +617,7 @@ impl PodWorker {
             "Started",
             format!("Started container {}", container.name),
         );
-        tracing::info!(pod = %pod_key(pod), container = %container.name, id = %id, restarts = start.restart_count, "container started");
+        tracing::info!(container = %container.name, id = %id, restarts = start.restart_count, "container started");
         Ok(())
     }
 
@@ -639,7 +644,7 @@ impl PodWorker {
     }
 
     fn wait_all(&mut self, pod: &Pod, reason: &str, message: &str) {
-        tracing::warn!(pod = %pod_key(pod), reason, message, "pod cannot start");
+        tracing::warn!(reason, message, "pod cannot start");
         for c in all_containers(pod) {
             self.waiting.insert(
                 c.name.clone(),
@@ -733,7 +738,7 @@ impl PodWorker {
     }
 
     /// Stops every container (gracefully) and every sandbox of the pod.
-    async fn stop_everything(&self, pod: &Pod, grace: i64) {
+    async fn stop_everything(&self, grace: i64) {
         let env = &self.env;
         let Ok(rt) = env.cri.pod(&self.uid).await else {
             return;
@@ -746,7 +751,7 @@ impl PodWorker {
             .map(|c| env.cri.stop_container(&c.id, grace));
         for result in join_all(stops).await {
             if let Err(err) = result {
-                tracing::warn!(pod = %pod_key(pod), error = %err, "cannot stop a container");
+                tracing::warn!(error = %err, "cannot stop a container");
             }
         }
         for s in rt
@@ -756,7 +761,7 @@ impl PodWorker {
             .filter(|s| s.state == SandboxState::Ready)
         {
             if let Err(err) = env.cri.stop_sandbox(&s.id).await {
-                tracing::warn!(pod = %pod_key(pod), error = %err, "cannot stop the sandbox");
+                tracing::warn!(error = %err, "cannot stop the sandbox");
             }
         }
     }
@@ -769,9 +774,9 @@ impl PodWorker {
             .metadata
             .deletion_grace_period_seconds
             .unwrap_or_else(|| grace_seconds(pod));
-        tracing::info!(pod = %pod_key(pod), grace, "terminating pod");
+        tracing::info!(grace, "terminating pod");
         self.env.probes.remove_pod(&self.uid);
-        self.stop_everything(pod, grace).await;
+        self.stop_everything(grace).await;
         let Ok(rt) = self.env.cri.pod(&self.uid).await else {
             return Next::Requeue(Some(RETRY));
         };
@@ -801,14 +806,14 @@ impl PodWorker {
         status.host_ip = None;
         status.host_ips = None;
         if let Err(err) = self.patch_status(pod, &status).await {
-            tracing::debug!(pod = %pod_key(pod), error = %err, "final status not written");
+            tracing::debug!(error = %err, "final status not written");
         }
         if let Err(err) = self.remove_runtime(&rt).await {
-            tracing::warn!(pod = %pod_key(pod), error = %err, "cannot remove the pod's sandbox; retrying");
+            tracing::warn!(error = %err, "cannot remove the pod's sandbox; retrying");
             return Next::Requeue(Some(RETRY));
         }
         if let Err(err) = self.env.volumes.teardown(&self.uid).await {
-            tracing::warn!(pod = %pod_key(pod), error = %err, "cannot remove the pod's volumes");
+            tracing::warn!(error = %err, "cannot remove the pod's volumes");
         }
         remove_pod_logs(&self.env.pod_logs_root, &self.uid);
         let (namespace, name) = ns_name(pod);
@@ -827,11 +832,11 @@ impl PodWorker {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(err) => {
-                tracing::warn!(pod = %pod_key(pod), error = %err, "cannot delete the pod; retrying");
+                tracing::warn!(error = %err, "cannot delete the pod; retrying");
                 return Next::Requeue(Some(RETRY));
             }
         }
-        tracing::info!(pod = %pod_key(pod), "pod terminated and deleted");
+        tracing::info!("pod terminated and deleted");
         self.forget();
         Next::Done
     }
@@ -845,7 +850,7 @@ impl PodWorker {
             return Next::Requeue(Some(RETRY));
         };
         if !rt.view.is_empty() {
-            tracing::info!(uid = %self.uid, "removing the sandbox of a pod that no longer exists");
+            tracing::info!("removing the sandbox of a pod that no longer exists");
         }
         let stops = rt
             .view
@@ -855,11 +860,11 @@ impl PodWorker {
             .map(|c| env.cri.stop_container(&c.id, ORPHAN_GRACE_SECONDS));
         join_all(stops).await;
         if let Err(err) = self.remove_runtime(&rt).await {
-            tracing::warn!(uid = %self.uid, error = %err, "cannot remove an orphaned sandbox; retrying");
+            tracing::warn!(error = %err, "cannot remove an orphaned sandbox; retrying");
             return Next::Requeue(Some(RETRY));
         }
         if let Err(err) = env.volumes.teardown(&self.uid).await {
-            tracing::warn!(uid = %self.uid, error = %err, "cannot remove an orphaned pod's volumes");
+            tracing::warn!(error = %err, "cannot remove an orphaned pod's volumes");
         }
         remove_pod_logs(&env.pod_logs_root, &self.uid);
         self.forget();

@@ -91,8 +91,6 @@ struct Shared {
 type ProbeKey = (String, ProbeKind);
 
 struct PodProbes {
-    /// `namespace/name`, for logs.
-    pod: String,
     /// The Pod, for events about it.
     reference: ObjectReference,
     probes: HashMap<ProbeKey, ProbeEntry>,
@@ -184,11 +182,6 @@ impl ProbeManager {
         let shared = &self.inner.shared;
         let mut pods = shared.lock();
         let entry = pods.entry(uid.to_string()).or_insert_with(|| PodProbes {
-            pod: format!(
-                "{}/{}",
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.name.as_deref().unwrap_or_default()
-            ),
             reference: pod.object_ref(&()),
             probes: HashMap::new(),
         });
@@ -224,9 +217,9 @@ impl ProbeManager {
                 stop: shared.all_stopped.child_token(),
                 last_event: None,
             };
-            let span = tracing::info_span!(
-                "probe", pod = %entry.pod, container = %container.name, kind = %kind
-            );
+            // A child of the pod worker's span (it calls this), which names
+            // the pod and its UID.
+            let span = tracing::info_span!("probe", container = %container.name, kind = %kind);
             tokio::spawn(
                 probe_task(
                     shared.clone(),

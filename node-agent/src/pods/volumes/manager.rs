@@ -168,7 +168,7 @@ impl VolumeManager {
             }
             Err(e) => match cached {
                 Some(cached) if cached.expires > now => {
-                    tracing::warn!(pod = %pod_name, %namespace, error = %e, "token renewal failed; keeping the current token");
+                    tracing::warn!(error = %e, "token renewal failed; keeping the current token");
                     Ok(cached.token)
                 }
                 _ => Err(e),
