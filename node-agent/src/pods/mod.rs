@@ -40,9 +40,13 @@ pub mod worker;
 #[cfg(test)]
 mod dispatch_tests;
 #[cfg(test)]
+mod fake_runtime;
+#[cfg(test)]
 mod phase_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod worker_tests;
 
 pub use admit::{admit, Admission};
 pub use backoff::{Backoff, BackoffKey};
