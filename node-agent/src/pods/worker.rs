@@ -888,14 +888,18 @@ impl PodWorker {
     }
 
     /// Removes exited instances beyond the newest [`KEEP_EXITED`] per
-    /// container name, and sandboxes older than the newest that have no
-    /// container left.
+    /// container name, instances that were created but never started and
+    /// have a newer one (a CreateContainer whose answer was lost: the
+    /// retry made another), and sandboxes older than the newest that have
+    /// no container left.
     async fn collect_garbage(&self, rt: &PodRuntime) {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for c in &rt.view.containers {
             let n = seen.entry(c.name.as_str()).or_default();
             *n += 1;
-            if *n > 1 + KEEP_EXITED && c.state == ContainerState::Exited {
+            let replaced_unstarted = *n > 1 && c.state == ContainerState::Created;
+            let old_exited = *n > 1 + KEEP_EXITED && c.state == ContainerState::Exited;
+            if replaced_unstarted || old_exited {
                 if let Err(err) = self.env.cri.remove_container(&c.id).await {
                     tracing::debug!(error = %err, "container garbage collection");
                 }

@@ -430,6 +430,41 @@ async fn a_sandbox_made_after_its_answer_timed_out_is_used_not_made_again() {
 }
 
 #[tokio::test]
+async fn a_runtime_timing_out_mid_create_retries_with_a_reason_and_duplicates_nothing() {
+    let h = harness();
+    let sandbox = h.runtime.add_sandbox(UID, true, 0);
+    // CreateContainer of the first container is carried out, but its answer
+    // comes after the deadline.
+    h.runtime.time_out_next(Op::CreateContainer);
+    let mut worker = h.worker();
+
+    assert_eq!(
+        h.sync(&mut worker, Some(pod())).await,
+        Next::Requeue(Some(Duration::from_secs(2)))
+    );
+    let reasons = h.api.last_waiting_reasons();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(
+        reasons.values().next().map(String::as_str),
+        Some("CreateContainerError")
+    );
+
+    // The runtime answers again: the retry starts the container, and the
+    // instance made during the timeout, which never ran, does not stay.
+    assert_eq!(h.sync(&mut worker, Some(pod())).await, Next::Requeue(None));
+    let view = h.view();
+    assert_eq!(
+        running(&view),
+        BTreeMap::from([
+            ("app", vec![sandbox.as_str()]),
+            ("sidecar", vec![sandbox.as_str()])
+        ])
+    );
+    assert_eq!(view.containers.len(), 2, "{:#?}", view.containers);
+    assert_eq!(h.api.last_waiting_reasons(), BTreeMap::new());
+}
+
+#[tokio::test]
 async fn a_relist_racing_a_watch_event_makes_one_more_sync_and_loses_nothing() {
     let h = harness();
     let pod = pod();
