@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -39,6 +39,7 @@ use crate::pods::cri_config::sandbox::parse_resolv_conf;
 use crate::pods::cri_pods::CriPods;
 use crate::pods::dispatch::{Dispatch, Order, PodUpdate};
 use crate::pods::events::PodEvents;
+use crate::pods::locked::Locked;
 use crate::pods::probes::manager::ProbeManager;
 use crate::pods::volumes::manager::VolumeManager;
 use crate::pods::worker::{remove_pod_logs, PodEnv, PodWorker};
@@ -250,6 +251,11 @@ impl PodsLoop {
                 },
                 _ = resync.tick(), if dispatch.is_listed() => {
                     let orders = dispatch.resync(Instant::now());
+                    // Back-off entries old enough to start over anyway go
+                    // (a pod's own go when its worker ends).
+                    let now = SystemTime::now();
+                    env.backoff.locked().gc(now);
+                    env.image_backoff.locked().gc(now);
                     let known = uids(&store);
                     for uid in dispatch.leftovers(pod_log_uids(&env.pod_logs_root), &known) {
                         remove_pod_logs(&env.pod_logs_root, &uid);

@@ -884,6 +884,7 @@ impl PodWorker {
 
     fn forget(&self) {
         self.env.backoff.locked().forget_pod(&self.uid);
+        self.env.image_backoff.locked().forget_pod(&self.uid);
         self.env.admitted.locked().remove(&self.uid);
     }
 

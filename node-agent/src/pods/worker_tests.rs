@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
@@ -15,7 +15,7 @@ use kube::client::Body;
 use tokio::sync::mpsc;
 
 use crate::edge::cri::CriClient;
-use crate::pods::backoff::Backoff;
+use crate::pods::backoff::{Backoff, BackoffKey};
 use crate::pods::container_runtime::ContainerRuntime;
 use crate::pods::events::PodEvents;
 use crate::pods::fake_runtime::{Call, FakeRuntime, Op};
@@ -520,6 +520,30 @@ async fn a_relist_racing_a_watch_event_makes_one_more_sync_and_loses_nothing() {
         .expect("no panic");
 }
 
+#[tokio::test]
+async fn a_gone_pod_leaves_no_back_off_behind() {
+    let h = harness();
+    let sandbox = h.runtime.add_sandbox(UID, false, 0);
+    let _ = sandbox;
+    let now = SystemTime::now();
+    let app = BackoffKey::new(UID, "app");
+    let image = BackoffKey::new(UID, "image:busybox:1.36");
+    h.env.backoff.locked().record_restart(app.clone(), now);
+    h.env
+        .image_backoff
+        .locked()
+        .record_restart(image.clone(), now);
+
+    let mut worker = h.worker();
+    assert_eq!(h.sync(&mut worker, None).await, Next::Done);
+
+    assert_eq!(h.view(), PodRuntimeView::default());
+    assert_eq!(h.env.backoff.locked().current(&app), None);
+    assert_eq!(h.env.image_backoff.locked().current(&image), None);
+}
+
+/// The fake answers as CRI would for what the worker does not drive: a
+/// relist shows every pod the labels mark.
 #[tokio::test]
 async fn the_fake_runtime_relists_what_the_worker_made() {
     let h = harness();
