@@ -86,16 +86,32 @@ impl Dispatch {
         self.workers.contains(uid)
     }
 
-    /// The watch's list is complete: every pod it returned is adopted (the
-    /// first time only; a later list of the watch wakes nobody here).
+    /// The watch's list is complete. The first time, every pod it returned
+    /// is adopted. A later list (the watch restarted after a gap, e.g. its
+    /// resource version expired) stands for the events the gap swallowed:
+    /// pods that came or changed meanwhile are treated as applied, and the
+    /// workers of pods that went meanwhile are poked to find them gone.
     pub fn listed(&mut self, pods: impl IntoIterator<Item = PodUpdate>) -> Vec<Order> {
-        if self.listed {
-            return Vec::new();
+        if !self.listed {
+            self.listed = true;
+            return pods
+                .into_iter()
+                .filter_map(|p| self.poke_or_start(p.uid, Some(p.pod)))
+                .collect();
         }
-        self.listed = true;
-        pods.into_iter()
-            .filter_map(|p| self.poke_or_start(p.uid, Some(p.pod)))
-            .collect()
+        let mut listed = BTreeSet::new();
+        let mut orders = Vec::new();
+        for p in pods {
+            listed.insert(p.uid.clone());
+            orders.extend(self.pod_applied(p));
+        }
+        orders.extend(
+            self.workers
+                .iter()
+                .filter(|uid| !listed.contains(*uid))
+                .map(|uid| Order::Poke(uid.clone())),
+        );
+        orders
     }
 
     /// A Pod was added or changed. A change of status alone pokes nobody

@@ -88,12 +88,24 @@ fn nothing_starts_or_goes_before_the_first_list() {
 fn the_first_list_adopts_every_pod_once() {
     let mut d = listed(&["a", "b"]);
     assert!(d.has_worker("a") && d.has_worker("b"));
-    // The watch lists again: no second worker starts.
+    // The watch lists again with nothing missed: the pods it finds are
+    // news only where they changed; no second worker starts.
     let again = d.listed([update("a", 1), update("b", 1)]);
     assert!(
         !again.iter().any(|o| matches!(o, Order::Start { .. })),
         "{again:?}"
     );
+}
+
+#[test]
+fn a_list_after_a_watch_gap_catches_up_with_the_events_it_swallowed() {
+    let mut d = listed(&["stays", "goes"]);
+    assert_eq!(d.pod_applied(update("stays", 1)), [poke("stays")]);
+    assert_eq!(d.pod_applied(update("goes", 1)), [poke("goes")]);
+    // While the watch was down, "new" was created, "stays" was changed and
+    // "goes" was deleted; the list after the gap is all that tells.
+    let orders = d.listed([update("stays", 2), update("new", 1)]);
+    assert_eq!(orders, [poke("stays"), start("new"), poke("goes")]);
 }
 
 #[test]
