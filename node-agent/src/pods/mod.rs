@@ -2,12 +2,14 @@
 //! per pod UID that makes the runtime match the Pod's spec.
 //!
 //! ```text
-//!   Pod events, CRI relist, probe flips --> run --poke--> worker --> CRI
-//!                                                           |
+//!   Pod events, CRI relist, probe flips --> run --poke--> worker --> ContainerRuntime
+//!                                            |              |        (CRI; a fake in tests)
+//!                         dispatch (who runs, whom to wake) |
 //!       runtime_view + spec + back-off + probes --> plan::compute_pod_actions
 //! ```
 //!
-//! Functional core: what CRI reports for a pod ([`runtime_view`]), whether the
+//! Functional core: which workers run and which one an event wakes
+//! ([`dispatch`]), what CRI reports for a pod ([`runtime_view`]), whether the
 //! node takes the pod ([`mod@admit`]), what to do to make the runtime match the
 //! spec ([`plan`]), the crash-loop back-off ([`backoff`]), the phase and
 //! conditions ([`phase`]) and the API status ([`api_status`]) to report, the
@@ -15,10 +17,13 @@
 //! the probes' thresholds ([`probes::state`]), what each volume holds
 //! ([`volumes::plan`]) and the node's counts ([`report`]). All pure.
 //!
-//! Imperative shell: the runtime calls ([`cri_pods`]), the probes
-//! ([`probes::check`], [`probes::manager`]), the volumes written on the node
-//! ([`volumes::manager`]), the [`worker`] that runs the planner's actions, the
-//! kubelet's [`events`], and the loop ([`run`]).
+//! Imperative shell: the runtime calls ([`container_runtime`], over CRI in
+//! [`cri_pods`]), the probes ([`probes::check`], [`probes::manager`]), the
+//! volumes written on the node ([`volumes::manager`]), the [`worker`] that
+//! runs the planner's actions, the kubelet's [`events`], and the loop
+//! ([`run`]). The shell's hard cases run the real worker against a recording
+//! fake runtime (`fake_runtime`, `worker_tests`); [`locked`] takes the
+//! bookkeeping's mutexes.
 pub mod admit;
 pub mod api_status;
 pub mod backoff;
