@@ -18,6 +18,8 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::PostParams;
 use kube::Api;
 
+use crate::pods::locked::Locked;
+
 use super::auth::{
     Authorizer, BoxFuture, NodeAttributes, ReviewError, TokenAuthenticator, UserInfo,
 };
@@ -47,7 +49,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 
     /// The value for `key` if it has not expired at `now`.
     pub fn get(&self, key: &K, now: Instant) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.locked();
         entries
             .get(key)
             .filter(|(until, _)| *until > now)
@@ -56,7 +58,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 
     /// Remembers `value` for `ttl` from `now`.
     pub fn insert(&self, key: K, value: V, ttl: Duration, now: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.locked();
         if entries.len() >= MAX_CACHE_ENTRIES {
             entries.retain(|_, (until, _)| *until > now);
             if entries.len() >= MAX_CACHE_ENTRIES {

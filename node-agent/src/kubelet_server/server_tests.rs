@@ -15,6 +15,7 @@ use super::auth::{
     Auth, Authorizer, BoxFuture, NodeAttributes, ReviewError, TokenAuthenticator, UserInfo,
 };
 use super::*;
+use crate::pods::locked::Locked;
 
 struct TestCa {
     cert_pem: String,
@@ -61,8 +62,7 @@ impl Authorizer for AllowUsers {
         attributes: &'a NodeAttributes,
     ) -> BoxFuture<'a, Result<bool, ReviewError>> {
         self.asked
-            .lock()
-            .unwrap()
+            .locked()
             .push((user.name.clone(), attributes.clone()));
         let allowed = self.users.contains(&user.name.as_str());
         Box::pin(async move { Ok(allowed) })
@@ -218,7 +218,7 @@ async fn the_api_servers_client_certificate_is_authenticated_and_authorized() {
         .await
         .unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
-    let asked = server.authorizer.asked.lock().unwrap().clone();
+    let asked = server.authorizer.asked.locked().clone();
     assert_eq!(asked[0].0, "kube-apiserver-kubelet-client");
     assert_eq!(
         (asked[0].1.verb, asked[0].1.subresource),

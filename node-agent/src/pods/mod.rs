@@ -2,12 +2,14 @@
 //! per pod UID that makes the runtime match the Pod's spec.
 //!
 //! ```text
-//!   Pod events, CRI relist, probe flips --> run --poke--> worker --> CRI
-//!                                                           |
+//!   Pod events, CRI relist, probe flips --> run --poke--> worker --> ContainerRuntime
+//!                                            |              |        (CRI; a fake in tests)
+//!                         dispatch (who runs, whom to wake) |
 //!       runtime_view + spec + back-off + probes --> plan::compute_pod_actions
 //! ```
 //!
-//! Functional core: what CRI reports for a pod ([`runtime_view`]), whether the
+//! Functional core: which workers run and which one an event wakes
+//! ([`dispatch`]), what CRI reports for a pod ([`runtime_view`]), whether the
 //! node takes the pod ([`mod@admit`]), what to do to make the runtime match the
 //! spec ([`plan`]), the crash-loop back-off ([`backoff`]), the phase and
 //! conditions ([`phase`]) and the API status ([`api_status`]) to report, the
@@ -15,16 +17,22 @@
 //! the probes' thresholds ([`probes::state`]), what each volume holds
 //! ([`volumes::plan`]) and the node's counts ([`report`]). All pure.
 //!
-//! Imperative shell: the runtime calls ([`cri_pods`]), the probes
-//! ([`probes::check`], [`probes::manager`]), the volumes written on the node
-//! ([`volumes::manager`]), the [`worker`] that runs the planner's actions, the
-//! kubelet's [`events`], and the loop ([`run`]).
+//! Imperative shell: the runtime calls ([`container_runtime`], over CRI in
+//! [`cri_pods`]), the probes ([`probes::check`], [`probes::manager`]), the
+//! volumes written on the node ([`volumes::manager`]), the [`worker`] that
+//! runs the planner's actions, the kubelet's [`events`], and the loop
+//! ([`run`]). The shell's hard cases run the real worker against a recording
+//! fake runtime (`fake_runtime`, `worker_tests`); [`locked`] takes the
+//! bookkeeping's mutexes.
 pub mod admit;
 pub mod api_status;
 pub mod backoff;
+pub mod container_runtime;
 pub mod cri_config;
 pub mod cri_pods;
+pub mod dispatch;
 pub mod events;
+pub mod locked;
 pub mod phase;
 pub mod plan;
 pub mod probes;
@@ -35,9 +43,15 @@ pub mod volumes;
 pub mod worker;
 
 #[cfg(test)]
+mod dispatch_tests;
+#[cfg(test)]
+mod fake_runtime;
+#[cfg(test)]
 mod phase_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod worker_tests;
 
 pub use admit::{admit, Admission};
 pub use backoff::{Backoff, BackoffKey};

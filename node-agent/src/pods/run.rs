@@ -1,13 +1,12 @@
 //! The pod loop (Kubelet mode): the kubelet's sync loop. Watches the pods
-//! bound to this node (field selector on `spec.nodeName`), runs one
-//! [`PodWorker`] per pod UID, and pokes a worker when its Pod changes, when a
-//! relist of CRI (every [`RELIST_PERIOD`], the kubelet's PLEG) shows its
-//! containers changed, when a probe result flips, or when its requeue time
-//! comes. A periodic resync looks at every pod anyway.
+//! bound to this node (field selector on `spec.nodeName`), relists CRI every
+//! [`RELIST_PERIOD`] (the kubelet's PLEG), hears probe flips and ticks a
+//! resync every [`RESYNC_PERIOD`]. Each of these becomes an event of the
+//! [`Dispatch`] (which workers run, which finished, whom an event wakes;
+//! nothing starts or goes before the first list), and this loop carries out
+//! its orders: poke a worker, or start one. One [`PodWorker`] per pod UID,
+//! in a tracing span that names its pod and UID.
 //!
-//! - **Nothing before the first list**: until the watch has listed, the loop
-//!   does not know which sandboxes belong to pods that still exist, so it
-//!   neither starts nor removes anything.
 //! - **After a restart** every sandbox the agent's labels mark is matched to
 //!   its Pod by UID: running pods are adopted (the planner finds them
 //!   complete), pods deleted meanwhile are finalised or, when the API no
@@ -20,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -31,15 +30,19 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
+use crate::pods::container_runtime::Fingerprint;
 use crate::pods::cri_config::dns::parse_resolv_conf;
-use crate::pods::cri_pods::{CriPods, Fingerprint};
+use crate::pods::cri_pods::CriPods;
+use crate::pods::dispatch::{Dispatch, Order, PodUpdate};
 use crate::pods::events::PodEvents;
+use crate::pods::locked::Locked;
 use crate::pods::probes::manager::ProbeManager;
 use crate::pods::volumes::manager::VolumeManager;
-use crate::pods::worker::{remove_pod_logs, Next, PodEnv, PodWorker};
+use crate::pods::worker::{remove_pod_logs, PodEnv, PodWorker};
 use crate::reports::PodsReport;
 use crate::serve::health::LoopHeartbeat;
 
@@ -49,9 +52,6 @@ pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(10);
 /// The loop beats its heartbeat at least this often.
 const HEARTBEAT: Duration = Duration::from_secs(30);
-
-/// How long a finished worker's UID is remembered (late watch events).
-const FINISHED_MEMORY: Duration = Duration::from_secs(120);
 
 /// The pod UIDs of the log directories (`<namespace>_<name>_<uid>`).
 fn pod_log_uids(root: &std::path::Path) -> Vec<String> {
@@ -146,7 +146,7 @@ impl PodsLoop {
         let events = PodEvents::new(self.client.clone(), &self.node_name);
         let env = Arc::new(PodEnv {
             client: self.client.clone(),
-            cri: CriPods::new(self.cri.clone()),
+            cri: Arc::new(CriPods::new(self.cri.clone())),
             node_name: self.node_name.clone(),
             node_ip: self.node_ip,
             pod_logs_root: self.pod_logs_dir.clone(),
@@ -191,134 +191,111 @@ impl PodsLoop {
                 .reflect(writer),
         );
 
+        let mut dispatch = Dispatch::new();
         let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
         let mut tasks: JoinSet<String> = JoinSet::new();
-        // UIDs whose worker finished (pod terminated and deleted, or orphan
-        // removed): late events about them start no second termination.
-        let mut finished: HashMap<String, Instant> = HashMap::new();
-        let mut fingerprints = BTreeMap::new();
-        // Per UID, a hash of what a sync acts on (spec, labels, annotations,
-        // deletion): events that change none of it poke nobody.
-        let mut seen: HashMap<String, u64> = HashMap::new();
         let mut relists = spawn_relist(env.clone(), cancel.clone());
         let mut resync = tokio::time::interval(RESYNC_PERIOD);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut beat = tokio::time::interval(HEARTBEAT);
-        let mut listed = false;
         let mut warned_relist = false;
-        let skip = |finished: &HashMap<String, Instant>, pod: &Pod| {
-            pod.metadata
-                .uid
-                .as_ref()
-                .is_some_and(|uid| finished.contains_key(uid))
-        };
 
         loop {
-            tokio::select! {
+            let orders = tokio::select! {
                 () = cancel.cancelled() => break,
                 event = events.next() => match event {
                     Some(Ok(watcher::Event::InitDone)) => {
-                        if !listed {
-                            listed = true;
-                            // Adopt every pod the first list returned.
-                            for pod in store.state() {
-                                self.poke(&env, &store, &mut workers, &mut tasks, &pod);
-                            }
-                        }
+                        let pods = store.state();
+                        let orders = dispatch.listed(pods.iter().filter_map(|p| pod_update(p)));
                         self.publish(&store);
+                        orders
                     }
                     Some(Ok(watcher::Event::Apply(pod))) => {
-                        if listed {
-                            // A change of status only (most often the worker's own
-                            // patch) needs no sync, as the kubelet ignores them.
-                            let uid = pod.metadata.uid.clone().unwrap_or_default();
-                            let fp = desired_fingerprint(&pod);
-                            let same = seen.insert(uid.clone(), fp) == Some(fp);
-                            let unchanged = same && workers.contains_key(&uid);
-                            if !skip(&finished, &pod) && !unchanged {
-                                self.poke(&env, &store, &mut workers, &mut tasks, &pod);
-                            }
+                        let orders = pod_update(&pod)
+                            .map_or_else(Vec::new, |u| dispatch.pod_applied(u));
+                        if dispatch.is_listed() {
                             self.publish(&store);
                         }
+                        orders
                     }
                     Some(Ok(watcher::Event::Delete(pod))) => {
-                        if listed {
-                            if let Some(uid) = &pod.metadata.uid {
-                                seen.remove(uid);
-                            }
-                            if !skip(&finished, &pod) {
-                                self.poke(&env, &store, &mut workers, &mut tasks, &pod);
-                            }
+                        let orders = match &pod.metadata.uid {
+                            Some(uid) => dispatch.pod_deleted(uid, ObjectRef::from_obj(&pod)),
+                            None => Vec::new(),
+                        };
+                        if dispatch.is_listed() {
                             self.publish(&store);
                         }
+                        orders
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(err)) => tracing::warn!(error = %err, "pod watch failed; retrying"),
+                    Some(Ok(_)) => Vec::new(),
+                    Some(Err(err)) => {
+                        tracing::warn!(error = %err, "pod watch failed; retrying");
+                        Vec::new()
+                    }
                     None => break,
                 },
-                Some(uid) = wake_rx.recv() => {
-                    if let Some(w) = workers.get(&uid) {
-                        let _ = w.poke.try_send(());
+                Some(uid) = wake_rx.recv() => dispatch.probe_flipped(&uid),
+                Some(relisted) = relists.recv() => match relisted {
+                    Ok(now) => {
+                        warned_relist = false;
+                        dispatch.relisted(now, &uids(&store))
                     }
-                }
-                Some(relisted) = relists.recv() => {
-                    if !listed {
-                        continue;
-                    }
-                    match relisted {
-                        Ok(now) => {
-                            warned_relist = false;
-                            let known = uids(&store);
-                            for (uid, fp) in &now {
-                                let changed = fingerprints.get(uid) != Some(fp);
-                                match workers.get(uid) {
-                                    Some(w) if changed => { let _ = w.poke.try_send(()); }
-                                    Some(_) => {}
-                                    // CRI holds it, no Pod has that UID: an orphan.
-                                    None if !known.contains(uid.as_str()) => {
-                                        finished.remove(uid);
-                                        self.spawn(&env, &store, &mut workers, &mut tasks, uid.clone(), None);
-                                    }
-                                    None => {}
-                                }
-                            }
-                            fingerprints = now;
+                    Err(err) => {
+                        if dispatch.is_listed() && !warned_relist {
+                            tracing::warn!(error = %err, "cannot relist the runtime's pods");
+                            warned_relist = true;
                         }
-                        Err(err) => {
-                            if !warned_relist {
-                                tracing::warn!(error = %err, "cannot relist the runtime's pods");
-                                warned_relist = true;
-                            }
-                        }
+                        Vec::new()
                     }
-                }
-                _ = resync.tick(), if listed => {
-                    for w in workers.values() {
-                        let _ = w.poke.try_send(());
-                    }
-                    finished.retain(|_, at| at.elapsed() < FINISHED_MEMORY);
+                },
+                _ = resync.tick(), if dispatch.is_listed() => {
+                    let orders = dispatch.resync(Instant::now());
+                    // Back-off entries old enough to start over anyway go
+                    // (a pod's own go when its worker ends).
+                    let now = SystemTime::now();
+                    env.backoff.locked().gc(now);
+                    env.image_backoff.locked().gc(now);
                     let known = uids(&store);
-                    for uid in pod_log_uids(&env.pod_logs_root) {
-                        if !workers.contains_key(&uid) && !known.contains(uid.as_str()) {
-                            remove_pod_logs(&env.pod_logs_root, &uid);
-                        }
+                    for uid in dispatch.leftovers(pod_log_uids(&env.pod_logs_root), &known) {
+                        remove_pod_logs(&env.pod_logs_root, &uid);
                     }
-                    for uid in env.volumes.known_pod_dirs() {
-                        if !workers.contains_key(&uid) && !known.contains(uid.as_str()) {
-                            if let Err(err) = env.volumes.teardown(&uid).await {
-                                tracing::warn!(%uid, error = %err, "cannot remove an orphaned pod's volumes");
-                            }
+                    for uid in dispatch.leftovers(env.volumes.known_pod_dirs(), &known) {
+                        if let Err(err) = env.volumes.teardown(&uid).await {
+                            tracing::warn!(
+                                %uid, error = %err, "cannot remove an orphaned pod's volumes"
+                            );
                         }
                     }
                     self.publish(&store);
+                    orders
                 }
                 Some(done) = tasks.join_next() => {
                     if let Ok(uid) = done {
                         workers.remove(&uid);
-                        finished.insert(uid, Instant::now());
+                        dispatch.worker_finished(&uid, Instant::now());
+                    }
+                    Vec::new()
+                }
+                _ = beat.tick() => {
+                    self.heartbeat.beat();
+                    Vec::new()
+                }
+            };
+            for order in orders {
+                match order {
+                    Order::Poke(uid) => {
+                        if let Some(w) = workers.get(&uid) {
+                            // Full: a poke is pending already, and the sync
+                            // it makes reads the newest Pod and CRI state.
+                            let _ = w.poke.try_send(());
+                        }
+                    }
+                    Order::Start { uid, pod } => {
+                        let handle = self.spawn(&env, &store, &mut tasks, uid.clone(), pod);
+                        workers.insert(uid, handle);
                     }
                 }
-                _ = beat.tick() => self.heartbeat.beat(),
             }
         }
         tasks.abort_all();
@@ -333,84 +310,59 @@ impl PodsLoop {
         });
     }
 
-    /// Pokes the worker of `pod`'s UID, starting it if needed.
-    fn poke(
-        &self,
-        env: &Arc<PodEnv>,
-        store: &Store<Pod>,
-        workers: &mut HashMap<String, WorkerHandle>,
-        tasks: &mut JoinSet<String>,
-        pod: &Pod,
-    ) {
-        let Some(uid) = pod.metadata.uid.clone() else {
-            return;
-        };
-        match workers.get(&uid) {
-            Some(w) => {
-                let _ = w.poke.try_send(());
-            }
-            None => self.spawn(
-                env,
-                store,
-                workers,
-                tasks,
-                uid,
-                Some(ObjectRef::from_obj(pod)),
-            ),
-        }
-    }
-
+    /// Starts the worker of `uid`, for the Pod at `key` (`None`: an orphan),
+    /// in a span that names its pod; its first sync comes at once.
     fn spawn(
         &self,
         env: &Arc<PodEnv>,
         store: &Store<Pod>,
-        workers: &mut HashMap<String, WorkerHandle>,
         tasks: &mut JoinSet<String>,
         uid: String,
         key: Option<ObjectRef<Pod>>,
-    ) {
-        let (tx, mut rx) = mpsc::channel::<()>(1);
+    ) -> WorkerHandle {
+        let (tx, rx) = mpsc::channel::<()>(1);
         let _ = tx.try_send(());
-        workers.insert(uid.clone(), WorkerHandle { poke: tx });
-        let env = env.clone();
+        let span = tracing::info_span!("pod", pod = tracing::field::Empty, %uid);
+        if let Some(k) = &key {
+            let namespace = k.namespace.as_deref().unwrap_or_default();
+            span.record("pod", format!("{namespace}/{}", k.name));
+        }
+        let worker = PodWorker::new(env.clone(), uid.clone());
         let store = store.clone();
         let node = self.node_name.clone();
-        tasks.spawn(async move {
-            let mut worker = PodWorker::new(env, uid.clone());
-            let mut requeue: Option<Duration> = None;
-            loop {
-                match requeue {
-                    Some(after) => {
-                        tokio::select! {
-                            poked = rx.recv() => if poked.is_none() { break },
-                            () = tokio::time::sleep(after) => {}
-                        }
-                    }
-                    None => {
-                        if rx.recv().await.is_none() {
-                            break;
-                        }
-                    }
-                }
-                let pod = key
-                    .as_ref()
-                    .and_then(|k| store.get(k))
-                    .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
-                let on_node: Vec<Arc<Pod>> = store
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
-                    })
-                    .collect();
-                match worker.sync(pod, &on_node).await {
-                    Next::Done => break,
-                    Next::Requeue(after) => requeue = after,
-                }
+        let lookup = move || {
+            let pod = key
+                .as_ref()
+                .and_then(|k| store.get(k))
+                .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+            let on_node: Vec<Arc<Pod>> = store
+                .state()
+                .into_iter()
+                .filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+                })
+                .collect();
+            (pod, on_node)
+        };
+        let done = worker.uid().to_string();
+        tasks.spawn(
+            async move {
+                worker.run(rx, lookup).await;
+                done
             }
-            uid
-        });
+            .instrument(span),
+        );
+        WorkerHandle { poke: tx }
     }
+}
+
+/// What the dispatch needs of a Pod event.
+fn pod_update(pod: &Pod) -> Option<PodUpdate> {
+    Some(PodUpdate {
+        uid: pod.metadata.uid.clone()?,
+        pod: ObjectRef::from_obj(pod),
+        desired: desired_fingerprint(pod),
+    })
 }
 
 #[cfg(test)]

@@ -16,10 +16,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, PodStatus, Sec
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
+use tokio::sync::mpsc;
 
 use crate::pods::admit::{admit, Admission};
 use crate::pods::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
 use crate::pods::backoff::{Backoff, BackoffKey};
+use crate::pods::container_runtime::{ContainerRuntime, ImageError, PodRuntime, PullPolicy};
 use crate::pods::cri_config::container::{container_config, ContainerContext};
 use crate::pods::cri_config::dns::ClusterDns;
 use crate::pods::cri_config::env::{
@@ -27,8 +29,8 @@ use crate::pods::cri_config::env::{
 };
 use crate::pods::cri_config::env::{EnvSources, PodFacts};
 use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
-use crate::pods::cri_pods::{CriPods, ImageError, PodRuntime, PullPolicy};
 use crate::pods::events::PodEvents;
+use crate::pods::locked::Locked;
 use crate::pods::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
 use crate::pods::runtime_view::{ContainerState, SandboxState};
@@ -50,7 +52,7 @@ const KEEP_EXITED: usize = 1;
 /// What every worker shares.
 pub struct PodEnv {
     pub client: Client,
-    pub cri: CriPods,
+    pub cri: Arc<dyn ContainerRuntime>,
     pub node_name: String,
     pub node_ip: Option<IpAddr>,
     pub pod_logs_root: PathBuf,
@@ -85,7 +87,7 @@ const NODE_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl PodEnv {
     async fn node_for_admission(&self) -> Result<Arc<Node>, kube::Error> {
-        if let Some((at, node)) = self.node_cache.lock().unwrap().as_ref() {
+        if let Some((at, node)) = self.node_cache.locked().as_ref() {
             if at.elapsed() < NODE_CACHE_TTL {
                 return Ok(node.clone());
             }
@@ -95,7 +97,7 @@ impl PodEnv {
                 .get(&self.node_name)
                 .await?,
         );
-        *self.node_cache.lock().unwrap() = Some((std::time::Instant::now(), node.clone()));
+        *self.node_cache.locked() = Some((std::time::Instant::now(), node.clone()));
         Ok(node)
     }
 }
@@ -130,8 +132,7 @@ impl PodWorker {
         let key = BackoffKey::new(&self.uid, format!("image:{image}"));
         self.env
             .image_backoff
-            .lock()
-            .unwrap()
+            .locked()
             .remaining(&key, *failed_at, SystemTime::now())
     }
 
@@ -148,6 +149,45 @@ impl PodWorker {
         }
     }
 
+    /// The UID of the worker's pod.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The worker's loop (the kubelet's `podWorkerLoop`): a sync on every
+    /// poke and when the requeue time of the last sync comes, until a sync
+    /// finds the pod gone and cleaned up. Pokes that come during a sync make
+    /// one more sync after it (the channel holds one), so no change is lost
+    /// and a burst of them costs one sync. `pods` reads the worker's Pod (if
+    /// the API still has it) and the pods on the node from the watch's store.
+    pub async fn run(
+        mut self,
+        mut pokes: mpsc::Receiver<()>,
+        pods: impl Fn() -> (Option<Arc<Pod>>, Vec<Arc<Pod>>),
+    ) {
+        let mut requeue: Option<Duration> = None;
+        loop {
+            match requeue {
+                Some(after) => {
+                    tokio::select! {
+                        poked = pokes.recv() => if poked.is_none() { break },
+                        () = tokio::time::sleep(after) => {}
+                    }
+                }
+                None => {
+                    if pokes.recv().await.is_none() {
+                        break;
+                    }
+                }
+            }
+            let (pod, on_node) = pods();
+            match self.sync(pod, &on_node).await {
+                Next::Done => break,
+                Next::Requeue(after) => requeue = after,
+            }
+        }
+    }
+
     /// One sync of the pod (`None`: it is gone from the API).
     pub async fn sync(&mut self, pod: Option<Arc<Pod>>, pods_on_node: &[Arc<Pod>]) -> Next {
         let Some(pod) = pod else {
@@ -158,7 +198,7 @@ impl PodWorker {
         }
         if is_terminal(&pod) {
             // Finished (or rejected): nothing may run again.
-            self.stop_everything(&pod, grace_seconds(&pod)).await;
+            self.stop_everything(grace_seconds(&pod)).await;
             self.env.probes.remove_pod(&self.uid);
             return Next::Requeue(None);
         }
@@ -168,20 +208,20 @@ impl PodWorker {
         match self.sync_running(&pod).await {
             Ok(next) => next,
             Err(err) => {
-                tracing::warn!(pod = %pod_key(&pod), error = %err, "pod sync failed; retrying");
+                tracing::warn!(error = %err, "pod sync failed; retrying");
                 Next::Requeue(Some(RETRY))
             }
         }
     }
 
     async fn admitted(&mut self, pod: &Pod, pods_on_node: &[Arc<Pod>]) -> bool {
-        if self.env.admitted.lock().unwrap().contains(&self.uid) {
+        if self.env.admitted.locked().contains(&self.uid) {
             return true;
         }
         // A pod CRI already runs was admitted before a restart.
         if let Ok(rt) = self.env.cri.pod(&self.uid).await {
             if !rt.view.is_empty() {
-                self.env.admitted.lock().unwrap().insert(self.uid.clone());
+                self.env.admitted.locked().insert(self.uid.clone());
                 return true;
             }
             // Nothing there, and only this worker creates anything for the
@@ -197,7 +237,7 @@ impl PodWorker {
             }
         };
         let others: Vec<Pod> = {
-            let admitted = self.env.admitted.lock().unwrap();
+            let admitted = self.env.admitted.locked();
             pods_on_node
                 .iter()
                 .filter(|p| {
@@ -211,15 +251,15 @@ impl PodWorker {
         };
         match admit(pod, &node, &others) {
             Admission::Admit => {
-                self.env.admitted.lock().unwrap().insert(self.uid.clone());
+                self.env.admitted.locked().insert(self.uid.clone());
                 true
             }
             Admission::Reject { reason, message } => {
-                tracing::info!(pod = %pod_key(pod), reason, message, "pod rejected");
+                tracing::info!(reason, message, "pod rejected");
                 self.env.events.warning(pod, None, reason, message.clone());
                 let status = rejected_status(pod, reason, &message, Timestamp::now());
                 if let Err(err) = self.patch_status(pod, &status).await {
-                    tracing::warn!(pod = %pod_key(pod), error = %err, "cannot write the rejection");
+                    tracing::warn!(error = %err, "cannot write the rejection");
                 }
                 false
             }
@@ -234,7 +274,7 @@ impl PodWorker {
         };
         let results = env.probes.results(&self.uid);
         let actions = {
-            let backoff = env.backoff.lock().unwrap();
+            let backoff = env.backoff.locked();
             compute_pod_actions(
                 pod,
                 &rt.view,
@@ -257,7 +297,7 @@ impl PodWorker {
         {
             // Keep ConfigMap, Secret and token volumes of running pods fresh.
             if let Err(err) = self.setup_volumes(pod).await {
-                tracing::warn!(pod = %pod_key(pod), error = %err, "volume refresh failed");
+                tracing::warn!(error = %err, "volume refresh failed");
             }
         }
 
@@ -303,12 +343,17 @@ impl PodWorker {
         let env = self.env.clone();
         let grace = grace_seconds(pod);
         if actions.kill_pod {
-            tracing::info!(pod = %pod_key(pod), "killing the pod's containers and sandbox to recreate it");
-            self.stop_everything(pod, grace).await;
+            tracing::info!("killing the pod's containers and sandbox to recreate it");
+            self.stop_everything(grace).await;
         }
         let kills = actions.containers_to_kill.iter().map(|k| {
-            tracing::info!(pod = %pod_key(pod), container = %k.name, reason = k.reason.message(), "killing container");
-            env.events.normal(pod, Some(&k.name), "Killing", format!("Container {} {}", k.name, kill_note(k.reason)));
+            tracing::info!(container = %k.name, reason = k.reason.message(), "killing container");
+            env.events.normal(
+                pod,
+                Some(&k.name),
+                "Killing",
+                format!("Container {} {}", k.name, kill_note(k.reason)),
+            );
             env.cri.stop_container(&k.id, grace)
         });
         for result in join_all(kills).await {
@@ -368,7 +413,7 @@ impl PodWorker {
         }
         let (sandbox_id, pod_ips) = match sandbox {
             Some((Ok(id), ips)) => {
-                tracing::info!(pod = %pod_key(pod), sandbox = %id, "sandbox created");
+                tracing::info!(sandbox = %id, "sandbox created");
                 attempt = actions.attempt;
                 (id, ips?)
             }
@@ -421,13 +466,12 @@ impl PodWorker {
                     self.waiting.remove(&start.name);
                     if let Some(exit) = start.previous_exit {
                         env.backoff
-                            .lock()
-                            .unwrap()
+                            .locked()
                             .record_restart(BackoffKey::new(&self.uid, &start.name), exit);
                     }
                 }
                 Err(w) => {
-                    tracing::warn!(pod = %pod_key(pod), container = %start.name, reason = %w.reason, message = %w.message, "cannot start container");
+                    tracing::warn!(container = %start.name, reason = %w.reason, message = %w.message, "cannot start container");
                     if w.reason == "ImagePullBackOff" {
                         env.events
                             .normal(pod, Some(&start.name), "BackOff", w.message.clone());
@@ -475,8 +519,7 @@ impl PodWorker {
         let key = BackoffKey::new(&self.uid, format!("image:{image}"));
         let left = self.pull_failures.get(&image).and_then(|failed_at| {
             env.image_backoff
-                .lock()
-                .unwrap()
+                .locked()
                 .remaining(&key, *failed_at, SystemTime::now())
         });
         if left.is_some() {
@@ -511,7 +554,7 @@ impl PodWorker {
         if let Err(err) = pulled {
             if !matches!(err, ImageError::NeverPull(_)) {
                 let now = SystemTime::now();
-                env.image_backoff.lock().unwrap().record_restart(key, now);
+                env.image_backoff.locked().record_restart(key, now);
                 self.pull_failures.insert(image.clone(), now);
             }
             return Err(Waiting {
@@ -575,7 +618,7 @@ impl PodWorker {
             "Started",
             format!("Started container {}", container.name),
         );
-        tracing::info!(pod = %pod_key(pod), container = %container.name, id = %id, restarts = start.restart_count, "container started");
+        tracing::info!(container = %container.name, id = %id, restarts = start.restart_count, "container started");
         Ok(())
     }
 
@@ -603,7 +646,7 @@ impl PodWorker {
     }
 
     fn wait_all(&mut self, pod: &Pod, reason: &str, message: &str) {
-        tracing::warn!(pod = %pod_key(pod), reason, message, "pod cannot start");
+        tracing::warn!(reason, message, "pod cannot start");
         for c in all_containers(pod) {
             self.waiting.insert(
                 c.name.clone(),
@@ -616,7 +659,7 @@ impl PodWorker {
     }
 
     fn note_backoffs(&mut self, pod: &Pod, actions: &PodActions) {
-        let backoff = self.env.backoff.lock().unwrap();
+        let backoff = self.env.backoff.locked();
         for b in &actions.backing_off {
             let current = backoff
                 .current(&BackoffKey::new(&self.uid, &b.name))
@@ -697,7 +740,7 @@ impl PodWorker {
     }
 
     /// Stops every container (gracefully) and every sandbox of the pod.
-    async fn stop_everything(&self, pod: &Pod, grace: i64) {
+    async fn stop_everything(&self, grace: i64) {
         let env = &self.env;
         let Ok(rt) = env.cri.pod(&self.uid).await else {
             return;
@@ -710,7 +753,7 @@ impl PodWorker {
             .map(|c| env.cri.stop_container(&c.id, grace));
         for result in join_all(stops).await {
             if let Err(err) = result {
-                tracing::warn!(pod = %pod_key(pod), error = %err, "cannot stop a container");
+                tracing::warn!(error = %err, "cannot stop a container");
             }
         }
         for s in rt
@@ -720,7 +763,7 @@ impl PodWorker {
             .filter(|s| s.state == SandboxState::Ready)
         {
             if let Err(err) = env.cri.stop_sandbox(&s.id).await {
-                tracing::warn!(pod = %pod_key(pod), error = %err, "cannot stop the sandbox");
+                tracing::warn!(error = %err, "cannot stop the sandbox");
             }
         }
     }
@@ -733,9 +776,9 @@ impl PodWorker {
             .metadata
             .deletion_grace_period_seconds
             .unwrap_or_else(|| grace_seconds(pod));
-        tracing::info!(pod = %pod_key(pod), grace, "terminating pod");
+        tracing::info!(grace, "terminating pod");
         self.env.probes.remove_pod(&self.uid);
-        self.stop_everything(pod, grace).await;
+        self.stop_everything(grace).await;
         let Ok(rt) = self.env.cri.pod(&self.uid).await else {
             return Next::Requeue(Some(RETRY));
         };
@@ -765,14 +808,14 @@ impl PodWorker {
         status.host_ip = None;
         status.host_ips = None;
         if let Err(err) = self.patch_status(pod, &status).await {
-            tracing::debug!(pod = %pod_key(pod), error = %err, "final status not written");
+            tracing::debug!(error = %err, "final status not written");
         }
         if let Err(err) = self.remove_runtime(&rt).await {
-            tracing::warn!(pod = %pod_key(pod), error = %err, "cannot remove the pod's sandbox; retrying");
+            tracing::warn!(error = %err, "cannot remove the pod's sandbox; retrying");
             return Next::Requeue(Some(RETRY));
         }
         if let Err(err) = self.env.volumes.teardown(&self.uid).await {
-            tracing::warn!(pod = %pod_key(pod), error = %err, "cannot remove the pod's volumes");
+            tracing::warn!(error = %err, "cannot remove the pod's volumes");
         }
         remove_pod_logs(&self.env.pod_logs_root, &self.uid);
         let (namespace, name) = ns_name(pod);
@@ -791,11 +834,11 @@ impl PodWorker {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(err) => {
-                tracing::warn!(pod = %pod_key(pod), error = %err, "cannot delete the pod; retrying");
+                tracing::warn!(error = %err, "cannot delete the pod; retrying");
                 return Next::Requeue(Some(RETRY));
             }
         }
-        tracing::info!(pod = %pod_key(pod), "pod terminated and deleted");
+        tracing::info!("pod terminated and deleted");
         self.forget();
         Next::Done
     }
@@ -809,7 +852,7 @@ impl PodWorker {
             return Next::Requeue(Some(RETRY));
         };
         if !rt.view.is_empty() {
-            tracing::info!(uid = %self.uid, "removing the sandbox of a pod that no longer exists");
+            tracing::info!("removing the sandbox of a pod that no longer exists");
         }
         let stops = rt
             .view
@@ -819,11 +862,11 @@ impl PodWorker {
             .map(|c| env.cri.stop_container(&c.id, ORPHAN_GRACE_SECONDS));
         join_all(stops).await;
         if let Err(err) = self.remove_runtime(&rt).await {
-            tracing::warn!(uid = %self.uid, error = %err, "cannot remove an orphaned sandbox; retrying");
+            tracing::warn!(error = %err, "cannot remove an orphaned sandbox; retrying");
             return Next::Requeue(Some(RETRY));
         }
         if let Err(err) = env.volumes.teardown(&self.uid).await {
-            tracing::warn!(uid = %self.uid, error = %err, "cannot remove an orphaned pod's volumes");
+            tracing::warn!(error = %err, "cannot remove an orphaned pod's volumes");
         }
         remove_pod_logs(&env.pod_logs_root, &self.uid);
         self.forget();
@@ -842,19 +885,24 @@ impl PodWorker {
     }
 
     fn forget(&self) {
-        self.env.backoff.lock().unwrap().forget_pod(&self.uid);
-        self.env.admitted.lock().unwrap().remove(&self.uid);
+        self.env.backoff.locked().forget_pod(&self.uid);
+        self.env.image_backoff.locked().forget_pod(&self.uid);
+        self.env.admitted.locked().remove(&self.uid);
     }
 
     /// Removes exited instances beyond the newest [`KEEP_EXITED`] per
-    /// container name, and sandboxes older than the newest that have no
-    /// container left.
+    /// container name, instances that were created but never started and
+    /// have a newer one (a CreateContainer whose answer was lost: the
+    /// retry made another), and sandboxes older than the newest that have
+    /// no container left.
     async fn collect_garbage(&self, rt: &PodRuntime) {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for c in &rt.view.containers {
             let n = seen.entry(c.name.as_str()).or_default();
             *n += 1;
-            if *n > 1 + KEEP_EXITED && c.state == ContainerState::Exited {
+            let replaced_unstarted = *n > 1 && c.state == ContainerState::Created;
+            let old_exited = *n > 1 + KEEP_EXITED && c.state == ContainerState::Exited;
+            if replaced_unstarted || old_exited {
                 if let Err(err) = self.env.cri.remove_container(&c.id).await {
                     tracing::debug!(error = %err, "container garbage collection");
                 }
@@ -957,7 +1005,7 @@ async fn services(env: &PodEnv, pod: &Pod) -> Result<Vec<Service>, String> {
 /// [`SERVICES_CACHE_TTL`] (a Deployment's pods starting together share one
 /// list; the kubelet reads them from an informer, as stale).
 async fn namespace_services(env: &PodEnv, namespace: &str) -> Result<Vec<Service>, String> {
-    if let Some((at, services)) = env.services_cache.lock().unwrap().get(namespace) {
+    if let Some((at, services)) = env.services_cache.locked().get(namespace) {
         if at.elapsed() < SERVICES_CACHE_TTL {
             return Ok(services.as_ref().clone());
         }
@@ -967,7 +1015,7 @@ async fn namespace_services(env: &PodEnv, namespace: &str) -> Result<Vec<Service
         .await
         .map_err(|e| format!("cannot list the services of {namespace}: {e}"))?
         .items;
-    let mut cache = env.services_cache.lock().unwrap();
+    let mut cache = env.services_cache.locked();
     cache.retain(|_, (at, _)| at.elapsed() < SERVICES_CACHE_TTL);
     cache.insert(
         namespace.to_string(),

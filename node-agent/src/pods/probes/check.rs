@@ -289,6 +289,7 @@ pub(crate) mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::pods::locked::Locked;
 
     /// A one-line HTTP server on 127.0.0.1: answers every request with the
     /// response `respond` gives for its request line, and keeps the last request.
@@ -319,7 +320,7 @@ pub(crate) mod tests {
                     }
                     let request = String::from_utf8_lossy(&buffer).to_string();
                     let line = request.lines().next().unwrap_or_default().to_string();
-                    *last.lock().expect("lock") = request;
+                    *last.locked() = request;
                     let _ = stream.write_all(respond(&line).as_bytes()).await;
                 });
             }
@@ -360,11 +361,7 @@ pub(crate) mod tests {
         let server = serve(|_| response(200, "")).await;
         let headers = [("X-Probe".to_string(), "yes".to_string())];
         http_probe("127.0.0.1", server.port, "/ready?x=1", &headers, SECOND).await;
-        let request = server
-            .last_request
-            .lock()
-            .expect("lock")
-            .to_ascii_lowercase();
+        let request = server.last_request.locked().to_ascii_lowercase();
         assert!(
             request.starts_with("get /ready?x=1 http/1.1\r\n"),
             "{request}"
@@ -384,11 +381,7 @@ pub(crate) mod tests {
             ("Accept".to_string(), String::new()),
         ];
         http_probe("127.0.0.1", server.port, "/", &headers, SECOND).await;
-        let request = server
-            .last_request
-            .lock()
-            .expect("lock")
-            .to_ascii_lowercase();
+        let request = server.last_request.locked().to_ascii_lowercase();
         assert!(request.contains("host: app.example\r\n"), "{request}");
         assert!(request.contains("user-agent: mine\r\n"), "{request}");
         assert!(!request.contains("accept:"), "{request}");

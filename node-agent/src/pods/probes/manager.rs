@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::events::PodEvents;
+use crate::pods::locked::Locked;
 use crate::pods::plan::ProbeFailures;
 use crate::pods::probes::check::run_probe;
 use crate::pods::probes::state::{
@@ -90,8 +91,6 @@ struct Shared {
 type ProbeKey = (String, ProbeKind);
 
 struct PodProbes {
-    /// `namespace/name`, for logs.
-    pod: String,
     /// The Pod, for events about it.
     reference: ObjectReference,
     probes: HashMap<ProbeKey, ProbeEntry>,
@@ -183,11 +182,6 @@ impl ProbeManager {
         let shared = &self.inner.shared;
         let mut pods = shared.lock();
         let entry = pods.entry(uid.to_string()).or_insert_with(|| PodProbes {
-            pod: format!(
-                "{}/{}",
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.name.as_deref().unwrap_or_default()
-            ),
             reference: pod.object_ref(&()),
             probes: HashMap::new(),
         });
@@ -223,9 +217,9 @@ impl ProbeManager {
                 stop: shared.all_stopped.child_token(),
                 last_event: None,
             };
-            let span = tracing::info_span!(
-                "probe", pod = %entry.pod, container = %container.name, kind = %kind
-            );
+            // A child of the pod worker's span (it calls this), which names
+            // the pod and its UID.
+            let span = tracing::info_span!("probe", container = %container.name, kind = %kind);
             tokio::spawn(
                 probe_task(
                     shared.clone(),
@@ -318,7 +312,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, PodProbes>> {
         // A panic elsewhere must not stop probing; the map stays consistent
         // (every update is a single insert, remove or field write).
-        self.pods.lock().unwrap_or_else(PoisonError::into_inner)
+        self.pods.locked()
     }
 
     fn next_step(&self, uid: &str, key: &ProbeKey, task: u64) -> Step {

@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, ServiceAccou
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, PostParams};
 
+use crate::pods::locked::Locked;
 use crate::pods::volumes::atomic_writer::{make_dir, set_mode, write_atomically};
 use crate::pods::volumes::plan::{
     container_mounts, plan_volumes, required_objects, HostPathType, SetUpFailure, TokenKey,
@@ -167,7 +168,7 @@ impl VolumeManager {
             }
             Err(e) => match cached {
                 Some(cached) if cached.expires > now => {
-                    tracing::warn!(pod = %pod_name, %namespace, error = %e, "token renewal failed; keeping the current token");
+                    tracing::warn!(error = %e, "token renewal failed; keeping the current token");
                     Ok(cached.token)
                 }
                 _ => Err(e),
@@ -177,9 +178,7 @@ impl VolumeManager {
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, TokenKey), CachedToken>> {
         // A panic elsewhere cannot leave the map half-updated: inserts and removes are single calls.
-        self.tokens
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tokens.locked()
     }
 
     /// Removes everything under `<pods_dir>/<uid>` and the pod's cached
