@@ -33,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod kubelet_server;
+pub mod locked;
 pub mod node;
 pub mod pods;
 pub mod proxy;

@@ -18,7 +18,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::PostParams;
 use kube::Api;
 
-use crate::pods::locked::Locked;
+use crate::locked::Locked;
 
 use super::auth::{
     Authorizer, BoxFuture, NodeAttributes, ReviewError, TokenAuthenticator, UserInfo,

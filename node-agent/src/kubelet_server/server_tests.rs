@@ -15,7 +15,7 @@ use super::auth::{
     Auth, Authorizer, BoxFuture, NodeAttributes, ReviewError, TokenAuthenticator, UserInfo,
 };
 use super::*;
-use crate::pods::locked::Locked;
+use crate::locked::Locked;
 
 struct TestCa {
     cert_pem: String,

@@ -14,10 +14,10 @@ use k8s_cri::v1 as cri;
 use tokio::sync::Notify;
 
 use crate::edge::cri::CriError;
+use crate::locked::Locked;
 use crate::pods::container_runtime::{
     ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
 };
-use crate::pods::locked::Locked;
 use crate::pods::runtime_view::{
     container_annotations, container_labels, sandbox_labels, ContainerView, PodRuntimeView,
     SandboxView, LABEL_POD_UID,

@@ -22,8 +22,7 @@
 //! volumes written on the node ([`volumes::manager`]), the [`worker`] that
 //! runs the planner's actions, the kubelet's [`events`], and the loop
 //! ([`run`]). The shell's hard cases run the real worker against a recording
-//! fake runtime (`fake_runtime`, `worker_tests`); [`locked`] takes the
-//! bookkeeping's mutexes.
+//! fake runtime (`fake_runtime`, `worker_tests`);
 pub mod admit;
 pub mod api_status;
 pub mod backoff;
@@ -32,7 +31,6 @@ pub mod cri_config;
 pub mod cri_pods;
 pub mod dispatch;
 pub mod events;
-pub mod locked;
 pub mod phase;
 pub mod plan;
 pub mod probes;

@@ -33,13 +33,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::edge::cri_handle::CriHandle;
+use crate::locked::Locked;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
 use crate::pods::container_runtime::Fingerprint;
 use crate::pods::cri_config::dns::parse_resolv_conf;
 use crate::pods::cri_pods::CriPods;
 use crate::pods::dispatch::{Dispatch, Order, PodUpdate};
 use crate::pods::events::PodEvents;
-use crate::pods::locked::Locked;
 use crate::pods::probes::manager::ProbeManager;
 use crate::pods::volumes::manager::VolumeManager;
 use crate::pods::worker::{remove_pod_logs, PodEnv, PodWorker};

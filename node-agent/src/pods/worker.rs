@@ -18,6 +18,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 
+use crate::locked::Locked;
 use crate::pods::admit::{admit, Admission};
 use crate::pods::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
 use crate::pods::backoff::{Backoff, BackoffKey};
@@ -30,7 +31,6 @@ use crate::pods::cri_config::env::{
 use crate::pods::cri_config::env::{EnvSources, PodFacts};
 use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
 use crate::pods::events::PodEvents;
-use crate::pods::locked::Locked;
 use crate::pods::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
 use crate::pods::runtime_view::{ContainerState, SandboxState};

@@ -15,11 +15,11 @@ use kube::client::Body;
 use tokio::sync::mpsc;
 
 use crate::edge::cri::CriClient;
+use crate::locked::Locked;
 use crate::pods::backoff::{Backoff, BackoffKey};
 use crate::pods::container_runtime::ContainerRuntime;
 use crate::pods::events::PodEvents;
 use crate::pods::fake_runtime::{Call, FakeRuntime, Op};
-use crate::pods::locked::Locked;
 use crate::pods::plan::container_spec_hash;
 use crate::pods::probes::manager::ProbeManager;
 use crate::pods::runtime_view::{ContainerState, PodRuntimeView, SandboxState};

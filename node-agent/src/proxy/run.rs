@@ -34,6 +34,7 @@ use nodeconfig_crds::ProxySpec;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::locked::Locked;
 use crate::proxy::conntrack::stale_flows;
 use crate::proxy::inputs::Kind;
 use crate::proxy::{
@@ -69,7 +70,7 @@ struct PendingChanges {
 
 impl Changes {
     fn record(&self, trigger: Option<SystemTime>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.locked();
         pending.seen.get_or_insert_with(Instant::now);
         pending.triggers.extend(trigger);
         drop(pending);
@@ -77,7 +78,7 @@ impl Changes {
     }
 
     fn take(&self) -> PendingChanges {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.pending.locked())
     }
 }
 
@@ -180,7 +181,7 @@ impl ProxyLoop {
         });
         tracing::info!(node = ?running.node, "service proxy waiting for the first list of Services and EndpointSlices");
         // Each completed list records a change, which wakes this.
-        while !lock(&inputs).listed() {
+        while !inputs.locked().listed() {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => self.heartbeat.beat(),
@@ -189,7 +190,7 @@ impl ProxyLoop {
         }
         // What the lists brought is in the first sync.
         changes.take();
-        let service_ports = lock(&inputs).model().services.len();
+        let service_ports = inputs.locked().model().services.len();
         tracing::info!(service_ports, "service proxy starting");
 
         loop {
@@ -283,7 +284,7 @@ impl ProxyLoop {
         );
         let joined = tokio::task::spawn_blocking(move || {
             // The watches wait only while the changes are planned, not during the restore.
-            let planned = proxier.plan(&mut lock(&inputs), &node, &cfg, full);
+            let planned = proxier.plan(&mut inputs.locked(), &node, &cfg, full);
             let result = proxier.apply(planned);
             let conntrack = match (&result, old_udp) {
                 (Ok(report), Some(old)) if cfg.enabled => delete_stale_flows(&old, &report.udp),
@@ -477,10 +478,6 @@ struct Watched<K> {
     delete: fn(&mut ProxyInputs, &K),
 }
 
-fn lock(inputs: &Mutex<ProxyInputs>) -> std::sync::MutexGuard<'_, ProxyInputs> {
-    inputs.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A task that watches every `K` in the cluster into `inputs` and records
 /// each change; the handle stops the task when dropped.
 fn watch_all<K>(
@@ -556,7 +553,7 @@ async fn drive<K, S>(
                     watcher::Event::Init | watcher::Event::InitApply(_) => None,
                 };
                 {
-                    let mut inputs = lock(&inputs);
+                    let mut inputs = inputs.locked();
                     match &event {
                         watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
                             (watched.apply)(&mut inputs, obj)

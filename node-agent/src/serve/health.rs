@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::locked::Locked;
+
 /// A loop that has not beaten for this long makes `/healthz` fail. Every loop
 /// wakes at least every 30s.
 pub const STALE_AFTER: Duration = Duration::from_secs(90);
@@ -39,19 +41,13 @@ impl Health {
 
     /// Loops whose last beat is older than `max_age`.
     pub fn stale_loops(&self, now: Instant, max_age: Duration) -> Vec<&'static str> {
-        let beats = self
-            .beats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let beats = self.beats.locked();
         stale(&beats, now, max_age)
     }
 
     /// Work of `name` queued and due by `deadline`; `None` when nothing waits.
     pub fn set_deadline(&self, name: &'static str, deadline: Option<Instant>) {
-        let mut deadlines = self
-            .deadlines
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut deadlines = self.deadlines.locked();
         match deadline {
             Some(at) => deadlines.insert(name, at),
             None => deadlines.remove(name),
@@ -60,10 +56,7 @@ impl Health {
 
     /// Names whose queued work is past its deadline.
     pub fn overdue(&self, now: Instant) -> Vec<&'static str> {
-        let deadlines = self
-            .deadlines
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let deadlines = self.deadlines.locked();
         deadlines
             .iter()
             .filter(|(_, at)| now > **at)
@@ -75,11 +68,7 @@ impl Health {
 impl LoopHeartbeat {
     /// Records that the loop is alive now.
     pub fn beat(&self) {
-        let mut beats = self
-            .health
-            .beats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut beats = self.health.beats.locked();
         beats.insert(self.name, Instant::now());
     }
 }

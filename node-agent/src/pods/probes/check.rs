@@ -289,7 +289,7 @@ pub(crate) mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::pods::locked::Locked;
+    use crate::locked::Locked;
 
     /// A one-line HTTP server on 127.0.0.1: answers every request with the
     /// response `respond` gives for its request line, and keeps the last request.

@@ -22,8 +22,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 use crate::edge::cri_handle::CriHandle;
+use crate::locked::Locked;
 use crate::pods::events::PodEvents;
-use crate::pods::locked::Locked;
 use crate::pods::plan::ProbeFailures;
 use crate::pods::probes::check::run_probe;
 use crate::pods::probes::state::{

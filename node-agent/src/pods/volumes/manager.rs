@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, ServiceAccou
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, PostParams};
 
-use crate::pods::locked::Locked;
+use crate::locked::Locked;
 use crate::pods::volumes::atomic_writer::{make_dir, set_mode, write_atomically};
 use crate::pods::volumes::plan::{
     container_mounts, plan_volumes, required_objects, HostPathType, SetUpFailure, TokenKey,

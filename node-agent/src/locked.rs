@@ -1,5 +1,6 @@
 //! Locking a `std::sync::Mutex` of plain bookkeeping (back-off, admitted
-//! UIDs, caches): [`Locked::locked`], in place of `lock().unwrap()`.
+//! UIDs, caches, health beats, queued changes): [`Locked::locked`], in place
+//! of `lock().unwrap()`.
 //!
 //! A poisoned lock means another thread panicked while holding it. Every
 //! update of the maps behind these locks is a single insert, remove or field
