@@ -22,7 +22,7 @@
 //! volumes written on the node ([`volumes::manager`]), the [`worker`] that
 //! runs the planner's actions, the kubelet's [`events`], and the loop
 //! ([`run`]). The shell's hard cases run the real worker against a recording
-//! fake runtime (`fake_runtime`, `worker_tests`);
+//! fake runtime (`fake_runtime`, `worker_tests`).
 pub mod admit;
 pub mod api_status;
 pub mod backoff;

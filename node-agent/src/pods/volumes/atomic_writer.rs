@@ -34,7 +34,7 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Volu
 }
 
 /// Makes `target_dir` hold exactly `files` (paths relative and clean, as
-/// [`crate::pods::volumes::plan_volumes`] gives them), each with its mode and, with
+/// [`crate::pods::volumes::plan::plan_volumes`] gives them), each with its mode and, with
 /// `fs_group`, that group. Returns whether anything changed on disk.
 pub fn write_atomically(
     target_dir: &Path,
