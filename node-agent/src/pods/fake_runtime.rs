@@ -128,6 +128,8 @@ struct State {
     containers: Vec<(String, cri::ContainerStatus)>,
     calls: Vec<Call>,
     faults: HashMap<Op, VecDeque<Fault>>,
+    /// The resolver each sandbox was made with, by sandbox id.
+    dns: HashMap<String, cri::DnsConfig>,
 }
 
 impl State {
@@ -224,6 +226,11 @@ impl FakeRuntime {
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.state.locked().calls.clone()
+    }
+
+    /// The resolver (resolv.conf) sandbox `id` was made with.
+    pub fn dns_of(&self, id: &str) -> Option<cri::DnsConfig> {
+        self.state.locked().dns.get(id).cloned()
     }
 
     /// The calls so far of one kind.
@@ -418,6 +425,8 @@ impl ContainerRuntime for FakeRuntime {
             let created_at = s.now();
             let ip = format!("10.88.0.{}", s.next_id);
             s.ips.insert(id.clone(), ip);
+            s.dns
+                .insert(id.clone(), config.dns_config.clone().unwrap_or_default());
             s.sandboxes.push(cri::PodSandbox {
                 id: id.clone(),
                 metadata: Some(metadata),

@@ -43,7 +43,7 @@ use crate::pods::events::PodEvents;
 use crate::pods::probes::manager::ProbeManager;
 use crate::pods::volumes::manager::VolumeManager;
 use crate::pods::worker::{remove_pod_logs, PodEnv, PodWorker};
-use crate::reports::PodsReport;
+use crate::reports::{ConfigReport, PodsReport};
 use crate::serve::health::LoopHeartbeat;
 
 /// How often CRI is relisted to notice containers that changed (PLEG).
@@ -130,6 +130,8 @@ pub struct PodsLoop {
     /// Container logs: `<pod_logs_dir>/<namespace>_<name>_<uid>/<container>/<n>.log`.
     pub pod_logs_dir: PathBuf,
     pub host: crate::edge::host::HostFacts,
+    /// The NodeConfig in force (cluster DNS for new sandboxes).
+    pub config: watch::Receiver<ConfigReport>,
     pub report: watch::Sender<PodsReport>,
     pub heartbeat: LoopHeartbeat,
 }
@@ -151,6 +153,7 @@ impl PodsLoop {
             node_ip: self.node_ip,
             pod_logs_root: self.pod_logs_dir.clone(),
             host_dns,
+            config: self.config.clone(),
             node_milli_cpu: i64::from(self.host.cpus) * 1000,
             node_memory: i64::try_from(self.host.memory_bytes).unwrap_or(i64::MAX),
             node_ephemeral_storage: i64::try_from(self.host.ephemeral_storage_bytes)

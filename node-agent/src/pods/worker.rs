@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, PodStatus, Sec
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::locked::Locked;
 use crate::pods::admit::{admit, Admission};
@@ -24,7 +24,7 @@ use crate::pods::api_status::{api_status, rejected_status, status_differs, Statu
 use crate::pods::backoff::{Backoff, BackoffKey};
 use crate::pods::container_runtime::{ContainerRuntime, ImageError, PodRuntime, PullPolicy};
 use crate::pods::cri_config::container::{container_config, ContainerContext};
-use crate::pods::cri_config::dns::ClusterDns;
+use crate::pods::cri_config::dns::{pod_dns, ClusterDns};
 use crate::pods::cri_config::env::{
     container_env, referenced_config_maps, referenced_secrets, service_env,
 };
@@ -36,6 +36,7 @@ use crate::pods::probes::manager::{ProbeManager, RunningContainer};
 use crate::pods::runtime_view::{ContainerState, SandboxState};
 use crate::pods::volumes::manager::prepare_mounts;
 use crate::pods::volumes::manager::VolumeManager;
+use crate::reports::ConfigReport;
 
 /// How long an orphaned pod's containers get to stop (the Pod is gone, so
 /// its own grace period is unknown).
@@ -57,6 +58,9 @@ pub struct PodEnv {
     pub node_ip: Option<IpAddr>,
     pub pod_logs_root: PathBuf,
     pub host_dns: cri::DnsConfig,
+    /// The NodeConfig in force: its `pods.clusterDNS` and `clusterDomain` make
+    /// the resolver of every sandbox created from now on.
+    pub config: watch::Receiver<ConfigReport>,
     /// The node's CPUs (milli) and memory (bytes): downward API defaults and the OOM score.
     pub node_milli_cpu: i64,
     pub node_memory: i64,
@@ -86,6 +90,19 @@ const SERVICES_CACHE_TTL: Duration = Duration::from_secs(2);
 const NODE_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl PodEnv {
+    /// Runs `f` with the cluster DNS settings of the NodeConfig in force
+    /// (none until one is applied).
+    fn with_cluster_dns<R>(&self, f: impl FnOnce(ClusterDns<'_>) -> R) -> R {
+        let config = self.config.borrow();
+        match config.applied.as_ref().map(|applied| &applied.pods) {
+            Some(pods) => f(ClusterDns {
+                servers: &pods.cluster_dns,
+                domain: &pods.cluster_domain,
+            }),
+            None => f(ClusterDns::NONE),
+        }
+    }
+
     async fn node_for_admission(&self) -> Result<Arc<Node>, kube::Error> {
         if let Some((at, node)) = self.node_cache.locked().as_ref() {
             if at.elapsed() < NODE_CACHE_TTL {
@@ -389,6 +406,7 @@ impl PodWorker {
                 return None;
             }
             let config = self.sandbox_config(pod, actions.attempt);
+            self.warn_about_dns(pod);
             let id = env.cri.run_sandbox(config).await;
             let ips = match &id {
                 Ok(id) => env.cri.sandbox_ips(id).await,
@@ -633,16 +651,32 @@ impl PodWorker {
     }
 
     fn sandbox_config(&self, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
-        sandbox_config(
-            pod,
-            &SandboxContext {
-                node_name: &self.env.node_name,
-                pod_logs_root: &self.env.pod_logs_root,
-                attempt,
-                host_dns: &self.env.host_dns,
-                cluster_dns: ClusterDns::NONE,
-            },
-        )
+        self.env.with_cluster_dns(|cluster_dns| {
+            sandbox_config(
+                pod,
+                &SandboxContext {
+                    node_name: &self.env.node_name,
+                    pod_logs_root: &self.env.pod_logs_root,
+                    attempt,
+                    host_dns: &self.env.host_dns,
+                    cluster_dns,
+                },
+            )
+        })
+    }
+
+    /// The kubelet's warnings about the resolver of a sandbox being made
+    /// (MissingClusterDNS, DNSConfigForming), as events on the pod.
+    fn warn_about_dns(&self, pod: &Pod) {
+        let warnings = self
+            .env
+            .with_cluster_dns(|cluster| pod_dns(pod, &self.env.host_dns, &cluster).warnings);
+        for warning in warnings {
+            tracing::warn!(reason = warning.reason, message = %warning.message, "pod DNS");
+            self.env
+                .events
+                .warning(pod, None, warning.reason, warning.message);
+        }
     }
 
     fn wait_all(&mut self, pod: &Pod, reason: &str, message: &str) {

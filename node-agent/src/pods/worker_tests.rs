@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use hyper::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
 use kube::client::Body;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::edge::cri::CriClient;
 use crate::locked::Locked;
@@ -25,6 +25,7 @@ use crate::pods::probes::manager::ProbeManager;
 use crate::pods::runtime_view::{ContainerState, PodRuntimeView, SandboxState};
 use crate::pods::volumes::manager::VolumeManager;
 use crate::pods::worker::{Next, PodEnv, PodWorker};
+use crate::reports::ConfigReport;
 
 const UID: &str = "uid-1";
 const NODE: &str = "node-1";
@@ -156,6 +157,8 @@ struct Harness {
     runtime: Arc<FakeRuntime>,
     api: Arc<FakeApi>,
     env: Arc<PodEnv>,
+    /// The NodeConfig in force, as the config loop publishes it.
+    config: watch::Sender<ConfigReport>,
     _dir: tempfile::TempDir,
 }
 
@@ -170,13 +173,17 @@ fn harness() -> Harness {
     let (_switch, prober_cri) = crate::edge::cri_handle::shared(prober_cri);
     let (wake, _woken) = mpsc::unbounded_channel();
     let events = PodEvents::new(client.clone(), NODE);
+    let (config, config_rx) = watch::channel(ConfigReport::default());
     let env = Arc::new(PodEnv {
         client: client.clone(),
         cri: runtime.clone(),
         node_name: NODE.into(),
         node_ip: Some([10, 0, 0, 1].into()),
         pod_logs_root: dir.path().join("logs"),
-        host_dns: Default::default(),
+        host_dns: crate::pods::cri_config::dns::parse_resolv_conf(
+            "nameserver 192.0.2.53\nsearch node.example\n",
+        ),
+        config: config_rx,
         node_milli_cpu: 4000,
         node_memory: 8 << 30,
         node_ephemeral_storage: 100 << 30,
@@ -194,6 +201,7 @@ fn harness() -> Harness {
         runtime,
         api,
         env,
+        config,
         _dir: dir,
     }
 }
@@ -571,4 +579,64 @@ async fn an_orphan_whose_removal_is_refused_is_retried_until_nothing_is_left() {
     assert_eq!(h.view().sandboxes.len(), 1);
     assert_eq!(h.sync(&mut worker, None).await, Next::Done);
     assert_eq!(h.view(), PodRuntimeView::default());
+}
+
+/// The NodeConfig spec `edit` makes, applied as the config loop applies it.
+fn applied(edit: impl FnOnce(&mut nodeconfig_crds::NodeConfigSpec)) -> ConfigReport {
+    use crate::config::plan::{plan, ConfigPlan, Observed, Overrides};
+    let mut spec = nodeconfig_crds::NodeConfigSpec::for_node(NODE);
+    edit(&mut spec);
+    let observed = Observed {
+        uid: "nc-uid",
+        spec: &spec,
+        generation: 1,
+        status_observed_generation: None,
+    };
+    match plan(observed, None, "", &Overrides::default()) {
+        ConfigPlan::Apply { config, .. } => ConfigReport {
+            applied: Some(*config),
+            ..Default::default()
+        },
+        other => panic!("the spec applies: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_sandbox_resolves_through_the_cluster_dns_of_the_nodeconfig_in_force() {
+    let h = harness();
+    h.config.send_replace(applied(|spec| {
+        spec.pods.cluster_dns = vec!["10.96.0.10".into()];
+    }));
+    let mut worker = h.worker();
+    h.sync(&mut worker, Some(pod())).await;
+
+    let sandbox = h.view().sandboxes[0].id.clone();
+    let dns = h.runtime.dns_of(&sandbox).expect("made by the worker");
+    assert_eq!(dns.servers, ["10.96.0.10"]);
+    assert_eq!(
+        dns.searches,
+        [
+            "default.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+            "node.example"
+        ]
+    );
+    assert_eq!(dns.options, ["ndots:5"]);
+}
+
+#[tokio::test]
+async fn without_cluster_dns_a_sandbox_gets_the_nodes_resolver() {
+    let h = harness();
+    h.config.send_replace(applied(|_| {}));
+    let mut worker = h.worker();
+    h.sync(&mut worker, Some(pod())).await;
+
+    let sandbox = h.view().sandboxes[0].id.clone();
+    let dns = h.runtime.dns_of(&sandbox).expect("made by the worker");
+    assert_eq!(
+        (dns.servers, dns.searches),
+        (vec!["192.0.2.53".into()], vec!["node.example".into()]),
+        "ClusterFirst falls back to the node's resolver"
+    );
 }
