@@ -9,13 +9,13 @@
 //!                  +--> ContainerRuntime
 //!   worker --------+                    +--> FakeRuntime (tests)
 //! ```
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures::future::BoxFuture;
 use k8s_cri::v1 as cri;
 
 use crate::edge::cri::CriError;
-use crate::pods::runtime_view::PodRuntimeView;
+use crate::pods::runtime_view::{PodRuntimeView, LABEL_POD_UID};
 
 /// The runtime calls of the pod loop. Every call is bounded by its
 /// implementation where the runtime may hang (listings), and a stop or
@@ -81,6 +81,33 @@ pub struct PodRuntime {
 /// What a relist sees of one pod: ids and states of its sandboxes and
 /// containers, sorted; a change means the pod's worker should look again.
 pub type Fingerprint = Vec<(String, i32)>;
+
+/// One sandbox or container as a relist lists it: id, labels, CRI state.
+pub type Listed<'a> = (&'a str, &'a HashMap<String, String>, i32);
+
+/// The [`Fingerprint`] of every pod the agent's labels mark, from a relist's
+/// sandboxes and containers (a container's state is offset by 100, so a
+/// sandbox and a container in the same numeric state differ).
+pub fn fingerprints<'a>(
+    sandboxes: impl IntoIterator<Item = Listed<'a>>,
+    containers: impl IntoIterator<Item = Listed<'a>>,
+) -> BTreeMap<String, Fingerprint> {
+    let mut pods: BTreeMap<String, Fingerprint> = BTreeMap::new();
+    let containers = containers
+        .into_iter()
+        .map(|(id, labels, state)| (id, labels, 100 + state));
+    for (id, labels, state) in sandboxes.into_iter().chain(containers) {
+        if let Some(uid) = labels.get(LABEL_POD_UID) {
+            pods.entry(uid.clone())
+                .or_default()
+                .push((id.to_string(), state));
+        }
+    }
+    for f in pods.values_mut() {
+        f.sort();
+    }
+    pods
+}
 
 /// How an image is made present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use k8s_cri::v1 as cri;
 use crate::edge::cri::CriError;
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::container_runtime::{
-    ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
+    fingerprints, ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
 };
 use crate::pods::runtime_view::{PodRuntimeView, SandboxView, LABEL_POD_UID};
 
@@ -147,25 +147,14 @@ impl CriPods {
             .map_err(|s| client.call_error("ListContainers", s))?
             .into_inner()
             .containers;
-        let mut pods: BTreeMap<String, Fingerprint> = BTreeMap::new();
-        for s in &sandboxes {
-            if let Some(uid) = s.labels.get(LABEL_POD_UID) {
-                pods.entry(uid.clone())
-                    .or_default()
-                    .push((s.id.clone(), s.state));
-            }
-        }
-        for c in &containers {
-            if let Some(uid) = c.labels.get(LABEL_POD_UID) {
-                pods.entry(uid.clone())
-                    .or_default()
-                    .push((c.id.clone(), 100 + c.state));
-            }
-        }
-        for f in pods.values_mut() {
-            f.sort();
-        }
-        Ok(pods)
+        Ok(fingerprints(
+            sandboxes
+                .iter()
+                .map(|s| (s.id.as_str(), &s.labels, s.state)),
+            containers
+                .iter()
+                .map(|c| (c.id.as_str(), &c.labels, c.state)),
+        ))
     }
 }
 

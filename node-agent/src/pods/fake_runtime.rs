@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use crate::edge::cri::CriError;
 use crate::locked::Locked;
 use crate::pods::container_runtime::{
-    ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
+    fingerprints, ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
 };
 use crate::pods::runtime_view::{
     container_annotations, container_labels, sandbox_labels, ContainerView, PodRuntimeView,
@@ -389,25 +389,14 @@ impl ContainerRuntime for FakeRuntime {
 
     fn relist(&self) -> BoxFuture<'_, Result<BTreeMap<String, Fingerprint>, CriError>> {
         Box::pin(self.call(Call::Relist, |s| {
-            let mut pods: BTreeMap<String, Fingerprint> = BTreeMap::new();
-            for sb in &s.sandboxes {
-                if let Some(uid) = sb.labels.get(LABEL_POD_UID) {
-                    pods.entry(uid.clone())
-                        .or_default()
-                        .push((sb.id.clone(), sb.state));
-                }
-            }
-            for (_, c) in &s.containers {
-                if let Some(uid) = c.labels.get(LABEL_POD_UID) {
-                    pods.entry(uid.clone())
-                        .or_default()
-                        .push((c.id.clone(), 100 + c.state));
-                }
-            }
-            for f in pods.values_mut() {
-                f.sort();
-            }
-            Ok(pods)
+            Ok(fingerprints(
+                s.sandboxes
+                    .iter()
+                    .map(|sb| (sb.id.as_str(), &sb.labels, sb.state)),
+                s.containers
+                    .iter()
+                    .map(|(_, c)| (c.id.as_str(), &c.labels, c.state)),
+            ))
         }))
     }
 

@@ -14,7 +14,8 @@ fn pod(spec: Value) -> Pod {
     .unwrap()
 }
 
-fn host_dns() -> cri::DnsConfig {
+/// The node's resolver of these tests (also the sandbox tests').
+pub(super) fn host_dns() -> cri::DnsConfig {
     parse_resolv_conf(
         "# written by the installer\n\
          nameserver 192.168.1.1\n\

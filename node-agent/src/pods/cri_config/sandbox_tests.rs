@@ -4,7 +4,8 @@ use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
-use crate::pods::cri_config::dns::{parse_resolv_conf, ClusterDns};
+use super::dns_tests::host_dns;
+use crate::pods::cri_config::dns::ClusterDns;
 use crate::pods::cri_config::sandbox::*;
 use crate::pods::runtime_view::{LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 
@@ -19,18 +20,6 @@ fn pod(spec: Value) -> Pod {
         "spec": spec
     }))
     .unwrap()
-}
-
-fn host_dns() -> cri::DnsConfig {
-    parse_resolv_conf(
-        "# written by the installer\n\
-         nameserver 192.168.1.1\n\
-         nameserver 192.168.1.2 ; secondary\n\
-         search old.example\n\
-         search corp.example. . lab.example\n\
-         options ndots:2 timeout:1\n\
-         options ndots:3 rotate\n",
-    )
 }
 
 fn config(pod: &Pod) -> cri::PodSandboxConfig {
