@@ -313,8 +313,17 @@ disabled_plugins = [
     conf_dir = "$cni"
     max_conf_num = 1
 
+  # The host's registry ($NC_REGISTRY) over plain HTTP: certs.d/<host>/hosts.toml.
   [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = ""
+    config_path = "$dir/containerd/certs.d"
+EOF
+
+  mkdir -p "$dir/containerd/certs.d/$NC_REGISTRY"
+  _node_write_if_changed "$dir/containerd/certs.d/$NC_REGISTRY/hosts.toml" <<EOF
+server = "http://$NC_REGISTRY"
+
+[host."http://$NC_REGISTRY"]
+  capabilities = ["pull", "resolve"]
 EOF
 
   # containerd's CRI plugin adds the loopback network to every pod itself
