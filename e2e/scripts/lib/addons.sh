@@ -100,7 +100,7 @@ _addons_deb() {
 
 # Debian packages whose programs go into the images; installed on the host
 # when missing (none of them runs a service).
-_ADDONS_HOST_PKGS=(bind9-dnsutils netcat-openbsd socat iperf curl iproute2 util-linux bash)
+_ADDONS_HOST_PKGS=(bind9-dnsutils netcat-openbsd socat iperf curl iproute2 util-linux bash dash)
 _addons_host_pkgs() {
   local missing=() p
   for p in "${_ADDONS_HOST_PKGS[@]}"; do
@@ -114,7 +114,7 @@ _addons_host_pkgs() {
 
 # The upstream agnhost image: the binary as entrypoint (`pause` by default), an
 # agnhost-2 link, /uploads, porter's certificate, coredns, the tools its tests
-# call (sh/bash, curl, dig/nslookup, nc, ip/ss, socat, iperf, ipcs), and user
+# call (sh as dash, bash, curl, dig/nslookup, nc, ip/ss, socat, iperf, ipcs), and user
 # 1000 in group 50000 (user-defined-in-image / group-defined-in-image).
 _addons_root_agnhost() {
   local root="$1" src="$NC_CACHE/conformance-$K8S_VERSION/src" porter
@@ -128,7 +128,7 @@ _addons_root_agnhost() {
   [ -n "$porter" ] && install -m 0644 "$porter/localhost.crt" "$porter/localhost.key" "$root/"
   # Debian's programs replace busybox's applets of the same name.
   local b bins=()
-  for b in /usr/bin/bash /usr/bin/curl /usr/bin/dig /usr/bin/nslookup /usr/bin/host /usr/bin/nc.openbsd \
+  for b in /usr/bin/dash /usr/bin/bash /usr/bin/curl /usr/bin/dig /usr/bin/nslookup /usr/bin/host /usr/bin/nc.openbsd \
            /usr/bin/socat /usr/bin/iperf /usr/bin/ipcs /usr/sbin/ip /usr/bin/ss; do
     [ -x "$b" ] || { log "addons: $b missing (Debian package not installed)"; return 1; }
     bins+=("$b")
@@ -140,6 +140,10 @@ _addons_root_agnhost() {
   ln -sfn /usr/sbin/ip "$root/sbin/ip"
   ln -sfn /usr/bin/iperf "$root/usr/local/bin/iperf"
   ln -sfn /usr/bin/bash "$root/bin/bash"
+  # Debian's busybox-static runs its own applets before $PATH (standalone
+  # shell), so its sh would call busybox's nc instead of netcat-openbsd. The
+  # image's sh is dash, which looks commands up in $PATH as alpine's sh does.
+  ln -sfn /usr/bin/dash "$root/bin/sh"
   mkdir -p "$root/etc/ssl/certs"
   cat >"$root/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh
@@ -153,6 +157,20 @@ user-defined-in-image:x:1000:
 group-defined-in-image:x:50000:user-defined-in-image
 EOF
   mkdir -p "$root/home/user-defined-in-image"; chown 1000:1000 "$root/home/user-defined-in-image"
+  echo 'hosts: files dns' >"$root/etc/nsswitch.conf"
+}
+
+# The upstream glibc-dns-testing image is Debian with dnsutils (and coredns):
+# Debian's dig/nslookup/host with glibc, dash as sh; busybox for the rest.
+_addons_root_glibc_dns() {
+  local root="$1" b
+  _addons_base_root "$root"; _addons_busybox_into "$root"
+  for b in dig nslookup host; do rm -f "$root/usr/bin/$b" "$root/bin/$b"; done
+  _addons_copy_bins "$root" /usr/bin/dash /usr/bin/bash /usr/bin/dig /usr/bin/nslookup /usr/bin/host || return 1
+  ln -sfn /usr/bin/dash "$root/bin/sh"; ln -sfn /usr/bin/bash "$root/bin/bash"
+  install -m 0755 "$COREDNS_BIN" "$root/coredns"
+  printf 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
   echo 'hosts: files dns' >"$root/etc/nsswitch.conf"
 }
 
@@ -238,6 +256,8 @@ _addons_images() {
 agnhost|$e/agnhost:2.66.1|_addons_root_agnhost|{$path,"Entrypoint":["/agnhost"],"Cmd":["pause"],"WorkingDir":"/","ExposedPorts":{"80/tcp":{},"8080/tcp":{},"8081/tcp":{},"9376/tcp":{},"5000/tcp":{}}}
 agnhost|$e/agnhost:2.55|_addons_root_agnhost|{$path,"Entrypoint":["/agnhost"],"Cmd":["pause"],"WorkingDir":"/","ExposedPorts":{"80/tcp":{},"8080/tcp":{},"8081/tcp":{},"9376/tcp":{},"5000/tcp":{}}}
 busybox|$e/busybox:1.37.0-2|_addons_root_busybox|{$path,"Cmd":["sh"],"WorkingDir":"/"}
+busybox|$e/busybox:1.36.1-1|_addons_root_busybox|{$path,"Cmd":["sh"],"WorkingDir":"/"}
+glibc-dns|$e/glibc-dns-testing:2.1.1|_addons_root_glibc_dns|{$path,"Cmd":["bash"],"WorkingDir":"/"}
 nonroot|$e/nonroot:1.5|_addons_root_busybox|{$path,"Cmd":["sh"],"User":"1234","WorkingDir":"/"}
 nginx|$e/nginx:1.27.0-2|_addons_root_nginx|{$path,"Cmd":["nginx","-g","daemon off;"],"ExposedPorts":{"80/tcp":{}},"StopSignal":"SIGQUIT","WorkingDir":"/"}
 nginx|$e/nginx:1.28.0-2|_addons_root_nginx|{$path,"Cmd":["nginx","-g","daemon off;"],"ExposedPorts":{"80/tcp":{}},"StopSignal":"SIGQUIT","WorkingDir":"/"}
@@ -254,6 +274,7 @@ _addons_inputs_hash() {
     case "$name" in
       agnhost) sha256sum <"$CONF_BIN/agnhost"; sha256sum <"$COREDNS_BIN"
                dpkg-query -W "${_ADDONS_HOST_PKGS[@]}" 2>/dev/null ;;
+      glibc-dns) sha256sum <"$COREDNS_BIN"; dpkg-query -W "${_ADDONS_HOST_PKGS[@]}" 2>/dev/null ;;
       nginx) apt-cache policy nginx 2>/dev/null | awk '/Candidate:/ {print $2}' ;;
       pause) sha256sum <"$_NC_IMAGES_SRC/pause.c" ;;
       coredns) sha256sum <"$COREDNS_BIN" ;;

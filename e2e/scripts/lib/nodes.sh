@@ -327,7 +327,8 @@ server = "http://$NC_REGISTRY"
 EOF
 
   # containerd's CRI plugin adds the loopback network to every pod itself
-  # (go-cni's WithLoNetwork), so only the pod network is configured here.
+  # (go-cni's WithLoNetwork), so only the pod network is configured here;
+  # portmap makes the pods' hostPorts (CRI port mappings) as a kubelet's CNI does.
   _node_write_if_changed "$cni/10-pods.conflist" <<EOF && changed=0
 {
   "cniVersion": "1.0.0",
@@ -345,7 +346,8 @@ EOF
         "ranges": [[{ "subnet": "$(node_pod_cidr "$i")", "rangeEnd": "10.244.$i.199" }]],
         "routes": [{ "dst": "0.0.0.0/0" }]
       }
-    }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
   ]
 }
 EOF
