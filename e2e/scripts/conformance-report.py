@@ -8,8 +8,8 @@ Counts, per SIG, the tests the run selected (the focus, not the skip; a file
 under .../serial/ holds the [Serial] pass, any other the parallel one) as
 passed, failed or skipped, and gives each test that did not pass one line
 saying why: the first line of e2e/conformance-reasons.tsv whose pattern
-matches the failure text (or the test name) names the cause; otherwise the
-first telling line of the failure itself. Prints the totals as
+matches the failure text, the test name or the test's timeline names the
+cause; otherwise the first telling line of the failure itself. Prints the totals as
 "conformance: N passed, N failed, N skipped" (the line e2e/test.sh adds to
 its total) and exits 1 when a test failed; with --markdown, also writes the
 table and the reasons there.
@@ -51,9 +51,9 @@ def first_telling_line(text):
     return "(no failure text)"
 
 
-def why(name, text, reasons):
+def why(name, text, reasons, timeline=""):
     for pattern, reason in reasons:
-        if pattern.search(text) or pattern.search(name):
+        if pattern.search(text) or pattern.search(name) or pattern.search(timeline):
             return reason
     return "unclassified: " + first_telling_line(text)
 
@@ -108,8 +108,11 @@ def main():
             if failure is not None or error is not None:
                 el = failure if failure is not None else error
                 text = (el.text or "") + "\n" + (el.get("message") or "")
+                # The timeline (system-err) says what the test saw before it
+                # gave up, e.g. the lookups that failed before a timeout.
+                timeline = "".join((e.text or "") for e in tc.findall("system-err"))
                 counts[sig]["failed"] += 1
-                not_passed[sig].append((name, "failed", why(name, text, reasons)))
+                not_passed[sig].append((name, "failed", why(name, text, reasons, timeline)))
             elif skipped is not None:
                 msg = (skipped.get("message") or "") + "\n" + (skipped.text or "")
                 # Specs the filters left out are not part of this run.
