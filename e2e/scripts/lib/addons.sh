@@ -8,7 +8,7 @@
 #                  starts the registry on $NC_REGISTRY, pushes, applies CoreDNS
 #   addons_suite_images   builds the e2e suite's images and pushes them
 #   addons_down    stops the registry (its storage goes with $NC_STATE)
-#   addons_status  one line for the registry, the CoreDNS pods
+#   addons_status  one line for the registry
 #
 # Images are built like images.sh's: one deterministic layer, from local
 # binaries and Debian's packages (the binary and the shared libraries it
