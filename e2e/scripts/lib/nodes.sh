@@ -313,12 +313,22 @@ disabled_plugins = [
     conf_dir = "$cni"
     max_conf_num = 1
 
+  # The host's registry ($NC_REGISTRY) over plain HTTP: certs.d/<host>/hosts.toml.
   [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = ""
+    config_path = "$dir/containerd/certs.d"
+EOF
+
+  mkdir -p "$dir/containerd/certs.d/$NC_REGISTRY"
+  _node_write_if_changed "$dir/containerd/certs.d/$NC_REGISTRY/hosts.toml" <<EOF
+server = "http://$NC_REGISTRY"
+
+[host."http://$NC_REGISTRY"]
+  capabilities = ["pull", "resolve"]
 EOF
 
   # containerd's CRI plugin adds the loopback network to every pod itself
-  # (go-cni's WithLoNetwork), so only the pod network is configured here.
+  # (go-cni's WithLoNetwork), so only the pod network is configured here;
+  # portmap makes the pods' hostPorts (CRI port mappings) as a kubelet's CNI does.
   _node_write_if_changed "$cni/10-pods.conflist" <<EOF && changed=0
 {
   "cniVersion": "1.0.0",
@@ -336,7 +346,8 @@ EOF
         "ranges": [[{ "subnet": "$(node_pod_cidr "$i")", "rangeEnd": "10.244.$i.199" }]],
         "routes": [{ "dst": "0.0.0.0/0" }]
       }
-    }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
   ]
 }
 EOF
