@@ -5,6 +5,10 @@
 # was already up before).
 #
 #   e2e/test.sh [extra args for the e2e cargo test, e.g. a test name]
+#
+# Last, the CI subset of the upstream conformance suite (e2e/conformance --ci,
+# the tests listed in e2e/conformance-ci.txt) on the same cluster; its counts
+# go into the total. NODECONFIG_CONFORMANCE=0 leaves it out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR=never
@@ -13,7 +17,9 @@ e2e/scripts/install-deps.sh   # protoc for the CRI crate, the cluster's packages
 # Every cargo test's output also goes here, for the total printed at the end.
 results="$(mktemp)"
 summary() {
-  awk '/^test result:/ {p += $4; f += $6; s += $8} END {printf "total: %d passed, %d failed, %d skipped\n", p, f, s}' "$results"
+  awk '/^test result:/ {p += $4; f += $6; s += $8}
+       /^conformance: [0-9]+ passed/ {p += $2; f += $4; s += $6}
+       END {printf "total: %d passed, %d failed, %d skipped\n", p, f, s}' "$results"
 }
 
 trap summary EXIT
@@ -51,3 +57,8 @@ e2e/cluster up
 
 echo "== end-to-end tests"
 cargo test -p nodeconfig-e2e --locked -- --test-threads=2 "$@" 2>&1 | tee -a "$results"
+
+if [ "${NODECONFIG_CONFORMANCE:-1}" != 0 ] && [ $# -eq 0 ]; then
+  echo "== upstream conformance (CI subset, e2e/conformance --ci)"
+  e2e/conformance --ci 2>&1 | tee -a "$results"
+fi

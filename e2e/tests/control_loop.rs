@@ -116,6 +116,20 @@ fn spec_edits_are_applied_and_a_persons_edit_survives_reconcile() {
     });
 
     // A changed default makes the operator reconcile every NodeConfig...
+    let original = kubectl(&[
+        "get",
+        "configmap",
+        "nodeconfig-defaults",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.data.config\\.yaml}",
+    ])
+    .expect_ok("read defaults");
+    assert!(
+        !original.contains("syncPeriod"),
+        "the cluster's defaults leave syncPeriod to the server: {original}"
+    );
     let defaults = "nodeSelector: {}\nspec:\n  proxy:\n    syncPeriod: 45s\nagent:\n  image: nodeconfig.local/node-agent:0.1.0\n  maxUnavailable: 1\nheartbeatGracePeriod: 50s\n";
     let cm = json!({"data": {"config.yaml": defaults}}).to_string();
     kubectl(&[
@@ -148,7 +162,7 @@ fn spec_edits_are_applied_and_a_persons_edit_survives_reconcile() {
     );
 
     // Put the defaults back; the operator gives the field up and the server default returns.
-    let cm = json!({"data": {"config.yaml": "nodeSelector: {}\nspec: {}\nagent:\n  image: nodeconfig.local/node-agent:0.1.0\n  maxUnavailable: 1\nheartbeatGracePeriod: 50s\n"}}).to_string();
+    let cm = json!({"data": {"config.yaml": original}}).to_string();
     kubectl(&[
         "patch",
         "configmap",

@@ -1240,3 +1240,109 @@ fn failing_pull_reports_err_image_pull_then_image_pull_back_off() {
     let p = pod(&ns.0, "nopull").expect("pod");
     assert_eq!(p["status"]["phase"], "Pending");
 }
+
+/// The lines of a file in a pod's container, without empty ones.
+fn lines_in(ns: &str, pod: &str, path: &str) -> BTreeSet<String> {
+    kubectl(&["exec", "-n", ns, pod, "--", "cat", path])
+        .expect_ok("cat in the pod")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `nslookup NAME` in the pod, once it answers with `want`.
+fn resolves(ns: &str, pod: &str, name: &str, want: &str) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{name} to resolve to {want} in {ns}/{pod}"),
+        || {
+            let run = kubectl(&["exec", "-n", ns, pod, "--", "nslookup", name]);
+            (run.ok && run.stdout.contains(want)).then_some(())
+        },
+    );
+}
+
+#[test]
+fn pods_resolve_services_and_pods_by_name_through_cluster_dns() {
+    let _turn = shared_turn();
+    let ns = Namespace::new("dns");
+    let n = &ns.0;
+    apply_json(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": n},
+        "spec": {"selector": {"app": "db-0"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }));
+    apply_json(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db", "namespace": n},
+        "spec": {"clusterIP": "None", "selector": {"app": "db-0"},
+                 "ports": [{"port": 8080}]},
+    }));
+    apply_json(simple_pod(
+        n,
+        "db-0",
+        json!([web_container()]),
+        json!({"hostname": "db-0", "subdomain": "db"}),
+    ));
+    apply_json(simple_pod(
+        n,
+        "client",
+        json!([busybox("client", "exec sleep 3600")]),
+        json!({}),
+    ));
+    apply_json(simple_pod(
+        n,
+        "exact",
+        json!([busybox("exact", "exec sleep 3600")]),
+        json!({"dnsPolicy": "None", "dnsConfig": {
+            "nameservers": ["10.96.0.10"], "searches": ["corp.example"],
+            "options": [{"name": "ndots", "value": "2"}]}}),
+    ));
+    let db = await_pod(n, "db-0", "running", STARTED, running_and_ready);
+    await_pod(n, "client", "running", STARTED, running_and_ready);
+    await_pod(n, "exact", "running", STARTED, running_and_ready);
+
+    // ClusterFirst: the cluster's DNS, its search domains, ndots:5.
+    let resolv = lines_in(n, "client", "/etc/resolv.conf");
+    let want: BTreeSet<String> = [
+        "nameserver 10.96.0.10".to_string(),
+        format!("search {n}.svc.cluster.local svc.cluster.local cluster.local"),
+        "options ndots:5".to_string(),
+    ]
+    .into();
+    assert!(want.is_subset(&resolv), "resolv.conf: {resolv:?}");
+
+    let web_ip = get_json("service", "web", Some(n)).expect("service web")["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    let db_ip = db["status"]["podIP"].as_str().expect("pod IP").to_string();
+    resolves(
+        n,
+        "client",
+        "kubernetes.default.svc.cluster.local",
+        "10.96.0.1",
+    );
+    resolves(n, "client", &format!("web.{n}.svc.cluster.local"), &web_ip);
+    // A headless Service's record, and a pod's hostname.subdomain record.
+    resolves(n, "client", &format!("db.{n}.svc.cluster.local"), &db_ip);
+    resolves(
+        n,
+        "client",
+        &format!("db-0.db.{n}.svc.cluster.local"),
+        &db_ip,
+    );
+
+    // dnsPolicy None: exactly what dnsConfig asks for.
+    let exact = lines_in(n, "exact", "/etc/resolv.conf");
+    let want: BTreeSet<String> = [
+        "nameserver 10.96.0.10",
+        "search corp.example",
+        "options ndots:2",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(exact, want);
+}

@@ -25,11 +25,15 @@
 # Host side: net.ipv4.ip_forward=1, unreachable guard routes for the cluster and
 # service CIDRs (the /24 node routes are more specific and win), and, only when
 # the host's FORWARD chain would drop node traffic, ACCEPT rules in our own chain
-# NC-E2E-FWD. What the host looked like before is recorded under
+# NC-E2E-FWD; and always an egress guard, NC-E2E-EGRESS, that rejects whatever
+# a node or pod sends through the host to an address outside the cluster's own
+# ranges (a pod given the host's resolv.conf would otherwise query the host's
+# resolver through its default route). What the host looked like before is recorded under
 # $NC_RUN/host-before-nodes and put back by nodes_down.
 
 NC_CNI_BIN_DIR="/usr/lib/cni"
 NC_FWD_CHAIN="NC-E2E-FWD"
+NC_EGRESS_CHAIN="NC-E2E-EGRESS"
 _NC_HOST_BEFORE="$NC_RUN/host-before-nodes"
 _NC_CONTAINERD_TIMEOUT=30
 
@@ -173,7 +177,7 @@ _nodes_forward_needs_accept() {
   local rules
   rules="$(iptables -w 5 -S FORWARD 2>/dev/null)" || return 1
   echo "$rules" | grep -qx -- '-P FORWARD DROP' && return 0
-  echo "$rules" | grep -v -- '^-P ' | grep -v -- "-j $NC_FWD_CHAIN\$" | grep -q .
+  echo "$rules" | grep -v -- '^-P ' | grep -v -- "-j $NC_FWD_CHAIN\$" | grep -v -- "-j $NC_EGRESS_CHAIN\$" | grep -q .
 }
 
 _nodes_host_up() {
@@ -183,6 +187,16 @@ _nodes_host_up() {
   # dropped here instead of leaving through the host's default route.
   ip route replace unreachable "$NC_CLUSTER_CIDR" || return 1
   ip route replace unreachable "$NC_SERVICE_CIDR" || return 1
+  # Traffic stays home: forwarded from the nodes, only to the cluster's ranges.
+  iptables -w 5 -S "$NC_EGRESS_CHAIN" >/dev/null 2>&1 || iptables -w 5 -N "$NC_EGRESS_CHAIN" || return 1
+  iptables -w 5 -F "$NC_EGRESS_CHAIN" || return 1
+  local r
+  for r in "$NC_NODE_LINK_CIDR" "$NC_CLUSTER_CIDR" "$NC_SERVICE_CIDR"; do
+    iptables -w 5 -A "$NC_EGRESS_CHAIN" -d "$r" -j RETURN || return 1
+  done
+  iptables -w 5 -A "$NC_EGRESS_CHAIN" -j REJECT --reject-with icmp-net-prohibited || return 1
+  iptables -w 5 -C FORWARD -i 'ncveth+' -j "$NC_EGRESS_CHAIN" 2>/dev/null ||
+    iptables -w 5 -I FORWARD 1 -i 'ncveth+' -j "$NC_EGRESS_CHAIN" || return 1
   if _nodes_forward_needs_accept; then
     iptables -w 5 -S "$NC_FWD_CHAIN" >/dev/null 2>&1 || iptables -w 5 -N "$NC_FWD_CHAIN" || return 1
     iptables -w 5 -F "$NC_FWD_CHAIN" || return 1
@@ -201,6 +215,11 @@ _nodes_host_down() {
   for r in "$NC_CLUSTER_CIDR" "$NC_SERVICE_CIDR"; do
     [ -n "$(ip route show type unreachable "$r" 2>/dev/null)" ] && ip route del unreachable "$r" 2>/dev/null
   done
+  if iptables -w 5 -S "$NC_EGRESS_CHAIN" >/dev/null 2>&1; then
+    while iptables -w 5 -D FORWARD -i 'ncveth+' -j "$NC_EGRESS_CHAIN" 2>/dev/null; do :; done
+    iptables -w 5 -F "$NC_EGRESS_CHAIN" 2>/dev/null
+    iptables -w 5 -X "$NC_EGRESS_CHAIN" 2>/dev/null
+  fi
   if iptables -w 5 -S "$NC_FWD_CHAIN" >/dev/null 2>&1; then
     while iptables -w 5 -D FORWARD -j "$NC_FWD_CHAIN" 2>/dev/null; do :; done
     iptables -w 5 -F "$NC_FWD_CHAIN" 2>/dev/null
@@ -313,12 +332,22 @@ disabled_plugins = [
     conf_dir = "$cni"
     max_conf_num = 1
 
+  # The host's registry ($NC_REGISTRY) over plain HTTP: certs.d/<host>/hosts.toml.
   [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = ""
+    config_path = "$dir/containerd/certs.d"
+EOF
+
+  mkdir -p "$dir/containerd/certs.d/$NC_REGISTRY"
+  _node_write_if_changed "$dir/containerd/certs.d/$NC_REGISTRY/hosts.toml" <<EOF
+server = "http://$NC_REGISTRY"
+
+[host."http://$NC_REGISTRY"]
+  capabilities = ["pull", "resolve"]
 EOF
 
   # containerd's CRI plugin adds the loopback network to every pod itself
-  # (go-cni's WithLoNetwork), so only the pod network is configured here.
+  # (go-cni's WithLoNetwork), so only the pod network is configured here;
+  # portmap makes the pods' hostPorts (CRI port mappings) as a kubelet's CNI does.
   _node_write_if_changed "$cni/10-pods.conflist" <<EOF && changed=0
 {
   "cniVersion": "1.0.0",
@@ -336,7 +365,8 @@ EOF
         "ranges": [[{ "subnet": "$(node_pod_cidr "$i")", "rangeEnd": "10.244.$i.199" }]],
         "routes": [{ "dst": "0.0.0.0/0" }]
       }
-    }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
   ]
 }
 EOF
