@@ -911,10 +911,48 @@ fn containerd_down_and_back_keeps_pods_running() {
 
 /// Restores the host's operator replicas and removes the in-cluster ones,
 /// whatever the test's outcome.
-struct InClusterOperator;
+/// The cluster's operator defaults (`config.yaml` of nodeconfig-defaults).
+fn cluster_defaults() -> String {
+    kubectl(&[
+        "get",
+        "configmap",
+        "nodeconfig-defaults",
+        "-n",
+        "nodeconfig-system",
+        "-o",
+        "jsonpath={.data.config\\.yaml}",
+    ])
+    .expect_ok("read the operator's defaults")
+}
+
+/// Puts the host operators and the cluster's defaults back: applying the
+/// user's manifests/ replaces the local cluster's defaults (its clusterDNS)
+/// with the shipped ones.
+struct InClusterOperator {
+    defaults: String,
+}
+
+impl InClusterOperator {
+    fn new() -> Self {
+        Self {
+            defaults: cluster_defaults(),
+        }
+    }
+}
 
 impl Drop for InClusterOperator {
     fn drop(&mut self) {
+        let restore = json!({"data": {"config.yaml": self.defaults}}).to_string();
+        let _ = kubectl(&[
+            "patch",
+            "configmap",
+            "nodeconfig-defaults",
+            "-n",
+            "nodeconfig-system",
+            "--type=merge",
+            "-p",
+            &restore,
+        ]);
         let _ = kubectl(&[
             "delete",
             "deployment",
@@ -955,7 +993,7 @@ fn operator_answers_a_new_node(what: &str) {
 #[test]
 fn operator_runs_in_cluster_from_the_manifests_with_leader_election() {
     let _turn = exclusive_turn();
-    let _restore = InClusterOperator;
+    let _restore = InClusterOperator::new();
     cluster(&["operator", "stop", "1"]);
     cluster(&["operator", "stop", "2"]);
     let manifests = nodeconfig_e2e::repo_root().join("manifests");
@@ -1267,6 +1305,19 @@ fn resolves(ns: &str, pod: &str, name: &str, want: &str) {
 #[test]
 fn pods_resolve_services_and_pods_by_name_through_cluster_dns() {
     let _turn = shared_turn();
+    // The cluster's defaults give every NodeConfig the kube-dns address.
+    for node in [node_name(1), node_name(2)] {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{node}'s agent to run with clusterDNS"),
+            || {
+                get_json("nodeconfig", &node, None).filter(|nc| {
+                    nc["spec"]["pods"]["clusterDNS"] == json!(["10.96.0.10"])
+                        && nc["status"]["observedGeneration"] == nc["metadata"]["generation"]
+                })
+            },
+        );
+    }
     let ns = Namespace::new("dns");
     let n = &ns.0;
     apply_json(json!({
