@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use k8s_cri::v1 as cri;
 
 use crate::edge::cri::CriError;
-use crate::pods::runtime_view::{PodRuntimeView, LABEL_POD_UID};
+use crate::pods::runtime_view::{ContainerView, PodRuntimeView, SandboxView, LABEL_POD_UID};
 
 /// The runtime calls of the pod loop. Every call is bounded by its
 /// implementation where the runtime may hang (listings), and a stop or
@@ -76,6 +76,40 @@ pub trait ContainerRuntime: Send + Sync {
 pub struct PodRuntime {
     pub view: PodRuntimeView,
     pub ips: Vec<String>,
+}
+
+impl PodRuntime {
+    /// A pod's view from its sandboxes (`ips` being those of the newest ready
+    /// one, [`newest_ready`]) and its containers' views.
+    pub fn assemble(
+        sandboxes: &[&cri::PodSandbox],
+        ips: Vec<String>,
+        containers: Vec<ContainerView>,
+    ) -> Self {
+        let newest = newest_ready(sandboxes).map(|s| s.id.as_str());
+        let sandbox_views = sandboxes
+            .iter()
+            .map(|s| {
+                let ip = (Some(s.id.as_str()) == newest)
+                    .then(|| ips.first().cloned())
+                    .flatten();
+                SandboxView::from_cri(s, ip)
+            })
+            .collect();
+        Self {
+            view: PodRuntimeView::new(sandbox_views, containers),
+            ips,
+        }
+    }
+}
+
+/// The newest ready sandbox of a pod: the one whose IPs the pod reports.
+pub fn newest_ready<'a>(sandboxes: &[&'a cri::PodSandbox]) -> Option<&'a cri::PodSandbox> {
+    sandboxes
+        .iter()
+        .copied()
+        .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+        .max_by_key(|s| s.created_at)
 }
 
 /// What a relist sees of one pod: ids and states of its sandboxes and

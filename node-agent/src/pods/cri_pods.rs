@@ -12,9 +12,9 @@ use k8s_cri::v1 as cri;
 use crate::edge::cri::CriError;
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::container_runtime::{
-    fingerprints, ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
+    fingerprints, newest_ready, ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
 };
-use crate::pods::runtime_view::{PodRuntimeView, SandboxView, LABEL_POD_UID};
+use crate::pods::runtime_view::LABEL_POD_UID;
 
 /// Longest wait for the list and status calls of one pod or a relist.
 pub const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -108,27 +108,12 @@ impl CriPods {
             }
         }
 
-        let newest_ready = sandboxes
-            .iter()
-            .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
-            .max_by_key(|s| s.created_at);
-        let ips = match newest_ready {
+        let sandboxes: Vec<&cri::PodSandbox> = sandboxes.iter().collect();
+        let ips = match newest_ready(&sandboxes) {
             Some(s) => self.sandbox_ips(&s.id).await?,
             None => Vec::new(),
         };
-        let sandbox_views = sandboxes
-            .iter()
-            .map(|s| {
-                let ip = (Some(s) == newest_ready)
-                    .then(|| ips.first().cloned())
-                    .flatten();
-                SandboxView::from_cri(s, ip)
-            })
-            .collect();
-        Ok(PodRuntime {
-            view: PodRuntimeView::new(sandbox_views, views),
-            ips,
-        })
+        Ok(PodRuntime::assemble(&sandboxes, ips, views))
     }
 
     async fn relist_unbounded(&self) -> Result<BTreeMap<String, Fingerprint>, CriError> {

@@ -16,11 +16,11 @@ use tokio::sync::Notify;
 use crate::edge::cri::CriError;
 use crate::locked::Locked;
 use crate::pods::container_runtime::{
-    fingerprints, ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
+    fingerprints, newest_ready, ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
 };
 use crate::pods::runtime_view::{
     container_annotations, container_labels, sandbox_labels, ContainerView, PodRuntimeView,
-    SandboxView, LABEL_POD_UID,
+    LABEL_POD_UID,
 };
 
 /// A call as the fake saw it.
@@ -176,23 +176,10 @@ impl State {
         };
         let sandboxes: Vec<&cri::PodSandbox> =
             self.sandboxes.iter().filter(|s| ours(&s.labels)).collect();
-        let newest_ready = sandboxes
-            .iter()
-            .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
-            .max_by_key(|s| s.created_at);
-        let ips: Vec<String> = newest_ready
+        let ips: Vec<String> = newest_ready(&sandboxes)
             .and_then(|s| self.ips.get(&s.id))
             .into_iter()
             .cloned()
-            .collect();
-        let sandbox_views = sandboxes
-            .iter()
-            .map(|s| {
-                let ip = (Some(s) == newest_ready)
-                    .then(|| ips.first().cloned())
-                    .flatten();
-                SandboxView::from_cri(s, ip)
-            })
             .collect();
         let containers = self
             .containers
@@ -204,10 +191,7 @@ impl State {
                 view
             })
             .collect();
-        PodRuntime {
-            view: PodRuntimeView::new(sandbox_views, containers),
-            ips,
-        }
+        PodRuntime::assemble(&sandboxes, ips, containers)
     }
 }
 
