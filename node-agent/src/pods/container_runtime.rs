@@ -68,6 +68,24 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> BoxFuture<'a, Result<(), CriError>>;
 
     fn remove_container<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), CriError>>;
+
+    /// Runs `command` in the container and waits for it (`ExecSync`), at
+    /// most `timeout` when given (the runtime kills it then); the lifecycle
+    /// hooks' exec, which the kubelet runs without a timeout.
+    fn exec_sync<'a>(
+        &'a self,
+        id: &'a str,
+        command: &'a [String],
+        timeout: Option<std::time::Duration>,
+    ) -> BoxFuture<'a, Result<ExecOutput, CriError>>;
+}
+
+/// What a command run in a container left: its exit code and output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
 }
 
 /// One pod's sandboxes and containers with their details, and the newest

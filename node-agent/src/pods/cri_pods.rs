@@ -12,7 +12,8 @@ use k8s_cri::v1 as cri;
 use crate::edge::cri::CriError;
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::container_runtime::{
-    fingerprints, newest_ready, ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
+    fingerprints, newest_ready, ContainerRuntime, ExecOutput, Fingerprint, ImageError, PodRuntime,
+    PullPolicy,
 };
 use crate::pods::runtime_view::LABEL_POD_UID;
 
@@ -345,6 +346,33 @@ impl ContainerRuntime for CriPods {
                 })
                 .await;
             gone_is_done(&client, "RemoveContainer", result)
+        })
+    }
+
+    fn exec_sync<'a>(
+        &'a self,
+        id: &'a str,
+        command: &'a [String],
+        timeout: Option<std::time::Duration>,
+    ) -> BoxFuture<'a, Result<ExecOutput, CriError>> {
+        Box::pin(async move {
+            let mut client = self.cri.current();
+            let response = client
+                .runtime
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: id.to_string(),
+                    cmd: command.to_vec(),
+                    // 0: no timeout.
+                    timeout: timeout.map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)),
+                })
+                .await
+                .map_err(|s| client.call_error("ExecSync", s))?
+                .into_inner();
+            Ok(ExecOutput {
+                exit_code: response.exit_code,
+                stdout: response.stdout,
+                stderr: response.stderr,
+            })
         })
     }
 }

@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 use crate::edge::cri::CriError;
 use crate::locked::Locked;
 use crate::pods::container_runtime::{
-    fingerprints, newest_ready, ContainerRuntime, Fingerprint, ImageError, PodRuntime, PullPolicy,
+    fingerprints, newest_ready, ContainerRuntime, ExecOutput, Fingerprint, ImageError, PodRuntime,
+    PullPolicy,
 };
 use crate::pods::runtime_view::{
     container_annotations, container_labels, sandbox_labels, ContainerView, PodRuntimeView,
@@ -37,6 +38,7 @@ pub enum Call {
     StartContainer(String),
     StopContainer(String),
     RemoveContainer(String),
+    ExecSync { id: String, command: Vec<String> },
 }
 
 /// The kind of a [`Call`], to aim a fault at.
@@ -53,6 +55,7 @@ pub enum Op {
     StartContainer,
     StopContainer,
     RemoveContainer,
+    ExecSync,
 }
 
 impl Call {
@@ -69,6 +72,7 @@ impl Call {
             Self::StartContainer(_) => Op::StartContainer,
             Self::StopContainer(_) => Op::StopContainer,
             Self::RemoveContainer(_) => Op::RemoveContainer,
+            Self::ExecSync { .. } => Op::ExecSync,
         }
     }
 
@@ -85,6 +89,7 @@ impl Call {
             Op::StartContainer => "StartContainer",
             Op::StopContainer => "StopContainer",
             Op::RemoveContainer => "RemoveContainer",
+            Op::ExecSync => "ExecSync",
         }
     }
 }
@@ -130,6 +135,10 @@ struct State {
     faults: HashMap<Op, VecDeque<Fault>>,
     /// The resolver each sandbox was made with, by sandbox id.
     dns: HashMap<String, cri::DnsConfig>,
+    /// The grace period of each container's last StopContainer.
+    stop_graces: HashMap<String, i64>,
+    /// What the next ExecSync calls answer, in order (then exit code 0).
+    exec_answers: VecDeque<ExecOutput>,
 }
 
 impl State {
@@ -215,6 +224,16 @@ impl FakeRuntime {
     /// The resolver (resolv.conf) sandbox `id` was made with.
     pub fn dns_of(&self, id: &str) -> Option<cri::DnsConfig> {
         self.state.locked().dns.get(id).cloned()
+    }
+
+    /// The grace period container `id` was last stopped with.
+    pub fn grace_of(&self, id: &str) -> Option<i64> {
+        self.state.locked().stop_graces.get(id).copied()
+    }
+
+    /// The next ExecSync answers with `output` (the command "ran").
+    pub fn answer_next_exec(&self, output: ExecOutput) {
+        self.state.locked().exec_answers.push_back(output);
     }
 
     /// The calls so far of one kind.
@@ -517,9 +536,10 @@ impl ContainerRuntime for FakeRuntime {
     fn stop_container<'a>(
         &'a self,
         id: &'a str,
-        _grace_seconds: i64,
+        grace_seconds: i64,
     ) -> BoxFuture<'a, Result<(), CriError>> {
         Box::pin(self.call(Call::StopContainer(id.into()), move |s| {
+            s.stop_graces.insert(id.to_string(), grace_seconds);
             s.stop(id);
             Ok(())
         }))
@@ -529,6 +549,29 @@ impl ContainerRuntime for FakeRuntime {
         Box::pin(self.call(Call::RemoveContainer(id.into()), move |s| {
             s.containers.retain(|(_, c)| c.id != id);
             Ok(())
+        }))
+    }
+
+    fn exec_sync<'a>(
+        &'a self,
+        id: &'a str,
+        command: &'a [String],
+        _timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<ExecOutput, CriError>> {
+        let call = Call::ExecSync {
+            id: id.into(),
+            command: command.to_vec(),
+        };
+        Box::pin(self.call(call, move |s| {
+            let running = s
+                .container(id)
+                .is_some_and(|c| c.state == cri::ContainerState::ContainerRunning as i32);
+            if !running {
+                return Err(tonic::Status::failed_precondition(format!(
+                    "container {id} is not running"
+                )));
+            }
+            Ok(s.exec_answers.pop_front().unwrap_or_default())
         }))
     }
 }

@@ -31,6 +31,7 @@ pub mod cri_config;
 pub mod cri_pods;
 pub mod dispatch;
 pub mod events;
+pub mod hooks;
 pub mod phase;
 pub mod plan;
 pub mod probes;

@@ -31,6 +31,8 @@ use crate::pods::cri_config::env::{
 use crate::pods::cri_config::env::{EnvSources, PodFacts};
 use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
 use crate::pods::events::PodEvents;
+use crate::pods::hooks::handler::{failure_message, MINIMUM_GRACE_SECONDS};
+use crate::pods::hooks::{hook_action, run_hook, stop_grace, HookKind, HookTarget};
 use crate::pods::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
 use crate::pods::runtime_view::{ContainerState, SandboxState};
@@ -49,6 +51,10 @@ const RETRY: Duration = Duration::from_secs(2);
 const VOLUME_REFRESH: Duration = Duration::from_secs(60);
 /// Exited instances kept per container (the newest is `--previous`).
 const KEEP_EXITED: usize = 1;
+/// The waiting reason after a failed postStart hook (the kubelet's `ErrPostStartHook`).
+const POST_START_HOOK_ERROR: &str = "PostStartHookError";
+/// The Killing event's note when a postStart hook failed.
+const POST_START_HOOK_KILL: &str = "FailedPostStartHook";
 
 /// What every worker shares.
 pub struct PodEnv {
@@ -140,6 +146,8 @@ pub struct PodWorker {
     pull_failures: BTreeMap<String, SystemTime>,
     /// The listing admission made, for the first sync.
     prefetched: Option<PodRuntime>,
+    /// Containers whose preStop hook has run (or runs): once per instance.
+    pre_stopped: BTreeSet<String>,
 }
 
 impl PodWorker {
@@ -163,6 +171,7 @@ impl PodWorker {
             volume_paths: BTreeMap::new(),
             pull_failures: BTreeMap::new(),
             prefetched: None,
+            pre_stopped: BTreeSet::new(),
         }
     }
 
@@ -215,7 +224,7 @@ impl PodWorker {
         }
         if is_terminal(&pod) {
             // Finished (or rejected): nothing may run again.
-            self.stop_everything(grace_seconds(&pod)).await;
+            self.stop_everything(&pod, grace_seconds(&pod)).await;
             self.env.probes.remove_pod(&self.uid);
             return Next::Requeue(None);
         }
@@ -318,6 +327,8 @@ impl PodWorker {
             }
         }
 
+        self.pre_stopped
+            .retain(|id| rt.view.containers.iter().any(|c| c.id == *id));
         let running: Vec<RunningContainer> = rt
             .view
             .containers
@@ -361,18 +372,28 @@ impl PodWorker {
         let grace = grace_seconds(pod);
         if actions.kill_pod {
             tracing::info!("killing the pod's containers and sandbox to recreate it");
-            self.stop_everything(grace).await;
+            self.stop_everything(pod, grace).await;
         }
-        let kills = actions.containers_to_kill.iter().map(|k| {
-            tracing::info!(container = %k.name, reason = k.reason.message(), "killing container");
-            env.events.normal(
-                pod,
-                Some(&k.name),
-                "Killing",
-                format!("Container {} {}", k.name, kill_note(k.reason)),
-            );
-            env.cri.stop_container(&k.id, grace)
-        });
+        let pod_ip = self.hook_pod_ip(pod, &rt.ips);
+        let claimed: Vec<bool> = actions
+            .containers_to_kill
+            .iter()
+            .map(|k| self.pre_stopped.insert(k.id.clone()))
+            .collect();
+        let kills = actions
+            .containers_to_kill
+            .iter()
+            .zip(claimed)
+            .map(|(k, pre_stop)| {
+                tracing::info!(container = %k.name, reason = k.reason.message(), "killing container");
+                env.events.normal(
+                    pod,
+                    Some(&k.name),
+                    "Killing",
+                    format!("Container {} {}", k.name, kill_note(k.reason)),
+                );
+                self.kill_container(pod, &k.name, &k.id, grace, pod_ip.as_deref(), pre_stop)
+            });
         for result in join_all(kills).await {
             result?;
         }
@@ -487,6 +508,16 @@ impl PodWorker {
                             .locked()
                             .record_restart(BackoffKey::new(&self.uid, &start.name), exit);
                     }
+                }
+                Err(w) if w.reason == POST_START_HOOK_ERROR => {
+                    // It started (and was killed): a restart for the back-off.
+                    if let Some(exit) = start.previous_exit {
+                        env.backoff
+                            .locked()
+                            .record_restart(BackoffKey::new(&self.uid, &start.name), exit);
+                    }
+                    self.waiting.insert(start.name.clone(), w);
+                    retry = min_opt(retry, Some(RETRY));
                 }
                 Err(w) => {
                     tracing::warn!(container = %start.name, reason = %w.reason, message = %w.message, "cannot start container");
@@ -637,7 +668,125 @@ impl PodWorker {
             format!("Started container {}", container.name),
         );
         tracing::info!(container = %container.name, id = %id, restarts = start.restart_count, "container started");
+
+        // The kubelet's step 4 of startContainer: the postStart hook; when it
+        // fails, the container is killed and restarted as its policy says.
+        let pod_ip = self.hook_pod_ip(pod, pod_ips);
+        if let Err(message) = self
+            .run_lifecycle_hook(pod, container, HookKind::PostStart, &id, pod_ip.as_deref())
+            .await
+        {
+            env.events.normal(
+                pod,
+                Some(&container.name),
+                "Killing",
+                POST_START_HOOK_KILL.into(),
+            );
+            let pre_stop = self.pre_stopped.insert(id.clone());
+            let grace = grace_seconds(pod);
+            if let Err(err) = self
+                .kill_container(
+                    pod,
+                    &container.name,
+                    &id,
+                    grace,
+                    pod_ip.as_deref(),
+                    pre_stop,
+                )
+                .await
+            {
+                tracing::warn!(container = %container.name, error = %err, "cannot kill the container after its postStart hook failed");
+            }
+            return Err(Waiting {
+                reason: POST_START_HOOK_ERROR.into(),
+                message,
+            });
+        }
         Ok(())
+    }
+
+    /// Where an HTTP hook without a host goes: the pod's IP, or the node's
+    /// for a pod on the host's network.
+    fn hook_pod_ip(&self, pod: &Pod, pod_ips: &[String]) -> Option<String> {
+        if is_host_network(pod) {
+            self.env.node_ip.map(|ip| ip.to_string())
+        } else {
+            pod_ips.first().cloned()
+        }
+    }
+
+    /// Runs the container's `kind` hook, if it has one, and waits for it.
+    /// A failure is a Warning event (without the hook's output, as the
+    /// kubelet keeps secrets out of events) and the kubelet's message.
+    async fn run_lifecycle_hook(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        kind: HookKind,
+        container_id: &str,
+        pod_ip: Option<&str>,
+    ) -> Result<(), String> {
+        let Some(handler) = kind.of(container) else {
+            return Ok(());
+        };
+        let result = match hook_action(handler, container) {
+            Ok(action) => {
+                let target = HookTarget {
+                    cri: self.env.cri.as_ref(),
+                    container_id,
+                    pod_ip,
+                };
+                run_hook(&action, target).await.map_err(|f| {
+                    failure_message(&action, &container.name, &pod_key(pod), &f.error, &f.output)
+                })
+            }
+            Err(error) => Err(format!("Cannot run handler: {error}")),
+        };
+        match &result {
+            Ok(()) => {
+                tracing::debug!(container = %container.name, hook = ?kind, "lifecycle hook done")
+            }
+            Err(message) => {
+                tracing::warn!(container = %container.name, hook = ?kind, %message, "lifecycle hook failed");
+                self.env.events.warning(
+                    pod,
+                    Some(&container.name),
+                    kind.failed_reason(),
+                    kind.failed_note().into(),
+                );
+            }
+        }
+        result
+    }
+
+    /// The kubelet's `killContainer`: the preStop hook first (when
+    /// `pre_stop` and there is grace), for at most the grace period, then
+    /// `StopContainer` with the grace left, never under 2 s.
+    async fn kill_container(
+        &self,
+        pod: &Pod,
+        name: &str,
+        id: &str,
+        grace: i64,
+        pod_ip: Option<&str>,
+        pre_stop: bool,
+    ) -> Result<(), crate::edge::cri::CriError> {
+        let mut stop_with = grace.max(MINIMUM_GRACE_SECONDS);
+        let container = find_container(pod, name).filter(|c| HookKind::PreStop.of(c).is_some());
+        if let Some(container) = container.filter(|_| pre_stop && grace > 0) {
+            let started = std::time::Instant::now();
+            let allowed = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+            let hook = self.run_lifecycle_hook(pod, container, HookKind::PreStop, id, pod_ip);
+            if tokio::time::timeout(allowed, hook).await.is_err() {
+                tracing::info!(
+                    container = name,
+                    grace,
+                    "preStop hook not completed in the grace period"
+                );
+            }
+            stop_with = stop_grace(grace, started.elapsed());
+        }
+        self.env.cri.stop_container(id, stop_with).await
     }
 
     async fn setup_volumes(
@@ -773,18 +922,28 @@ impl PodWorker {
             .map(|_| ())
     }
 
-    /// Stops every container (gracefully) and every sandbox of the pod.
-    async fn stop_everything(&self, grace: i64) {
-        let env = &self.env;
+    /// Stops every container (gracefully, each after its preStop hook) and
+    /// every sandbox of the pod.
+    async fn stop_everything(&mut self, pod: &Pod, grace: i64) {
+        let env = self.env.clone();
         let Ok(rt) = env.cri.pod(&self.uid).await else {
             return;
         };
-        let stops = rt
+        let alive: Vec<_> = rt
             .view
             .containers
             .iter()
             .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Unknown))
-            .map(|c| env.cri.stop_container(&c.id, grace));
+            .map(|c| {
+                let pre_stop =
+                    c.state == ContainerState::Running && self.pre_stopped.insert(c.id.clone());
+                (c, pre_stop)
+            })
+            .collect();
+        let pod_ip = self.hook_pod_ip(pod, &rt.ips);
+        let stops = alive.into_iter().map(|(c, pre_stop)| {
+            self.kill_container(pod, &c.name, &c.id, grace, pod_ip.as_deref(), pre_stop)
+        });
         for result in join_all(stops).await {
             if let Err(err) = result {
                 tracing::warn!(error = %err, "cannot stop a container");
@@ -812,7 +971,7 @@ impl PodWorker {
             .unwrap_or_else(|| grace_seconds(pod));
         tracing::info!(grace, "terminating pod");
         self.env.probes.remove_pod(&self.uid);
-        self.stop_everything(grace).await;
+        self.stop_everything(pod, grace).await;
         let Ok(rt) = self.env.cri.pod(&self.uid).await else {
             return Next::Requeue(Some(RETRY));
         };

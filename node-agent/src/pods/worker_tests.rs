@@ -640,3 +640,120 @@ async fn without_cluster_dns_a_sandbox_gets_the_nodes_resolver() {
         "ClusterFirst falls back to the node's resolver"
     );
 }
+
+/// The pod of the hook cases: one container `app` with these lifecycle hooks.
+fn pod_with_hooks(lifecycle: serde_json::Value) -> Arc<Pod> {
+    let mut value = pod_json();
+    value["spec"]["containers"] = serde_json::json!([
+        {"name": "app", "image": "busybox:1.36", "lifecycle": lifecycle},
+    ]);
+    value["spec"]["terminationGracePeriodSeconds"] = serde_json::json!(20);
+    Arc::new(serde_json::from_value(value).expect("a valid pod"))
+}
+
+/// The calls of the kinds a hook case looks at, in order, without ids.
+fn hook_calls(runtime: &FakeRuntime) -> Vec<String> {
+    runtime
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::StartContainer(_) => Some("start".to_string()),
+            Call::StopContainer(_) => Some("stop".to_string()),
+            Call::ExecSync { command, .. } => Some(format!("exec {}", command.join(" "))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_post_start_exec_hook_runs_in_the_started_container_and_it_keeps_running() {
+    let h = harness();
+    let pod = pod_with_hooks(serde_json::json!({
+        "postStart": {"exec": {"command": ["sh", "-c", "echo started > /tmp/hook"]}},
+    }));
+    let mut worker = h.worker();
+    h.sync(&mut worker, Some(pod)).await;
+
+    assert_eq!(
+        hook_calls(&h.runtime),
+        ["start", "exec sh -c echo started > /tmp/hook"]
+    );
+    assert_eq!(running(&h.view()).get("app").map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_failed_post_start_hook_kills_the_container_and_it_is_restarted() {
+    let h = harness();
+    let pod = pod_with_hooks(serde_json::json!({
+        "postStart": {"exec": {"command": ["false"]}},
+    }));
+    h.runtime
+        .answer_next_exec(crate::pods::container_runtime::ExecOutput {
+            exit_code: 1,
+            stdout: b"nope".to_vec(),
+            stderr: Vec::new(),
+        });
+    let mut worker = h.worker();
+    let next = h.sync(&mut worker, Some(pod.clone())).await;
+
+    assert_eq!(hook_calls(&h.runtime), ["start", "exec false", "stop"]);
+    let view = h.view();
+    assert_eq!(view.containers.len(), 1);
+    assert_eq!(view.containers[0].state, ContainerState::Exited);
+    // Killed with the pod's grace period.
+    assert_eq!(h.runtime.grace_of(&view.containers[0].id), Some(20));
+    assert_eq!(
+        h.api.last_waiting_reasons().get("app").map(String::as_str),
+        Some("PostStartHookError")
+    );
+    assert!(matches!(next, Next::Requeue(Some(_))), "{next:?}");
+
+    // The next look restarts it (Always), and this time the hook passes.
+    h.sync(&mut worker, Some(pod)).await;
+    assert_eq!(
+        hook_calls(&h.runtime),
+        ["start", "exec false", "stop", "start", "exec false"]
+    );
+    let view = h.view();
+    let app = view.latest("app").expect("app");
+    assert_eq!(app.state, ContainerState::Running);
+    assert_eq!(app.restart_count, 1);
+}
+
+#[tokio::test]
+async fn a_pre_stop_hook_runs_before_the_container_is_stopped() {
+    let h = harness();
+    let pod = pod_with_hooks(serde_json::json!({
+        "preStop": {"exec": {"command": ["sh", "-c", "echo bye"]}},
+    }));
+    let mut worker = h.worker();
+    h.sync(&mut worker, Some(pod.clone())).await;
+    assert_eq!(hook_calls(&h.runtime), ["start"]);
+
+    let mut deleting = (*pod).clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    deleting.metadata.deletion_grace_period_seconds = Some(15);
+    let deleting = Arc::new(deleting);
+    assert_eq!(
+        h.sync(&mut worker, Some(deleting.clone())).await,
+        Next::Done
+    );
+
+    assert_eq!(
+        hook_calls(&h.runtime),
+        ["start", "exec sh -c echo bye", "stop"]
+    );
+    let stopped = h
+        .runtime
+        .calls_of(Op::StopContainer)
+        .into_iter()
+        .find_map(|c| match c {
+            Call::StopContainer(id) => Some(id),
+            _ => None,
+        })
+        .expect("a stop");
+    // The hook took no time: the whole deletion grace is left for the stop.
+    assert_eq!(h.runtime.grace_of(&stopped), Some(15));
+}

@@ -177,8 +177,9 @@ fn redirect(host: &str, port: u16, path: &str, location: &str) -> Redirect {
     }
 }
 
-/// The status of the last response, after following same-host redirects.
-async fn get_following_redirects(
+/// The status of the last response, after following same-host redirects
+/// (also the lifecycle hooks' GET, [`crate::pods::hooks::http`]).
+pub(crate) async fn get_following_redirects(
     host: &str,
     port: u16,
     path: &str,
