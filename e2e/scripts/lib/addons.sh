@@ -100,7 +100,7 @@ _addons_deb() {
 
 # Debian packages whose programs go into the images; installed on the host
 # when missing (none of them runs a service).
-_ADDONS_HOST_PKGS=(bind9-dnsutils netcat-openbsd socat iperf curl iproute2 util-linux bash dash)
+_ADDONS_HOST_PKGS=(bind9-dnsutils netcat-openbsd socat iperf curl iproute2 util-linux bash dash libc-bin)
 _addons_host_pkgs() {
   local missing=() p
   for p in "${_ADDONS_HOST_PKGS[@]}"; do
@@ -114,7 +114,7 @@ _addons_host_pkgs() {
 
 # The upstream agnhost image: the binary as entrypoint (`pause` by default), an
 # agnhost-2 link, /uploads, porter's certificate, coredns, the tools its tests
-# call (sh as dash, bash, curl, dig/nslookup, nc, ip/ss, socat, iperf, ipcs), and user
+# call (sh as dash, bash, curl, dig/nslookup, getent, nc, ip/ss, socat, iperf, ipcs), and user
 # 1000 in group 50000 (user-defined-in-image / group-defined-in-image).
 _addons_root_agnhost() {
   local root="$1" src="$NC_CACHE/conformance-$K8S_VERSION/src" porter
@@ -129,7 +129,7 @@ _addons_root_agnhost() {
   # Debian's programs replace busybox's applets of the same name.
   local b bins=()
   for b in /usr/bin/dash /usr/bin/bash /usr/bin/curl /usr/bin/dig /usr/bin/nslookup /usr/bin/host /usr/bin/nc.openbsd \
-           /usr/bin/socat /usr/bin/iperf /usr/bin/ipcs /usr/sbin/ip /usr/bin/ss; do
+           /usr/bin/getent /usr/bin/socat /usr/bin/iperf /usr/bin/ipcs /usr/sbin/ip /usr/bin/ss; do
     [ -x "$b" ] || { log "addons: $b missing (Debian package not installed)"; return 1; }
     bins+=("$b")
   done
@@ -161,12 +161,13 @@ EOF
 }
 
 # The upstream glibc-dns-testing image is Debian with dnsutils (and coredns):
-# Debian's dig/nslookup/host with glibc, dash as sh; busybox for the rest.
+# Debian's dig/nslookup/host and getent (the DNS tests' /etc/hosts lookups) with
+# glibc, dash as sh; busybox for the rest.
 _addons_root_glibc_dns() {
   local root="$1" b
   _addons_base_root "$root"; _addons_busybox_into "$root"
   for b in dig nslookup host; do rm -f "$root/usr/bin/$b" "$root/bin/$b"; done
-  _addons_copy_bins "$root" /usr/bin/dash /usr/bin/bash /usr/bin/dig /usr/bin/nslookup /usr/bin/host || return 1
+  _addons_copy_bins "$root" /usr/bin/dash /usr/bin/bash /usr/bin/dig /usr/bin/nslookup /usr/bin/host /usr/bin/getent || return 1
   ln -sfn /usr/bin/dash "$root/bin/sh"; ln -sfn /usr/bin/bash "$root/bin/bash"
   install -m 0755 "$COREDNS_BIN" "$root/coredns"
   printf 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"

@@ -372,7 +372,7 @@ impl Floor {
                 host_dns: &self.host_dns,
                 cluster_dns: ClusterDns::NONE,
             },
-        );
+        )?;
         sandbox.labels = labels.clone();
         let container = &pod.spec.as_ref().context("pod spec")?.containers[0];
         let mut config = container_config(

@@ -236,6 +236,19 @@ impl FakeRuntime {
         self.state.locked().exec_answers.push_back(output);
     }
 
+    /// The mounts the newest container of this name was created with.
+    pub fn mounts_of(&self, name: &str) -> Vec<cri::Mount> {
+        let state = self.state.locked();
+        state
+            .containers
+            .iter()
+            .rev()
+            .map(|(_, c)| c)
+            .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == name))
+            .map(|c| c.mounts.clone())
+            .unwrap_or_default()
+    }
+
     /// The calls so far of one kind.
     pub fn calls_of(&self, op: Op) -> Vec<Call> {
         self.calls().into_iter().filter(|c| c.op() == op).collect()
@@ -511,6 +524,8 @@ impl ContainerRuntime for FakeRuntime {
                 image: config.image,
                 labels: config.labels,
                 annotations: config.annotations,
+                mounts: config.mounts,
+                log_path: config.log_path,
                 ..Default::default()
             };
             s.containers.push((sandbox_id.to_string(), status));

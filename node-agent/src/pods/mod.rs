@@ -14,6 +14,7 @@
 //! spec ([`plan`]), the crash-loop back-off ([`backoff`]), the phase and
 //! conditions ([`phase`]) and the API status ([`api_status`]) to report, the
 //! CRI requests that create a pod's sandbox and containers ([`cri_config`]),
+//! the pod's `/etc/hosts` ([`etc_hosts`]),
 //! the probes' thresholds ([`probes::state`]), what each volume holds
 //! ([`volumes::plan`]) and the node's counts ([`report`]). All pure.
 //!
@@ -30,6 +31,7 @@ pub mod container_runtime;
 pub mod cri_config;
 pub mod cri_pods;
 pub mod dispatch;
+pub mod etc_hosts;
 pub mod events;
 pub mod hooks;
 pub mod phase;

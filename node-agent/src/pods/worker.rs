@@ -29,7 +29,9 @@ use crate::pods::cri_config::env::{
     container_env, referenced_config_maps, referenced_secrets, service_env,
 };
 use crate::pods::cri_config::env::{EnvSources, PodFacts};
+use crate::pods::cri_config::hostname::pod_hostname;
 use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
+use crate::pods::etc_hosts;
 use crate::pods::events::PodEvents;
 use crate::pods::hooks::handler::{failure_message, MINIMUM_GRACE_SECONDS};
 use crate::pods::hooks::{hook_action, run_hook, stop_grace, HookKind, HookTarget};
@@ -426,9 +428,12 @@ impl PodWorker {
             if !actions.create_sandbox {
                 return None;
             }
-            let config = self.sandbox_config(pod, actions.attempt);
+            let config = match self.sandbox_config(pod, actions.attempt) {
+                Ok(config) => config,
+                Err(err) => return Some((Err(err.to_string()), Ok(Vec::new()))),
+            };
             self.warn_about_dns(pod);
-            let id = env.cri.run_sandbox(config).await;
+            let id = env.cri.run_sandbox(config).await.map_err(|e| e.to_string());
             let ips = match &id {
                 Ok(id) => env.cri.sandbox_ips(id).await,
                 Err(_) => Ok(Vec::new()),
@@ -488,7 +493,13 @@ impl PodWorker {
                 return Ok(Some(RETRY));
             }
         };
-        let sandbox = self.sandbox_config(pod, attempt);
+        let sandbox = match self.sandbox_config(pod, attempt) {
+            Ok(sandbox) => sandbox,
+            Err(err) => {
+                self.wait_all(pod, err.reason(), &err.to_string());
+                return Ok(Some(RETRY));
+            }
+        };
         let target = StartTarget {
             sandbox_id: &sandbox_id,
             sandbox: &sandbox,
@@ -627,8 +638,11 @@ impl PodWorker {
         };
         let envs = container_env(pod, container, &facts, &inputs.sources, &inputs.service_env)
             .map_err(|e| config_error(e.to_string()))?;
-        let mounts = prepare_mounts(container, &self.volume_paths)
+        let mut mounts = prepare_mounts(container, &self.volume_paths)
             .map_err(|e| config_error(e.to_string()))?;
+        if etc_hosts::should_mount(pod, container, pod_ips) {
+            mounts.push(self.etc_hosts_mount(pod, pod_ips).map_err(config_error)?);
+        }
         let hash = container_spec_hash(container);
         let config = container_config(
             pod,
@@ -789,6 +803,39 @@ impl PodWorker {
         self.env.cri.stop_container(id, stop_with).await
     }
 
+    /// Writes the pod's `/etc/hosts` (again at each container start, as the
+    /// kubelet does) and returns its mount.
+    fn etc_hosts_mount(&self, pod: &Pod, pod_ips: &[String]) -> Result<cri::Mount, String> {
+        let aliases = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_aliases.as_deref())
+            .unwrap_or_default();
+        let content = if is_host_network(pod) {
+            let node_hosts = std::fs::read_to_string(etc_hosts::ETC_HOSTS_PATH)
+                .map_err(|e| format!("reading the node's {}: {e}", etc_hosts::ETC_HOSTS_PATH))?;
+            etc_hosts::host_network_hosts(&node_hosts, aliases)
+        } else {
+            let names = self
+                .env
+                .with_cluster_dns(|cluster| pod_hostname(pod, cluster.domain));
+            etc_hosts::managed_hosts(pod_ips, &names, aliases)
+        };
+        let dir = self.env.volumes.pod_dir(&self.uid);
+        let path = dir.join(etc_hosts::ETC_HOSTS_FILE);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, content))
+            .and_then(|()| {
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            })
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(cri::Mount {
+            container_path: etc_hosts::ETC_HOSTS_PATH.into(),
+            host_path: path.display().to_string(),
+            ..Default::default()
+        })
+    }
+
     async fn setup_volumes(
         &mut self,
         pod: &Pod,
@@ -799,7 +846,11 @@ impl PodWorker {
         Ok(())
     }
 
-    fn sandbox_config(&self, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
+    fn sandbox_config(
+        &self,
+        pod: &Pod,
+        attempt: u32,
+    ) -> Result<cri::PodSandboxConfig, crate::pods::ConfigError> {
         self.env.with_cluster_dns(|cluster_dns| {
             sandbox_config(
                 pod,

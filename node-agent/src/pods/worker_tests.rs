@@ -757,3 +757,30 @@ async fn a_pre_stop_hook_runs_before_the_container_is_stopped() {
     // The hook took no time: the whole deletion grace is left for the stop.
     assert_eq!(h.runtime.grace_of(&stopped), Some(15));
 }
+
+#[tokio::test]
+async fn every_container_gets_the_pods_hosts_file_with_its_ip_and_aliases() {
+    let h = harness();
+    let mut json = pod_json();
+    json["spec"]["hostAliases"] =
+        serde_json::json!([{"ip": "123.45.67.89", "hostnames": ["foo", "bar"]}]);
+    let pod: Arc<Pod> = Arc::new(serde_json::from_value(json).expect("a valid pod"));
+    let mut worker = h.worker();
+    h.sync(&mut worker, Some(pod)).await;
+
+    let sandbox = h.view().sandboxes[0].id.clone();
+    let ip = h.runtime.sandbox_ips(&sandbox).await.expect("ips")[0].clone();
+    for name in ["app", "sidecar"] {
+        let mounts = h.runtime.mounts_of(name);
+        let hosts = mounts
+            .iter()
+            .find(|m| m.container_path == "/etc/hosts")
+            .unwrap_or_else(|| panic!("{name} has no /etc/hosts mount: {mounts:?}"));
+        assert!(!hosts.readonly);
+        let content = std::fs::read_to_string(&hosts.host_path).expect("the file is written");
+        assert!(content.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
+        assert!(content.contains(&format!("\n{ip}\tweb\n")), "{content}");
+        assert!(content.ends_with("# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\n"));
+        assert!(hosts.host_path.ends_with(&format!("pods/{UID}/etc-hosts")));
+    }
+}

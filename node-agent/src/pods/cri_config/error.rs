@@ -40,6 +40,8 @@ pub enum ConfigError {
         pod: String,
         container: String,
     },
+    #[error("failed to construct FQDN from pod hostname and cluster domain, FQDN {fqdn} is too long (64 characters is the max, {len} characters requested)")]
+    FqdnTooLong { fqdn: String, len: usize },
 }
 
 impl ConfigError {

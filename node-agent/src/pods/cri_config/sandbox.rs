@@ -8,6 +8,8 @@ use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::pods::cri_config::dns::{pod_dns, ClusterDns};
+use crate::pods::cri_config::error::ConfigError;
+use crate::pods::cri_config::hostname::{kernel_hostname, pod_hostname};
 use crate::pods::runtime_view::sandbox_labels;
 
 /// What the sandbox needs besides the Pod.
@@ -26,9 +28,6 @@ pub struct SandboxContext<'a> {
     pub cluster_dns: ClusterDns<'a>,
 }
 
-/// Linux's limit on a hostname.
-const MAX_HOSTNAME_LEN: usize = 63;
-
 /// The pod's log directory, `<root>/<namespace>_<name>_<uid>` as the kubelet lays out `/var/log/pods`.
 pub fn pod_log_dir(pod_logs_root: &Path, pod: &Pod) -> PathBuf {
     let m = &pod.metadata;
@@ -40,8 +39,12 @@ pub fn pod_log_dir(pod_logs_root: &Path, pod: &Pod) -> PathBuf {
     ))
 }
 
-/// The sandbox to create for the pod.
-pub fn sandbox_config(pod: &Pod, ctx: &SandboxContext<'_>) -> cri::PodSandboxConfig {
+/// The sandbox to create for the pod; fails only when `setHostnameAsFQDN`
+/// asks for an FQDN longer than Linux takes.
+pub fn sandbox_config(
+    pod: &Pod,
+    ctx: &SandboxContext<'_>,
+) -> Result<cri::PodSandboxConfig, ConfigError> {
     let m = &pod.metadata;
     let name = m.name.as_deref().unwrap_or_default();
     let namespace = m.namespace.as_deref().unwrap_or("default");
@@ -54,7 +57,7 @@ pub fn sandbox_config(pod: &Pod, ctx: &SandboxContext<'_>) -> cri::PodSandboxCon
     let hostname = if host_network {
         String::new()
     } else {
-        pod_hostname(pod)
+        kernel_hostname(pod, &pod_hostname(pod, ctx.cluster_dns.domain))?
     };
     let sc = spec.and_then(|s| s.security_context.as_ref());
     let sysctls = sc
@@ -68,7 +71,7 @@ pub fn sandbox_config(pod: &Pod, ctx: &SandboxContext<'_>) -> cri::PodSandboxCon
         sc.and_then(|sc| sc.supplemental_groups.clone())
             .unwrap_or_default(),
     );
-    cri::PodSandboxConfig {
+    Ok(cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: name.to_string(),
             uid: uid.to_string(),
@@ -109,7 +112,7 @@ pub fn sandbox_config(pod: &Pod, ctx: &SandboxContext<'_>) -> cri::PodSandboxCon
             ..Default::default()
         }),
         windows: None,
-    }
+    })
 }
 
 pub(crate) fn is_host_network(pod: &Pod) -> bool {
@@ -145,23 +148,6 @@ pub fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
 fn has_privileged_container(pod: &Pod) -> bool {
     crate::pods::cri_config::env::all_containers(pod)
         .any(|c| c.security_context.as_ref().and_then(|sc| sc.privileged) == Some(true))
-}
-
-/// `spec.hostname` or the pod's name, cut to 63 characters without a
-/// trailing `-` or `.`, as the kubelet's `GeneratePodHostNameAndDomain`.
-fn pod_hostname(pod: &Pod) -> String {
-    let hostname = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.hostname.as_deref())
-        .filter(|h| !h.is_empty())
-        .or(pod.metadata.name.as_deref())
-        .unwrap_or_default();
-    if hostname.len() <= MAX_HOSTNAME_LEN {
-        return hostname.to_string();
-    }
-    let cut: String = hostname.chars().take(MAX_HOSTNAME_LEN).collect();
-    cut.trim_end_matches(['-', '.']).to_string()
 }
 
 /// Host ports of the pod's containers, once each.

@@ -34,6 +34,7 @@ fn config(pod: &Pod) -> cri::PodSandboxConfig {
             cluster_dns: ClusterDns::NONE,
         },
     )
+    .unwrap()
 }
 
 fn security(config: &cri::PodSandboxConfig) -> cri::LinuxSandboxSecurityContext {
@@ -94,7 +95,8 @@ fn sandbox_carries_the_pods_resolver_with_cluster_dns() {
                 domain: "cluster.local",
             },
         },
-    );
+    )
+    .unwrap();
     let resolver = config.dns_config.unwrap();
     assert_eq!(resolver.servers, ["10.96.0.10"]);
     assert_eq!(resolver.searches[0], "shop.svc.cluster.local");
@@ -173,4 +175,29 @@ fn pod_security_context_and_sysctls() {
     let plain = security(&self::config(&pod(json!({}))));
     assert!(!plain.privileged);
     assert_eq!(plain.run_as_user, None);
+}
+
+#[test]
+fn the_hostname_is_the_fqdn_with_set_hostname_as_fqdn() {
+    let dns = host_dns();
+    let ctx = SandboxContext {
+        node_name: "node-a",
+        pod_logs_root: Path::new("/var/log/pods"),
+        attempt: 0,
+        host_dns: &dns,
+        cluster_dns: ClusterDns {
+            servers: &[],
+            domain: "cluster.local",
+        },
+    };
+    let fqdn = pod(json!({"hostname": "db", "subdomain": "sts", "setHostnameAsFQDN": true}));
+    assert_eq!(
+        sandbox_config(&fqdn, &ctx).unwrap().hostname,
+        "db.sts.shop.svc.cluster.local"
+    );
+    let too_long =
+        pod(json!({"hostname": "h".repeat(50), "subdomain": "sts", "setHostnameAsFQDN": true}));
+    assert!(sandbox_config(&too_long, &ctx).is_err());
+    let host_network = pod(json!({"hostNetwork": true, "hostname": "db"}));
+    assert_eq!(sandbox_config(&host_network, &ctx).unwrap().hostname, "");
 }

@@ -198,6 +198,12 @@ impl VolumeManager {
             })?
     }
 
+    /// `<pods_dir>/<uid>`: the pod's directory, where its volumes and the
+    /// kubelet's other per-pod files (`etc-hosts`) live.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir.join(uid)
+    }
+
     /// UIDs of the pods that have a directory under `pods_dir`, to clean up
     /// the volumes of pods deleted while the agent was down.
     pub fn known_pod_dirs(&self) -> Vec<String> {
