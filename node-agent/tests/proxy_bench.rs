@@ -144,6 +144,7 @@ fn rule_engine_full_and_partial_sync() {
     let node = NodeInfo {
         name: "node-0".into(),
         ips: vec!["192.168.1.10".parse().unwrap()],
+        zone: None,
     };
     let version = backend(&Netns::new("version"))
         .version()

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::{
-    ClientIPConfig, Service, ServicePort, ServiceSpec, SessionAffinityConfig,
+    ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec,
+    ServiceStatus, SessionAffinityConfig,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -82,6 +83,7 @@ fn node() -> NodeInfo {
     NodeInfo {
         name: "node-a".into(),
         ips: vec!["192.168.1.10".parse().unwrap()],
+        zone: None,
     }
 }
 
@@ -150,13 +152,24 @@ fn arb_service() -> impl Strategy<Value = (Service, Vec<Endpoint>)> {
         arb_name(),
         (0u8..4, 1u8..40),
         proptest::collection::vec(port, 1..3),
-        proptest::sample::select(vec!["ClusterIP", "NodePort"]),
+        proptest::sample::select(vec!["ClusterIP", "NodePort", "LoadBalancer"]),
         proptest::option::of(1i32..86400),
         any::<(bool, bool, bool)>(),
         proptest::collection::vec(endpoint, 0..4),
+        // An external IP, a load balancer IP, source ranges (one holding the node's address).
+        (any::<bool>(), any::<bool>(), 0usize..3),
     )
         .prop_map(
-            |(name, (c, d), mut ports, kind, affinity, (itp, etp, other_proxy), endpoints)| {
+            |(
+                name,
+                (c, d),
+                mut ports,
+                kind,
+                affinity,
+                (itp, etp, other_proxy),
+                endpoints,
+                (external_ip, lb, ranges),
+            )| {
                 ports.dedup_by(|a, b| a.name == b.name);
                 let local = |l: bool| Some(if l { "Local" } else { "Cluster" }.to_string());
                 let svc = Service {
@@ -183,9 +196,26 @@ fn arb_service() -> impl Strategy<Value = (Service, Vec<Endpoint>)> {
                         }),
                         internal_traffic_policy: local(itp),
                         external_traffic_policy: local(etp),
+                        external_ips: external_ip.then(|| vec![format!("192.168.7.{d}")]),
+                        load_balancer_source_ranges: (ranges > 0).then(|| {
+                            ["203.0.113.0/24", "192.168.1.0/24"][..ranges]
+                                .iter()
+                                .map(|r| r.to_string())
+                                .collect()
+                        }),
+                        health_check_node_port: (kind == "LoadBalancer" && etp)
+                            .then_some(32000 + i32::from(d)),
                         ..Default::default()
                     }),
-                    ..Default::default()
+                    status: lb.then(|| ServiceStatus {
+                        load_balancer: Some(LoadBalancerStatus {
+                            ingress: Some(vec![LoadBalancerIngress {
+                                ip: Some(format!("192.168.8.{d}")),
+                                ..Default::default()
+                            }]),
+                        }),
+                        ..Default::default()
+                    }),
                 };
                 (svc, endpoints)
             },

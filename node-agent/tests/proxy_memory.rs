@@ -172,6 +172,7 @@ fn proxy_memory_and_cpu() {
     let node = NodeInfo {
         name: "node-0".into(),
         ips: vec!["192.168.1.10".parse().unwrap()],
+        zone: None,
     };
     let cfg = ProxyConfig {
         cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),

@@ -95,6 +95,8 @@ pub struct NodeInfo {
     pub name: String,
     /// The node's IPv4 addresses, matched against nodePortAddresses.
     pub ips: Vec<Ipv4Addr>,
+    /// The Node's `topology.kubernetes.io/zone` label, for zone hints.
+    pub zone: Option<String>,
 }
 
 fn invalid(field: &'static str, value: &str, reason: &str) -> ProxyError {

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod conntrack;
 pub mod error;
+pub mod health_server;
 pub mod inputs;
 pub mod iptables;
 pub mod model;
@@ -26,6 +27,7 @@ pub mod render;
 pub mod ruleset;
 pub mod run;
 pub mod schedule;
+pub mod service_health;
 
 pub use config::{Dispatch, NodeInfo, ProxyConfig};
 pub use conntrack::{Conntrack, FlowDeletion, UdpServices};

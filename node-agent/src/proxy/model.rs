@@ -10,6 +10,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use ipnet::{IpNet, Ipv4Net};
+
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -96,12 +98,54 @@ pub struct ServicePort {
     pub affinity_seconds: Option<u32>,
     pub internal_policy: TrafficPolicy,
     pub external_policy: TrafficPolicy,
+    /// What reaches the Service from outside besides its NodePort. Boxed and
+    /// `None` for most Services, so a plain ClusterIP port stays small.
+    pub external: Option<Box<ExternalAccess>>,
+}
+
+/// A Service's external addresses (IPv4 only, as the rest of this proxy).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExternalAccess {
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `status.loadBalancer.ingress[].ip` of VIP-mode load balancers (an
+    /// `ipMode: Proxy` load balancer sends its traffic to the NodePort instead).
+    pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `spec.loadBalancerSourceRanges`: when set, only these sources may use
+    /// the load balancer IPs.
+    pub source_ranges: Vec<Ipv4Net>,
+    /// `spec.healthCheckNodePort` of a LoadBalancer Service with
+    /// `externalTrafficPolicy: Local`.
+    pub health_check_node_port: Option<u16>,
 }
 
 impl ServicePort {
-    /// Reached from outside the cluster network (only NodePorts in this proxy).
+    /// Reached from outside the cluster network: a NodePort, an external IP or
+    /// a load balancer IP (kube-proxy's ExternallyAccessible).
     pub fn externally_accessible(&self) -> bool {
         self.node_port.is_some()
+            || self
+                .external
+                .as_ref()
+                .is_some_and(|e| !e.external_ips.is_empty() || !e.load_balancer_ips.is_empty())
+    }
+
+    pub fn external_ips(&self) -> &[Ipv4Addr] {
+        self.external.as_ref().map_or(&[], |e| &e.external_ips)
+    }
+
+    pub fn load_balancer_ips(&self) -> &[Ipv4Addr] {
+        self.external.as_ref().map_or(&[], |e| &e.load_balancer_ips)
+    }
+
+    pub fn source_ranges(&self) -> &[Ipv4Net] {
+        self.external.as_ref().map_or(&[], |e| &e.source_ranges)
+    }
+
+    pub fn health_check_node_port(&self) -> Option<u16> {
+        self.external
+            .as_ref()
+            .and_then(|e| e.health_check_node_port)
     }
 }
 
@@ -114,6 +158,30 @@ pub struct Endpoint {
     pub serving: bool,
     pub terminating: bool,
     pub node_name: Option<Arc<str>>,
+    /// Topology hints the EndpointSlice controller set (shared by the
+    /// endpoint's ports); `None` without any.
+    pub hints: Option<Arc<Hints>>,
+}
+
+/// Where an endpoint should preferably take traffic from (`hints`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hints {
+    /// `forZones[].name`.
+    pub zones: Vec<String>,
+    /// `forNodes[].name`.
+    pub nodes: Vec<String>,
+}
+
+impl Endpoint {
+    /// The zones this endpoint is hinted for (empty: none).
+    pub fn zone_hints(&self) -> &[String] {
+        self.hints.as_ref().map_or(&[], |h| &h.zones)
+    }
+
+    /// The nodes this endpoint is hinted for (empty: none).
+    pub fn node_hints(&self) -> &[String] {
+        self.hints.as_ref().map_or(&[], |h| &h.nodes)
+    }
 }
 
 impl Endpoint {
@@ -328,6 +396,7 @@ pub fn service_ports(svc: &Service) -> (Vec<ServicePort>, Vec<Skip>) {
         spec.type_.as_deref(),
         Some("NodePort") | Some("LoadBalancer")
     );
+    let external = external_access(svc);
 
     let namespace: Arc<str> = svc.metadata.namespace.as_deref().unwrap_or_default().into();
     let name: Arc<str> = svc.metadata.name.as_deref().unwrap_or_default().into();
@@ -374,9 +443,60 @@ pub fn service_ports(svc: &Service) -> (Vec<ServicePort>, Vec<Skip>) {
             affinity_seconds,
             internal_policy,
             external_policy,
+            external: external.clone(),
         });
     }
     (ports, skipped)
+}
+
+/// The Service's external IPs, VIP-mode load balancer IPs, source ranges and
+/// health check port, IPv4 only; `None` when it has none of them. Addresses
+/// that do not parse are left out (the API server validates them), and source
+/// ranges may carry the spaces the API's validation lets through.
+fn external_access(svc: &Service) -> Option<Box<ExternalAccess>> {
+    let spec = svc.spec.as_ref()?;
+    let ipv4 = |text: &str| match text.trim().parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    };
+    let external_ips = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ipv4(ip))
+        .collect();
+    let load_balancer_ips = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|ing| ing.ip_mode.as_deref() != Some("Proxy"))
+        .filter_map(|ing| ing.ip.as_deref().and_then(ipv4))
+        .collect();
+    let source_ranges = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .filter_map(|cidr| match cidr.trim().parse::<IpNet>() {
+            Ok(IpNet::V4(net)) => Some(net.trunc()),
+            _ => None,
+        })
+        .collect();
+    // kube-proxy's NeedsHealthCheck: a LoadBalancer whose external traffic stays local.
+    let health_check_node_port = (spec.type_.as_deref() == Some("LoadBalancer")
+        && spec.external_traffic_policy.as_deref() == Some("Local"))
+    .then_some(spec.health_check_node_port)
+    .flatten()
+    .and_then(nonzero_port);
+    let access = ExternalAccess {
+        external_ips,
+        load_balancer_ips,
+        source_ranges,
+        health_check_node_port,
+    };
+    (access != ExternalAccess::default()).then(|| Box::new(access))
 }
 
 fn nonzero_port(value: i32) -> Option<u16> {
@@ -499,6 +619,23 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> (Vec<(ServicePortName, Endpoint
             }
         };
         let node_name: Option<Arc<str>> = ep.node_name.as_deref().map(Into::into);
+        let hints = ep.hints.as_ref().and_then(|h| {
+            let hints = Hints {
+                zones: h
+                    .for_zones
+                    .iter()
+                    .flatten()
+                    .map(|z| z.name.clone())
+                    .collect(),
+                nodes: h
+                    .for_nodes
+                    .iter()
+                    .flatten()
+                    .map(|n| n.name.clone())
+                    .collect(),
+            };
+            (hints != Hints::default()).then(|| Arc::new(hints))
+        });
         for (name, port) in &ports {
             out.push((
                 name.clone(),
@@ -509,6 +646,7 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> (Vec<(ServicePortName, Endpoint
                     serving,
                     terminating,
                     node_name: node_name.clone(),
+                    hints: hints.clone(),
                 },
             ));
         }
@@ -600,6 +738,90 @@ mod tests {
         assert_eq!(service_ports(&s).0[0].node_port, None);
         s.spec.as_mut().unwrap().type_ = Some("NodePort".into());
         assert_eq!(service_ports(&s).0[0].node_port, Some(30080));
+    }
+
+    #[test]
+    fn external_addresses_and_the_health_check_port() {
+        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+        let mut p = port("http", 80, "TCP");
+        p.node_port = Some(30080);
+        let mut s = svc("10.96.0.10", vec![p]);
+        assert_eq!(
+            service_ports(&s).0[0].external,
+            None,
+            "plain Services carry nothing"
+        );
+        let spec = s.spec.as_mut().unwrap();
+        spec.type_ = Some("LoadBalancer".into());
+        spec.external_traffic_policy = Some("Local".into());
+        spec.health_check_node_port = Some(32000);
+        spec.external_ips = Some(vec!["192.168.5.7".into(), "fd00::7".into()]);
+        spec.load_balancer_source_ranges =
+            Some(vec![" 203.0.113.9/24 ".into(), "fd00::/64".into()]);
+        let ingress = |ip: &str, mode: Option<&str>| LoadBalancerIngress {
+            ip: Some(ip.into()),
+            ip_mode: mode.map(Into::into),
+            ..Default::default()
+        };
+        s.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![
+                    ingress("192.168.5.9", None),
+                    ingress("192.168.5.10", Some("VIP")),
+                    ingress("192.168.5.11", Some("Proxy")),
+                    LoadBalancerIngress {
+                        hostname: Some("lb.example".into()),
+                        ..Default::default()
+                    },
+                ]),
+            }),
+            ..Default::default()
+        });
+        let (ports, skips) = service_ports(&s);
+        assert!(skips.is_empty(), "{skips:?}");
+        let e = ports[0].external.as_deref().unwrap();
+        assert_eq!(e.external_ips, [Ipv4Addr::new(192, 168, 5, 7)]);
+        assert_eq!(
+            e.load_balancer_ips,
+            [
+                Ipv4Addr::new(192, 168, 5, 9),
+                Ipv4Addr::new(192, 168, 5, 10)
+            ],
+            "ipMode Proxy load balancers send their traffic to the NodePort"
+        );
+        assert_eq!(
+            e.source_ranges,
+            ["203.0.113.0/24".parse::<Ipv4Net>().unwrap()]
+        );
+        assert_eq!(e.health_check_node_port, Some(32000));
+        assert!(ports[0].externally_accessible());
+
+        // Only a LoadBalancer with a Local external policy serves a health check.
+        s.spec.as_mut().unwrap().external_traffic_policy = Some("Cluster".into());
+        assert_eq!(service_ports(&s).0[0].health_check_node_port(), None);
+    }
+
+    #[test]
+    fn endpoint_hints_are_read() {
+        use k8s_openapi::api::discovery::v1::{EndpointHints, ForNode, ForZone};
+        let mut hinted = ep("10.244.1.5", None, None, Some("n1"));
+        hinted.hints = Some(EndpointHints {
+            for_zones: Some(vec![ForZone {
+                name: "zone-a".into(),
+            }]),
+            for_nodes: Some(vec![ForNode { name: "n1".into() }]),
+        });
+        let s = slice(
+            "web-1",
+            "IPv4",
+            vec![eport("http", 8080)],
+            vec![hinted, ep("10.244.2.5", None, None, None)],
+        );
+        let (eps, _) = slice_endpoints(&s);
+        assert_eq!(eps[0].1.zone_hints(), ["zone-a"]);
+        assert_eq!(eps[0].1.node_hints(), ["n1"]);
+        assert!(eps[1].1.hints.is_none());
+        assert!(eps[1].1.zone_hints().is_empty());
     }
 
     #[test]

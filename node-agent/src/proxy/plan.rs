@@ -2,13 +2,20 @@
 //! iptables-mode shape, under our own `NC-` chains. Pure.
 //!
 //! Packet paths (nat): PREROUTING/OUTPUT → NC-SERVICES → (NC-SVCS-<a.b.c>, one
-//! per ClusterIP /24) → NC-SVC/NC-SVL-<hash> (cluster / node-local endpoints,
-//! random spread, ClientIP affinity) → NC-SEP-<hash> (DNAT); NodePorts go
-//! NC-SERVICES → NC-NODEPORTS → NC-EXT-<hash> → NC-SVC/NC-SVL. Masquerade is a
-//! mark set in NC-MARK-MASQ and acted on in NC-POSTROUTING. In filter,
-//! NC-SERVICES and NC-EXTERNAL-SERVICES reject (no endpoints) or drop (no local
-//! endpoints for a Local policy) new connections; NC-FORWARD lets marked and
-//! established service traffic through a default-drop FORWARD.
+//! per /24 of ClusterIPs, external IPs and load balancer IPs) → NC-SVC/NC-SVL-<hash>
+//! (cluster / node-local endpoints, random spread, ClientIP affinity) →
+//! NC-SEP-<hash> (DNAT); NodePorts go NC-SERVICES → NC-NODEPORTS →
+//! NC-EXT-<hash> → NC-SVC/NC-SVL, external IPs straight to NC-EXT, load
+//! balancer IPs to NC-EXT or, with source ranges, through NC-FW-<hash> first.
+//! Masquerade is a mark set in NC-MARK-MASQ and acted on in NC-POSTROUTING. In
+//! filter, NC-SERVICES and NC-EXTERNAL-SERVICES reject (no endpoints) or drop
+//! (no local endpoints for a Local policy) new connections; NC-PROXY-FIREWALL
+//! drops load balancer traffic NC-FW did not let through; NC-NODEPORTS accepts
+//! health check node ports; NC-FORWARD lets marked and established service
+//! traffic through a default-drop FORWARD.
+//!
+//! Endpoints are chosen as kube-proxy's CategorizeEndpoints does, topology
+//! hints included (see [`categorize`]).
 //!
 //! Chain names hash the service port exactly as kube-proxy does (so NC-SVC-X
 //! and KUBE-SVC-X name the same service port), within iptables' 28 characters.
@@ -35,6 +42,8 @@ pub const NODEPORTS: &str = "NC-NODEPORTS";
 pub const POSTROUTING: &str = "NC-POSTROUTING";
 pub const MARK_MASQ: &str = "NC-MARK-MASQ";
 pub const EXTERNAL_SERVICES: &str = "NC-EXTERNAL-SERVICES";
+/// filter: drops load balancer traffic from sources outside loadBalancerSourceRanges.
+pub const PROXY_FIREWALL: &str = "NC-PROXY-FIREWALL";
 pub const FORWARD: &str = "NC-FORWARD";
 /// Holds one rule in both tables; when it or its rule is gone, someone flushed
 /// the tables behind our back (an empty chain would survive `iptables -F`).
@@ -114,9 +123,16 @@ struct PlannedPort {
     /// Its dispatch chain's key (0.0.0.0/0 for linear dispatch).
     prefix: Ipv4Net,
     cluster_ip: Option<String>,
+    /// External and load balancer IP captures, with their dispatch chain's key.
+    external: Vec<(Ipv4Net, String)>,
     node_port: Option<String>,
     filter_cluster_ip: Option<String>,
-    filter_node_port: Option<String>,
+    /// Reject/drop of the NodePort, external and load balancer IPs.
+    filter_external: Vec<String>,
+    /// Drops of load balancer traffic NC-FW did not let through.
+    firewall: Vec<String>,
+    /// Accepts the health check node port.
+    health_check: Option<String>,
 }
 
 /// Which shared chains an update must rebuild.
@@ -126,6 +142,8 @@ struct Dirty {
     node_ports: bool,
     filter_services: bool,
     filter_external: bool,
+    firewall: bool,
+    health_checks: bool,
 }
 
 impl Dirty {
@@ -133,9 +151,12 @@ impl Dirty {
         if port.cluster_ip.is_some() {
             self.prefixes.insert(port.prefix);
         }
+        self.prefixes.extend(port.external.iter().map(|(p, _)| *p));
         self.node_ports |= port.node_port.is_some();
         self.filter_services |= port.filter_cluster_ip.is_some();
-        self.filter_external |= port.filter_node_port.is_some();
+        self.filter_external |= !port.filter_external.is_empty();
+        self.firewall |= !port.firewall.is_empty();
+        self.health_checks |= port.health_check.is_some();
     }
 }
 
@@ -213,11 +234,17 @@ impl PlanState {
                 .filter_map(|p| pick(p).clone())
                 .collect()
         };
+        let collect_all = |pick: fn(&PlannedPort) -> &Vec<String>| -> Vec<String> {
+            self.ports.values().flat_map(|p| pick(p).clone()).collect()
+        };
         let node_ports = (everything || dirty.node_ports).then(|| collect(|p| &p.node_port));
         let filter_services =
             (everything || dirty.filter_services).then(|| collect(|p| &p.filter_cluster_ip));
         let filter_external =
-            (everything || dirty.filter_external).then(|| collect(|p| &p.filter_node_port));
+            (everything || dirty.filter_external).then(|| collect_all(|p| &p.filter_external));
+        let firewall = (everything || dirty.firewall).then(|| collect_all(|p| &p.firewall));
+        let health_checks =
+            (everything || dirty.health_checks).then(|| collect(|p| &p.health_check));
         if let Some(rules) = node_ports {
             self.set_chain(Table::Nat, NODEPORTS, Some(rules));
         }
@@ -226,6 +253,12 @@ impl PlanState {
         }
         if let Some(rules) = filter_external {
             self.set_chain(Table::Filter, EXTERNAL_SERVICES, Some(rules));
+        }
+        if let Some(rules) = firewall {
+            self.set_chain(Table::Filter, PROXY_FIREWALL, Some(rules));
+        }
+        if let Some(rules) = health_checks {
+            self.set_chain(Table::Filter, NODEPORTS, Some(rules));
         }
         if everything {
             self.set_fixed_chains();
@@ -254,7 +287,7 @@ impl PlanState {
         };
         self.planned += 1;
         let endpoints = model.endpoints.get(&name).map(Vec::as_slice).unwrap_or(&[]);
-        let rules = service_rules(svc, endpoints, &node.name, cfg, !self.large);
+        let rules = service_rules(svc, endpoints, node, cfg, !self.large);
         // Service chains are all in nat; a name taken means a hash collision.
         if let Some(taken) = rules
             .chains
@@ -269,6 +302,10 @@ impl PlanState {
             self.collisions.insert(name, skip);
             return;
         }
+        let dispatch_key = |ip: Ipv4Addr| match cfg.dispatch {
+            Dispatch::Linear => Ipv4Net::default(),
+            Dispatch::ByPrefix24 => prefix24(ip),
+        };
         let planned = PlannedPort {
             chains: rules.chains.keys().cloned().collect(),
             endpoint_chains: rules
@@ -276,14 +313,18 @@ impl PlanState {
                 .keys()
                 .filter(|c| c.starts_with("NC-SEP-"))
                 .count(),
-            prefix: match cfg.dispatch {
-                Dispatch::Linear => Ipv4Net::default(),
-                Dispatch::ByPrefix24 => prefix24(svc.cluster_ip),
-            },
+            prefix: dispatch_key(svc.cluster_ip),
             cluster_ip: rules.cluster_ip,
+            external: rules
+                .external
+                .into_iter()
+                .map(|(ip, rule)| (dispatch_key(ip), rule))
+                .collect(),
             node_port: rules.node_port,
             filter_cluster_ip: rules.filter_cluster_ip,
-            filter_node_port: rules.filter_node_port,
+            filter_external: rules.filter_external,
+            firewall: rules.firewall,
+            health_check: rules.health_check,
         };
         dirty.add(&planned);
         self.endpoints += planned.endpoint_chains;
@@ -312,7 +353,10 @@ impl PlanState {
                 for prefix in std::mem::take(&mut self.prefixes) {
                     self.set_chain(Table::Nat, &prefix_chain(prefix), None);
                 }
-                services.extend(self.ports.values().filter_map(|p| p.cluster_ip.clone()));
+                for port in self.ports.values() {
+                    services.extend(port.cluster_ip.clone());
+                    services.extend(port.external.iter().map(|(_, rule)| rule.clone()));
+                }
             }
             Dispatch::ByPrefix24 => {
                 let mut chains: BTreeMap<Ipv4Net, Vec<String>> = if everything {
@@ -320,10 +364,16 @@ impl PlanState {
                 } else {
                     dirty.iter().map(|p| (*p, Vec::new())).collect()
                 };
+                let wanted = |prefix: &Ipv4Net| everything || dirty.contains(prefix);
                 for port in self.ports.values() {
                     if let Some(rule) = &port.cluster_ip {
-                        if everything || dirty.contains(&port.prefix) {
+                        if wanted(&port.prefix) {
                             chains.entry(port.prefix).or_default().push(rule.clone());
+                        }
+                    }
+                    for (prefix, rule) in &port.external {
+                        if wanted(prefix) {
+                            chains.entry(*prefix).or_default().push(rule.clone());
                         }
                     }
                 }
@@ -416,8 +466,15 @@ impl PlanState {
             EXTERNAL_SERVICES,
         );
         let service = new_conn("nodeconfig service portals", SERVICES);
+        let firewall = new_conn("nodeconfig load balancer firewall", PROXY_FIREWALL);
+        let health_checks = RuleSpec::new()
+            .comment("nodeconfig health check service ports")
+            .jump(NODEPORTS);
         let filter = &mut self.rules.filter.jumps;
-        filter.insert("INPUT".into(), vec![external.clone()]);
+        filter.insert(
+            "INPUT".into(),
+            vec![external.clone(), health_checks, firewall.clone()],
+        );
         filter.insert(
             "FORWARD".into(),
             vec![
@@ -426,9 +483,10 @@ impl PlanState {
                     .jump(FORWARD),
                 service.clone(),
                 external,
+                firewall.clone(),
             ],
         );
-        filter.insert("OUTPUT".into(), vec![service]);
+        filter.insert("OUTPUT".into(), vec![service, firewall]);
     }
 
     /// Sets (or with `None` removes) one chain, remembering what it held when
@@ -538,22 +596,29 @@ fn node_port_dispatch(node: &NodeInfo, cfg: &ProxyConfig) -> Vec<String> {
 /// The rules one service port contributes, before they are placed.
 #[derive(Default)]
 struct ServiceRules {
-    /// Its own nat chains (SVC, SVL, EXT, SEPs).
+    /// Its own nat chains (SVC, SVL, EXT, FW, SEPs).
     chains: BTreeMap<String, Vec<String>>,
     /// The ClusterIP capture rule for the dispatch chain.
     cluster_ip: Option<String>,
+    /// External and load balancer IP capture rules, by destination, for the dispatch chains.
+    external: Vec<(Ipv4Addr, String)>,
     /// The NC-NODEPORTS rule.
     node_port: Option<String>,
     /// Reject/drop of the ClusterIP (filter NC-SERVICES).
     filter_cluster_ip: Option<String>,
-    /// Reject/drop of the NodePort (filter NC-EXTERNAL-SERVICES).
-    filter_node_port: Option<String>,
+    /// Reject/drop of the NodePort, external and load balancer IPs (filter NC-EXTERNAL-SERVICES).
+    filter_external: Vec<String>,
+    /// Drops in filter NC-PROXY-FIREWALL.
+    firewall: Vec<String>,
+    /// The health check node port's accept in filter NC-NODEPORTS.
+    health_check: Option<String>,
 }
 
 /// Which endpoints get traffic, as kube-proxy's CategorizeEndpoints decides:
 /// ready ones; only when none is ready anywhere, serving-but-terminating ones
 /// (so connections drain through a rollout instead of failing); Local policies
-/// see this node's endpoints only.
+/// see this node's endpoints only; Cluster policies follow the topology hints
+/// when [`topology`] says they apply.
 struct Categorized<'a> {
     cluster: Vec<&'a Endpoint>,
     local: Vec<&'a Endpoint>,
@@ -563,42 +628,96 @@ struct Categorized<'a> {
     any: bool,
 }
 
-fn categorize<'a>(svc: &ServicePort, endpoints: &'a [Endpoint], node: &str) -> Categorized<'a> {
-    let usable = |ready: bool| {
-        move |e: &&'a Endpoint| {
-            if ready {
-                e.ready
-            } else {
-                e.serving && e.terminating
-            }
-        }
-    };
-    let is_local = |e: &&Endpoint| e.node_name.as_deref() == Some(node);
-    let pick = |local_only: bool| -> Vec<&'a Endpoint> {
-        let scope = |e: &&'a Endpoint| !local_only || is_local(e);
-        let ready: Vec<_> = endpoints
-            .iter()
-            .filter(scope)
-            .filter(usable(true))
-            .collect();
-        if !ready.is_empty() {
-            return ready;
-        }
-        endpoints
-            .iter()
-            .filter(scope)
-            .filter(usable(false))
-            .collect()
-    };
+/// Which hints narrow the Cluster-policy endpoints (kube-proxy's topology modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Topology {
+    /// No hints apply: every endpoint.
+    All,
+    /// Only endpoints hinted for this node (`forNodes`, trafficDistribution PreferSameNode).
+    SameNode,
+    /// Only endpoints hinted for this node's zone (`forZones`, PreferSameZone/PreferClose).
+    SameZone,
+}
+
+/// The hints apply only when every ready endpoint carries them and one of
+/// them is for this node (node hints) or its zone (zone hints); node hints win.
+/// Otherwise all endpoints take traffic, so a half-hinted or foreign-zone slice
+/// never blackholes a Service.
+fn topology(endpoints: &[Endpoint], node: &NodeInfo) -> Topology {
+    let zone = node.zone.as_deref().unwrap_or_default();
+    let mut ready = endpoints.iter().filter(|e| e.ready).peekable();
+    if ready.peek().is_none() {
+        return Topology::All;
+    }
+    let (mut all_nodes, mut for_node, mut all_zones, mut for_zone) = (true, false, true, false);
+    for e in ready {
+        let (nodes, zones) = (e.node_hints(), e.zone_hints());
+        all_nodes &= !nodes.is_empty();
+        for_node |= nodes.contains(&node.name);
+        all_zones &= !zones.is_empty();
+        for_zone |= zones.iter().any(|z| z == zone);
+    }
+    if all_nodes && for_node {
+        Topology::SameNode
+    } else if all_zones && for_zone {
+        Topology::SameZone
+    } else {
+        Topology::All
+    }
+}
+
+fn categorize<'a>(
+    svc: &ServicePort,
+    endpoints: &'a [Endpoint],
+    node: &NodeInfo,
+) -> Categorized<'a> {
+    let is_local = |e: &&Endpoint| e.node_name.as_deref() == Some(node.name.as_str());
+    let serving_terminating = |e: &&Endpoint| e.serving && e.terminating;
     let uses_cluster = svc.internal_policy == TrafficPolicy::Cluster || svc.externally_accessible();
     let uses_local = svc.internal_policy == TrafficPolicy::Local
         || (svc.externally_accessible() && svc.external_policy == TrafficPolicy::Local);
     let cluster = if uses_cluster {
-        pick(false)
+        let topology = topology(endpoints, node);
+        let in_topology = |e: &&Endpoint| match topology {
+            Topology::All => true,
+            Topology::SameNode => e.node_hints().contains(&node.name),
+            Topology::SameZone => {
+                let zone = node.zone.as_deref().unwrap_or_default();
+                e.zone_hints().iter().any(|z| z == zone)
+            }
+        };
+        let ready: Vec<_> = endpoints
+            .iter()
+            .filter(|e| e.ready)
+            .filter(in_topology)
+            .collect();
+        if ready.is_empty() {
+            // No ready endpoint anywhere (a topology is only chosen with one in it).
+            endpoints.iter().filter(serving_terminating).collect()
+        } else {
+            ready
+        }
     } else {
         Vec::new()
     };
-    let local = if uses_local { pick(true) } else { Vec::new() };
+    let local = if uses_local {
+        let ready: Vec<_> = endpoints
+            .iter()
+            .filter(is_local)
+            .filter(|e| e.ready)
+            .collect();
+        if ready.is_empty() {
+            endpoints
+                .iter()
+                .filter(is_local)
+                .filter(serving_terminating)
+                .collect()
+        } else {
+            ready
+        }
+    } else {
+        Vec::new()
+    };
     let any = endpoints
         .iter()
         .any(|e| e.ready || (e.serving && e.terminating));
@@ -616,7 +735,7 @@ fn categorize<'a>(svc: &ServicePort, endpoints: &'a [Endpoint], node: &str) -> C
 fn service_rules(
     svc: &ServicePort,
     endpoints: &[Endpoint],
-    node: &str,
+    node: &NodeInfo,
     cfg: &ProxyConfig,
     endpoint_comments: bool,
 ) -> ServiceRules {
@@ -626,6 +745,7 @@ fn service_rules(
     let svc_chain = service_chain("SVC", name);
     let svl_chain = service_chain("SVL", name);
     let ext_chain = service_chain("EXT", name);
+    let fw_chain = service_chain("FW", name);
     let eps = categorize(svc, endpoints, node);
 
     let internal_local = svc.internal_policy == TrafficPolicy::Local;
@@ -692,7 +812,7 @@ fn service_rules(
             );
         }
         if let Some((target, comment)) = &external_block {
-            out.filter_node_port = Some(
+            out.filter_external.push(
                 RuleSpec::new()
                     .protocol(proto)
                     .comment(comment)
@@ -701,6 +821,91 @@ fn service_rules(
                     .jump(target),
             );
         }
+    }
+
+    // External IPs go to the EXT chain, as NodePorts do.
+    let to_address = |ip: Ipv4Addr, comment: &str| {
+        RuleSpec::new()
+            .destination_ip(ip)
+            .protocol(proto)
+            .comment(comment)
+            .dport(svc.port)
+    };
+    for &ip in svc.external_ips() {
+        if eps.any {
+            out.external.push((
+                ip,
+                to_address(ip, &format!("{label} external IP")).jump(&ext_chain),
+            ));
+        }
+        if let Some((target, comment)) = &external_block {
+            out.filter_external
+                .push(to_address(ip, comment).jump(target));
+        }
+    }
+
+    // Load balancer IPs go to the EXT chain too, or first through the FW chain
+    // when loadBalancerSourceRanges limit who may use them: what it does not
+    // let through keeps its destination and is dropped in filter
+    // NC-PROXY-FIREWALL. (NodePorts are not limited by the ranges, as in kube-proxy.)
+    let lb_ips = svc.load_balancer_ips();
+    let uses_firewall = eps.any && !lb_ips.is_empty() && !svc.source_ranges().is_empty();
+    let lb_chain = if uses_firewall { &fw_chain } else { &ext_chain };
+    for &ip in lb_ips {
+        if eps.any {
+            out.external.push((
+                ip,
+                to_address(ip, &format!("{label} loadbalancer IP")).jump(lb_chain),
+            ));
+        }
+        if uses_firewall {
+            out.firewall.push(
+                to_address(ip, &format!("{label} traffic not accepted by {fw_chain}")).jump("DROP"),
+            );
+        }
+    }
+    if let Some((target, comment)) = &external_block {
+        for &ip in lb_ips {
+            out.filter_external
+                .push(to_address(ip, comment).jump(target));
+        }
+    }
+    if uses_firewall {
+        let allow = |source: Ipv4Net| {
+            RuleSpec::new()
+                .source(source)
+                .comment(&format!("{label} loadbalancer IP"))
+                .jump(&ext_chain)
+        };
+        let mut fw: Vec<String> = svc.source_ranges().iter().map(|&net| allow(net)).collect();
+        // A VIP often is a local address of the node too; the node's own
+        // requests to it then come from the VIP itself.
+        let node_allowed = svc
+            .source_ranges()
+            .iter()
+            .any(|net| node.ips.iter().any(|ip| net.contains(ip)));
+        if node_allowed {
+            fw.extend(lb_ips.iter().map(|&ip| allow(Ipv4Net::from(ip))));
+        }
+        fw.push(
+            RuleSpec::new()
+                .comment(&format!(
+                    "other traffic to {label} will be dropped by {PROXY_FIREWALL}"
+                ))
+                .no_target(),
+        );
+        out.chains.insert(fw_chain.clone(), fw);
+    }
+
+    // The health check node port is open whether or not there are local endpoints.
+    if let Some(port) = svc.health_check_node_port() {
+        out.health_check = Some(
+            RuleSpec::new()
+                .protocol(Protocol::Tcp)
+                .comment(&format!("{label} health check node port"))
+                .dport(port)
+                .jump("ACCEPT"),
+        );
     }
 
     // Masquerade ClusterIP traffic that may leave the node with a source the

@@ -175,7 +175,18 @@ impl RuleSpec {
 
     /// Finishes the rule with `-j <target>` (target text may carry target options).
     pub fn jump(self, target: &str) -> String {
-        let mut out = String::with_capacity(self.matches.len() + target.len() + 64);
+        self.finish(Some(target))
+    }
+
+    /// Finishes the rule without a target: it only counts (or, with a
+    /// comment, tells a reader what happens next).
+    pub fn no_target(self) -> String {
+        self.finish(None)
+    }
+
+    fn finish(self, target: Option<&str>) -> String {
+        let target_len = target.map_or(0, str::len);
+        let mut out = String::with_capacity(self.matches.len() + target_len + 64);
         if let Some((negated, net)) = self.source {
             if negated {
                 out.push_str("! ");
@@ -188,12 +199,21 @@ impl RuleSpec {
         if let Some(p) = self.protocol {
             let _ = write!(out, "-p {} ", p.iptables_name());
         }
-        if !self.matches.is_empty() {
-            out.push_str(&self.matches);
-            out.push(' ');
+        out.push_str(&self.matches);
+        match target {
+            Some(target) => {
+                if !self.matches.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str("-j ");
+                out.push_str(target);
+            }
+            None => {
+                if out.ends_with(' ') {
+                    out.pop();
+                }
+            }
         }
-        out.push_str("-j ");
-        out.push_str(target);
         out
     }
 }

@@ -17,6 +17,10 @@
 //!   its node's), through the host's `iptables-restore`.
 //! - **Malformed objects** are warned about once per object and reason, and
 //!   counted once; a fixed and broken-again object warns again.
+//! - **Its own Node** is watched for its `topology.kubernetes.io/zone` label
+//!   (zone hints); a new zone replans every service port.
+//! - **Health check node ports** of `externalTrafficPolicy: Local` load
+//!   balancers are served after each successful sync ([`HealthServers`]).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -36,7 +40,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::locked::Locked;
 use crate::proxy::conntrack::stale_flows;
+use crate::proxy::health_server::HealthServers;
 use crate::proxy::inputs::Kind;
+use crate::proxy::service_health::health_checks;
 use crate::proxy::{
     Conntrack, FullSyncReason, IptablesCommand, NodeInfo, Proxier, ProxyConfig, ProxyError,
     ProxyInputs, Scheduler, Skip, SyncReport, Table, UdpServices,
@@ -52,6 +58,8 @@ pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-t
 const HEALTH_NAME: &str = "proxy";
 /// The loop wakes at least this often to beat its heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(30);
+/// The Node label whose value zone hints name.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// Changes seen by the watches and not yet handed to a sync.
 #[derive(Default)]
@@ -111,6 +119,7 @@ struct Running {
     /// Triggers of the changes the next sync covers.
     triggers: Vec<SystemTime>,
     failed_syncs: u64,
+    health_checks: HealthServers,
 }
 
 impl ProxyLoop {
@@ -142,6 +151,14 @@ impl ProxyLoop {
             ),
         );
 
+        let (zone_tx, mut zone) = watch::channel(None);
+        let _zone_watch = watch_zone(
+            Api::all(self.client.clone()),
+            self.node_name.clone(),
+            zone_tx,
+            cancel.clone(),
+        );
+
         let mut config = self.config.clone();
         let mut tick = tokio::time::interval(HEARTBEAT);
         // The first settings.
@@ -163,6 +180,7 @@ impl ProxyLoop {
                     Some(IpAddr::V4(ip)) => vec![ip],
                     _ => Vec::<Ipv4Addr>::new(),
                 },
+                zone: None,
             },
             spec: None,
             cfg: ProxyConfig::default(),
@@ -172,6 +190,7 @@ impl ProxyLoop {
             warned: BTreeSet::new(),
             triggers: Vec::new(),
             failed_syncs: 0,
+            health_checks: HealthServers::new(self.health.clone(), HEALTH_NAME),
         };
         self.apply_settings(&mut running, spec);
         self.publish(|r| {
@@ -205,6 +224,12 @@ impl ProxyLoop {
             if let Some(spec) = spec {
                 self.apply_settings(&mut running, spec);
             }
+            let node_zone = zone.borrow_and_update().clone();
+            if running.node.zone != node_zone {
+                tracing::info!(zone = ?node_zone, "the node's zone changed; every service port is planned again");
+                running.node.zone = node_zone;
+                running.sched.changed(now);
+            }
             let pending = changes.take();
             if let Some(seen) = pending.seen {
                 running.sched.changed(seen);
@@ -224,6 +249,7 @@ impl ProxyLoop {
                 _ = changes.notify.notified() => {}
                 _ = tick.tick() => {}
                 r = config.changed() => if r.is_err() { return },
+                r = zone.changed() => if r.is_err() { return },
             }
         }
     }
@@ -276,7 +302,7 @@ impl ProxyLoop {
             .proxier
             .take()
             .unwrap_or_else(|| Proxier::new(IptablesCommand::new()));
-        let inputs = inputs.clone();
+        let shared = inputs.clone();
         let (node, cfg, old_udp) = (
             running.node.clone(),
             running.cfg.clone(),
@@ -284,7 +310,7 @@ impl ProxyLoop {
         );
         let joined = tokio::task::spawn_blocking(move || {
             // The watches wait only while the changes are planned, not during the restore.
-            let planned = proxier.plan(&mut inputs.locked(), &node, &cfg, full);
+            let planned = proxier.plan(&mut shared.locked(), &node, &cfg, full);
             let result = proxier.apply(planned);
             let conntrack = match (&result, old_udp) {
                 (Ok(report), Some(old)) if cfg.enabled => delete_stale_flows(&old, &report.udp),
@@ -324,6 +350,7 @@ impl ProxyLoop {
                     (None, true) => ProxyState::Synced,
                     (None, false) => ProxyState::Disabled,
                 };
+                self.serve_health_checks(running, inputs).await;
                 let enabled = running.cfg.enabled;
                 let (services, endpoints, rules) = if running.cfg.enabled {
                     (report.service_ports, report.endpoints, report.rules)
@@ -356,6 +383,34 @@ impl ProxyLoop {
                 });
             }
         }
+    }
+
+    /// Opens, updates and closes the health check node ports after a successful sync.
+    async fn serve_health_checks(&self, running: &mut Running, inputs: &Arc<Mutex<ProxyInputs>>) {
+        let checks = if running.cfg.enabled {
+            health_checks(inputs.locked().model(), &running.node.name)
+        } else {
+            Default::default()
+        };
+        // As kube-proxy: every address, or the node's addresses within nodePortAddresses.
+        let addresses: Vec<IpAddr> = if running.cfg.node_port_addresses.is_empty() {
+            vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
+        } else {
+            running
+                .node
+                .ips
+                .iter()
+                .filter(|ip| {
+                    running
+                        .cfg
+                        .node_port_addresses
+                        .iter()
+                        .any(|n| n.contains(*ip))
+                })
+                .map(|ip| IpAddr::V4(*ip))
+                .collect()
+        };
+        running.health_checks.sync(checks, &addresses).await;
     }
 
     fn observe_success(
@@ -469,6 +524,46 @@ fn delete_stale_flows(old: &UdpServices, new: &UdpServices) -> u64 {
         }
     }
     failures
+}
+
+/// A task that watches this node's Node and sends its zone label; the handle
+/// stops the task when dropped. (kube-proxy watches its Node the same way.)
+fn watch_zone(
+    api: Api<Node>,
+    node: String,
+    zone: watch::Sender<Option<String>>,
+    cancel: CancellationToken,
+) -> DropGuard {
+    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+    let stream = watcher(api, config).default_backoff().applied_objects();
+    DropGuard(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut failing = false;
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                event = stream.next() => event,
+            };
+            match event {
+                None => return,
+                Some(Err(err)) => {
+                    if !failing {
+                        tracing::warn!(%node, error = %err, "watching the node's zone failed; retrying with backoff");
+                    }
+                    failing = true;
+                }
+                Some(Ok(obj)) => {
+                    failing = false;
+                    let label = obj.labels().get(ZONE_LABEL).cloned();
+                    zone.send_if_modified(|z| {
+                        let changed = *z != label;
+                        *z = label;
+                        changed
+                    });
+                }
+            }
+        }
+    }))
 }
 
 /// How a watched kind enters the [`ProxyInputs`].

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::proxy::iptables::undeclared_targets;
-use crate::proxy::model::Protocol;
+use crate::proxy::model::{ExternalAccess, Hints, Protocol};
 use crate::proxy::ruleset::TableRules;
 
 const NODE: &str = "node-a";
@@ -33,6 +33,7 @@ fn svc(svc_name: &str, ip: &str) -> ServicePort {
         affinity_seconds: None,
         internal_policy: TrafficPolicy::Cluster,
         external_policy: TrafficPolicy::Cluster,
+        external: None,
     }
 }
 
@@ -44,6 +45,7 @@ fn ep(ip: &str) -> Endpoint {
         serving: true,
         terminating: false,
         node_name: None,
+        hints: None,
     }
 }
 
@@ -79,6 +81,7 @@ fn node() -> NodeInfo {
     NodeInfo {
         name: NODE.into(),
         ips: vec!["192.168.1.10".parse().unwrap(), "10.0.0.5".parse().unwrap()],
+        zone: None,
     }
 }
 
@@ -430,6 +433,243 @@ fn external_traffic_policy_local_keeps_client_ips() {
     assert!(filter(&p, SERVICES).is_empty());
 }
 
+fn external(s: &mut ServicePort) -> &mut ExternalAccess {
+    s.external.get_or_insert_with(Box::default)
+}
+
+fn ext_chain(s: &str) -> String {
+    service_chain("EXT", &name(s, "http"))
+}
+
+fn fw_chain(s: &str) -> String {
+    service_chain("FW", &name(s, "http"))
+}
+
+#[test]
+fn external_ips_go_through_the_external_chain() {
+    let mut s = svc("web", "10.96.0.10");
+    external(&mut s).external_ips = vec!["192.168.5.7".parse().unwrap()];
+    let p = plan_one(s.clone(), vec![ep("10.244.1.5")], &cfg());
+    let ext = ext_chain("web");
+    assert_eq!(
+        nat(&p, "NC-SVCS-192.168.5"),
+        [format!("-d 192.168.5.7/32 -p tcp -m comment --comment \"default/web:http external IP\" -m tcp --dport 80 -j {ext}")]
+    );
+    let services = nat(&p, SERVICES);
+    let at = services
+        .iter()
+        .position(|r| r.ends_with("-j NC-SVCS-192.168.5"))
+        .expect("a dispatch rule for the external IP's /24");
+    assert!(at < services.len() - 1, "before the NodePort tail rule");
+    assert_eq!(
+        nat(&p, &ext),
+        [
+            format!("-m comment --comment \"masquerade traffic for default/web:http external destinations\" -j {MARK_MASQ}"),
+            format!("-j {}", svc_chain("web")),
+        ]
+    );
+    assert!(filter(&p, EXTERNAL_SERVICES).is_empty());
+
+    // Without endpoints the external IP is refused, as the ClusterIP is.
+    let p = plan_one(s.clone(), vec![], &cfg());
+    assert!(!p.rules.nat.chains.contains_key("NC-SVCS-192.168.5"));
+    assert_eq!(
+        filter(&p, EXTERNAL_SERVICES),
+        ["-d 192.168.5.7/32 -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with tcp-reset"]
+    );
+
+    // Local policy without a local endpoint: captured (for the short-circuits), then dropped.
+    s.external_policy = TrafficPolicy::Local;
+    let p = plan_one(s, vec![on("node-b", ep("10.244.2.1"))], &cfg());
+    assert_eq!(nat(&p, "NC-SVCS-192.168.5").len(), 1);
+    assert!(nat(&p, &ext)
+        .iter()
+        .all(|r| !r.ends_with(&service_chain("SVL", &name("web", "http")))));
+    assert_eq!(
+        filter(&p, EXTERNAL_SERVICES),
+        ["-d 192.168.5.7/32 -p tcp -m comment --comment \"default/web:http has no local endpoints\" -m tcp --dport 80 -j DROP"]
+    );
+}
+
+#[test]
+fn load_balancer_ips_without_source_ranges_go_to_the_external_chain() {
+    let mut s = svc("web", "10.96.0.10");
+    external(&mut s).load_balancer_ips = vec!["192.168.5.9".parse().unwrap()];
+    let p = plan_one(s, vec![ep("10.244.1.5")], &cfg());
+    assert_eq!(
+        nat(&p, "NC-SVCS-192.168.5"),
+        [format!("-d 192.168.5.9/32 -p tcp -m comment --comment \"default/web:http loadbalancer IP\" -m tcp --dport 80 -j {}", ext_chain("web"))]
+    );
+    assert!(!p.rules.nat.chains.contains_key(&fw_chain("web")));
+    assert!(filter(&p, PROXY_FIREWALL).is_empty());
+}
+
+#[test]
+fn load_balancer_source_ranges_let_only_those_sources_through() {
+    let mut s = svc("web", "10.96.0.10");
+    let e = external(&mut s);
+    e.load_balancer_ips = vec!["192.168.5.9".parse().unwrap()];
+    e.source_ranges = vec!["203.0.113.0/24".parse().unwrap()];
+    let (ext, fw) = (ext_chain("web"), fw_chain("web"));
+    let p = plan_one(s.clone(), vec![ep("10.244.1.5")], &cfg());
+    assert!(nat(&p, "NC-SVCS-192.168.5")[0].ends_with(&format!("-j {fw}")));
+    assert_eq!(
+        nat(&p, &fw),
+        [
+            format!("-s 203.0.113.0/24 -m comment --comment \"default/web:http loadbalancer IP\" -j {ext}"),
+            "-m comment --comment \"other traffic to default/web:http will be dropped by NC-PROXY-FIREWALL\"".to_string(),
+        ]
+    );
+    assert_eq!(
+        filter(&p, PROXY_FIREWALL),
+        [format!("-d 192.168.5.9/32 -p tcp -m comment --comment \"default/web:http traffic not accepted by {fw}\" -m tcp --dport 80 -j DROP")]
+    );
+
+    // A range holding the node's address also lets the node reach the VIP
+    // when the VIP is its own (the source is then the VIP).
+    s.external.as_mut().unwrap().source_ranges = vec!["192.168.1.0/24".parse().unwrap()];
+    let p = plan_one(s.clone(), vec![ep("10.244.1.5")], &cfg());
+    assert_eq!(
+        nat(&p, &fw)[..2],
+        [
+            format!("-s 192.168.1.0/24 -m comment --comment \"default/web:http loadbalancer IP\" -j {ext}"),
+            format!("-s 192.168.5.9/32 -m comment --comment \"default/web:http loadbalancer IP\" -j {ext}"),
+        ]
+    );
+
+    // No endpoints: no firewall, the VIP is refused.
+    let p = plan_one(s, vec![], &cfg());
+    assert!(!p.rules.nat.chains.contains_key(&fw));
+    assert!(filter(&p, PROXY_FIREWALL).is_empty());
+    assert!(filter(&p, EXTERNAL_SERVICES)[0].starts_with("-d 192.168.5.9/32 -p tcp"));
+}
+
+#[test]
+fn health_check_node_ports_are_accepted() {
+    let mut s = svc("web", "10.96.0.10");
+    s.node_port = Some(30080);
+    s.external_policy = TrafficPolicy::Local;
+    external(&mut s).health_check_node_port = Some(32000);
+    // Open whether or not this node has an endpoint.
+    for eps in [vec![on(NODE, ep("10.244.1.5"))], vec![]] {
+        let p = plan_one(s.clone(), eps, &cfg());
+        assert_eq!(
+            filter(&p, NODEPORTS),
+            ["-p tcp -m comment --comment \"default/web:http health check node port\" -m tcp --dport 32000 -j ACCEPT"]
+        );
+    }
+    assert!(filter(
+        &plan_one(svc("web", "10.96.0.10"), vec![], &cfg()),
+        NODEPORTS
+    )
+    .is_empty());
+}
+
+fn hinted(mut e: Endpoint, zones: &[&str], nodes: &[&str]) -> Endpoint {
+    e.hints = Some(std::sync::Arc::new(Hints {
+        zones: zones.iter().map(|z| z.to_string()).collect(),
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+    }));
+    e
+}
+
+/// The endpoints NC-SVC-web spreads over, for a node in `zone`.
+fn cluster_endpoints(eps: Vec<Endpoint>, zone: Option<&str>) -> Vec<String> {
+    let node = NodeInfo {
+        zone: zone.map(String::from),
+        ..node()
+    };
+    let p = plan(&model(vec![(svc("web", "10.96.0.10"), eps)]), &node, &cfg());
+    let Some(rules) = p.rules.nat.chains.get(&svc_chain("web")) else {
+        return Vec::new();
+    };
+    rules
+        .iter()
+        .filter_map(|r| r.split(" -> ").nth(1))
+        .filter_map(|r| r.split(':').next())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn zone_hints_keep_traffic_in_the_nodes_zone() {
+    let a = hinted(ep("10.244.1.1"), &["zone-a"], &[]);
+    let b = hinted(ep("10.244.2.1"), &["zone-b"], &[]);
+    let both = hinted(ep("10.244.3.1"), &["zone-a", "zone-b"], &[]);
+    assert_eq!(
+        cluster_endpoints(vec![a.clone(), b.clone(), both.clone()], Some("zone-a")),
+        ["10.244.1.1", "10.244.3.1"]
+    );
+    assert_eq!(
+        cluster_endpoints(vec![a.clone(), b.clone()], Some("zone-b")),
+        ["10.244.2.1"]
+    );
+    // No hint for this zone, or a node without a zone: every endpoint.
+    assert_eq!(
+        cluster_endpoints(vec![a.clone(), b.clone()], Some("zone-c")),
+        ["10.244.1.1", "10.244.2.1"]
+    );
+    assert_eq!(
+        cluster_endpoints(vec![a.clone(), b.clone()], None),
+        ["10.244.1.1", "10.244.2.1"]
+    );
+    // One ready endpoint without hints: the hints are not used.
+    assert_eq!(
+        cluster_endpoints(vec![a.clone(), b.clone(), ep("10.244.4.1")], Some("zone-a")),
+        ["10.244.1.1", "10.244.2.1", "10.244.4.1"]
+    );
+    // ...but a not-ready one without hints does not count.
+    let mut not_ready = ep("10.244.4.1");
+    not_ready.ready = false;
+    assert_eq!(
+        cluster_endpoints(vec![a.clone(), b.clone(), not_ready], Some("zone-a")),
+        ["10.244.1.1"]
+    );
+}
+
+#[test]
+fn node_hints_win_over_zone_hints() {
+    let mine = hinted(ep("10.244.1.1"), &["zone-a"], &[NODE]);
+    let other = hinted(ep("10.244.1.2"), &["zone-a"], &["node-b"]);
+    assert_eq!(
+        cluster_endpoints(vec![mine.clone(), other.clone()], Some("zone-a")),
+        ["10.244.1.1"]
+    );
+    // Node hints for other nodes only: the zone hints apply.
+    let third = hinted(ep("10.244.2.1"), &["zone-b"], &["node-c"]);
+    assert_eq!(
+        cluster_endpoints(vec![other.clone(), third], Some("zone-a")),
+        ["10.244.1.2"]
+    );
+}
+
+#[test]
+fn hints_leave_local_policies_and_terminating_fallbacks_alone() {
+    // Only terminating endpoints: they all serve, hints or not.
+    let a = terminating(hinted(ep("10.244.1.1"), &["zone-a"], &[]), true);
+    let b = terminating(hinted(ep("10.244.2.1"), &["zone-b"], &[]), true);
+    assert_eq!(
+        cluster_endpoints(vec![a, b], Some("zone-a")),
+        ["10.244.1.1", "10.244.2.1"]
+    );
+    // internalTrafficPolicy Local takes this node's endpoints, whatever their hints.
+    let mut s = svc("web", "10.96.0.10");
+    s.internal_policy = TrafficPolicy::Local;
+    let node = NodeInfo {
+        zone: Some("zone-a".into()),
+        ..node()
+    };
+    let here = on(NODE, hinted(ep("10.244.1.1"), &["zone-b"], &[]));
+    let there = on("node-b", hinted(ep("10.244.2.1"), &["zone-a"], &[]));
+    let p = plan(&model(vec![(s.clone(), vec![here, there])]), &node, &cfg());
+    let svl = nat(&p, &service_chain("SVL", &s.name));
+    assert!(
+        svl.iter().any(|r| r.contains("-> 10.244.1.1:8080")),
+        "{svl:?}"
+    );
+    assert!(!svl.iter().any(|r| r.contains("10.244.2.1")), "{svl:?}");
+}
+
 #[test]
 fn udp_and_sctp_ports() {
     for (protocol, word) in [(Protocol::Udp, "udp"), (Protocol::Sctp, "sctp")] {
@@ -546,9 +786,9 @@ fn jumps_from_builtin_chains_are_the_only_foreign_rules() {
     assert_eq!(
         jumps(&p.rules.filter),
         BTreeMap::from([
-            ("FORWARD".into(), 3),
-            ("INPUT".into(), 1),
-            ("OUTPUT".into(), 1)
+            ("FORWARD".into(), 4),
+            ("INPUT".into(), 3),
+            ("OUTPUT".into(), 2)
         ])
     );
     assert_eq!(nat(&p, CANARY), [CANARY_RULE]);
@@ -650,6 +890,20 @@ fn odd_names_are_safe_in_comments() {
     );
 }
 
+/// Zone and node hints among this node's and one other's (or none).
+fn arb_hints() -> impl Strategy<Value = Option<std::sync::Arc<Hints>>> {
+    let zones = proptest::sample::subsequence(vec!["zone-a", "zone-b"], 0..=2);
+    let nodes = proptest::sample::subsequence(vec![NODE, "node-b"], 0..=2);
+    proptest::option::of((zones, nodes)).prop_map(|h| {
+        h.map(|(zones, nodes)| {
+            std::sync::Arc::new(Hints {
+                zones: zones.into_iter().map(String::from).collect(),
+                nodes: nodes.into_iter().map(String::from).collect(),
+            })
+        })
+    })
+}
+
 fn arb_endpoint() -> impl Strategy<Value = Endpoint> {
     (
         0u8..4,
@@ -657,17 +911,45 @@ fn arb_endpoint() -> impl Strategy<Value = Endpoint> {
         prop_oneof![Just(8080u16), 1u16..],
         any::<(bool, bool, bool)>(),
         0u8..3,
+        arb_hints(),
     )
         .prop_map(
-            |(c, d, port, (ready, serving, terminating), node)| Endpoint {
+            |(c, d, port, (ready, serving, terminating), node, hints)| Endpoint {
                 ip: std::net::Ipv4Addr::new(10, 244, c, d),
                 port,
                 ready,
                 serving,
                 terminating,
                 node_name: [Some(NODE.into()), Some("node-b".into()), None][node as usize].clone(),
+                hints,
             },
         )
+}
+
+/// External IPs, load balancer IPs (some in this node's /24), source ranges
+/// (one holding the node's address) and a health check port, or none of them.
+fn arb_external() -> impl Strategy<Value = Option<Box<ExternalAccess>>> {
+    let ip = (0u8..2, 1u8..4).prop_map(|(c, d)| std::net::Ipv4Addr::new(192, 168, c, d));
+    let range = prop_oneof![
+        Just("192.168.1.0/24".parse::<Ipv4Net>().unwrap()),
+        Just("203.0.113.0/24".parse::<Ipv4Net>().unwrap()),
+    ];
+    proptest::option::of((
+        proptest::collection::vec(ip.clone(), 0..2),
+        proptest::collection::vec(ip, 0..2),
+        proptest::collection::vec(range, 0..2),
+        proptest::option::of(32000u16..32010),
+    ))
+    .prop_map(|e| {
+        e.map(|(external_ips, load_balancer_ips, source_ranges, health)| {
+            Box::new(ExternalAccess {
+                external_ips,
+                load_balancer_ips,
+                source_ranges,
+                health_check_node_port: health,
+            })
+        })
+    })
 }
 
 fn arb_model() -> impl Strategy<Value = Model> {
@@ -686,9 +968,21 @@ fn arb_model() -> impl Strategy<Value = Model> {
         proptest::option::of(1u32..86400),
         any::<(bool, bool)>(),
         proptest::collection::vec(endpoint, 0..4),
+        arb_external(),
     )
         .prop_map(
-            |(svc_name, port, protocol, (c, d), number, node_port, affinity, (itp, etp), eps)| {
+            |(
+                svc_name,
+                port,
+                protocol,
+                (c, d),
+                number,
+                node_port,
+                affinity,
+                (itp, etp),
+                eps,
+                external,
+            )| {
                 let policy = |local| {
                     if local {
                         TrafficPolicy::Local
@@ -709,6 +1003,7 @@ fn arb_model() -> impl Strategy<Value = Model> {
                     affinity_seconds: affinity,
                     internal_policy: policy(itp),
                     external_policy: policy(etp),
+                    external,
                 };
                 (s, eps)
             },
@@ -773,6 +1068,8 @@ enum Change {
     Policies(usize, bool, bool),
     NodePort(usize, Option<u16>),
     Affinity(usize, Option<u32>),
+    External(usize, Option<Box<ExternalAccess>>),
+    Zone(Option<&'static str>),
     /// New settings: linear dispatch, masquerade all.
     Settings(bool, bool),
     NodeName(bool),
@@ -790,6 +1087,8 @@ fn arb_change() -> impl Strategy<Value = Change> {
         1 => (any::<usize>(), any::<bool>(), any::<bool>()).prop_map(|(i, a, b)| Change::Policies(i, a, b)),
         1 => (any::<usize>(), proptest::option::of(30000u16..30010)).prop_map(|(i, p)| Change::NodePort(i, p)),
         1 => (any::<usize>(), proptest::option::of(1u32..100)).prop_map(|(i, a)| Change::Affinity(i, a)),
+        1 => (any::<usize>(), arb_external()).prop_map(|(i, e)| Change::External(i, e)),
+        1 => proptest::option::of(proptest::sample::select(vec!["zone-a", "zone-b"])).prop_map(Change::Zone),
         1 => (any::<bool>(), any::<bool>()).prop_map(|(l, m)| Change::Settings(l, m)),
         1 => any::<bool>().prop_map(Change::NodeName),
         1 => Just(Change::Forget),
@@ -861,6 +1160,12 @@ fn apply(m: &mut Model, cfg: &mut ProxyConfig, node: &mut NodeInfo, change: Chan
                 m.services.get_mut(&k).unwrap().affinity_seconds = a;
             }
         }
+        Change::External(i, e) => {
+            if let Some(k) = port(m, i) {
+                m.services.get_mut(&k).unwrap().external = e;
+            }
+        }
+        Change::Zone(zone) => node.zone = zone.map(String::from),
         Change::Settings(linear, masquerade_all) => {
             cfg.dispatch = if linear {
                 Dispatch::Linear

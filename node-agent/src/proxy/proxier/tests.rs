@@ -192,6 +192,7 @@ fn node() -> NodeInfo {
     NodeInfo {
         name: "node-a".into(),
         ips: vec!["192.168.1.10".parse().unwrap()],
+        zone: None,
     }
 }
 
