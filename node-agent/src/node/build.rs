@@ -36,6 +36,28 @@ const EVICTION_MEMORY_BYTES: u64 = 100 * 1024 * 1024;
 /// Share of the root filesystem kept out of allocatable: `nodefs.available<10%`.
 const EVICTION_NODEFS_PERCENT: u64 = 10;
 
+/// The node's allocatable CPU, memory and ephemeral storage, as the Node
+/// reports them: capacity less the kubelet's default hard-eviction reserves.
+/// A container's unset limit reads as these in the downward API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocatable {
+    pub milli_cpu: u64,
+    /// Whole KiB, as the Node's `memory` is written.
+    pub memory_bytes: u64,
+    pub ephemeral_storage_bytes: u64,
+}
+
+impl Allocatable {
+    pub fn of(host: &HostFacts) -> Self {
+        Self {
+            milli_cpu: u64::from(host.cpus) * 1000,
+            memory_bytes: host.memory_bytes.saturating_sub(EVICTION_MEMORY_BYTES) / 1024 * 1024,
+            ephemeral_storage_bytes: host.ephemeral_storage_bytes / 100
+                * (100 - EVICTION_NODEFS_PERCENT),
+        }
+    }
+}
+
 /// Taint key prefixes that belong to controllers (node lifecycle, cloud), not to the NodeConfig.
 const SYSTEM_TAINT_PREFIXES: [&str; 2] =
     ["node.kubernetes.io/", "node.cloudprovider.kubernetes.io/"];
@@ -169,25 +191,24 @@ pub fn desired_status(
         ),
         ("pods".to_string(), Quantity(max_pods.to_string())),
     ]);
+    let kept = Allocatable::of(host);
     let mut allocatable = BTreeMap::from([
         ("cpu".to_string(), Quantity(host.cpus.to_string())),
         (
             "memory".to_string(),
-            Quantity(format!(
-                "{}Ki",
-                host.memory_bytes.saturating_sub(EVICTION_MEMORY_BYTES) / 1024
-            )),
+            Quantity(format!("{}Ki", kept.memory_bytes / 1024)),
         ),
         ("pods".to_string(), Quantity(max_pods.to_string())),
     ]);
     if host.ephemeral_storage_bytes > 0 {
-        let storage = host.ephemeral_storage_bytes;
         capacity.insert(
             "ephemeral-storage".into(),
-            Quantity(format!("{}Ki", storage / 1024)),
+            Quantity(format!("{}Ki", host.ephemeral_storage_bytes / 1024)),
         );
-        let kept = storage / 100 * (100 - EVICTION_NODEFS_PERCENT);
-        allocatable.insert("ephemeral-storage".into(), Quantity(kept.to_string()));
+        allocatable.insert(
+            "ephemeral-storage".into(),
+            Quantity(kept.ephemeral_storage_bytes.to_string()),
+        );
     }
 
     NodeStatus {

@@ -181,6 +181,13 @@ fn condition(
     }
 }
 
+fn has_init_containers(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|i| !i.is_empty())
+}
+
 fn container_status(
     c: &Container,
     inputs: &StatusInputs<'_>,
@@ -203,7 +210,9 @@ fn container_status(
                 w.reason.clone(),
                 Some(w.message.clone()).filter(|m| !m.is_empty()),
             ),
-            None if init => ("PodInitializing".to_string(), None),
+            // The kubelet's default waiting state: PodInitializing for
+            // every container of a pod with init containers.
+            None if has_init_containers(inputs.pod) => ("PodInitializing".to_string(), None),
             None => ("ContainerCreating".to_string(), None),
         };
         return ContainerStatus {
@@ -531,6 +540,33 @@ mod tests {
             .collect();
         assert_eq!(reasons, ["ErrImageNeverPull", "ContainerCreating"]);
         assert_eq!(s.phase.as_deref(), Some("Pending"));
+    }
+
+    #[test]
+    fn while_init_containers_run_every_container_not_yet_made_waits_with_pod_initializing() {
+        let mut pod = pod("Always", None, json!({}));
+        pod.spec.as_mut().unwrap().init_containers = Some(vec![
+            serde_json::from_value(json!({"name": "init1", "image": "busybox"})).unwrap(),
+            serde_json::from_value(json!({"name": "init2", "image": "busybox"})).unwrap(),
+        ]);
+        let rt = view(vec![ctr("init1", "ci1", ContainerState::Exited, 1, 0, 10)]);
+        let s = status(&pod, &rt, &BTreeMap::new(), &[]);
+        let reason = |c: &ContainerStatus| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone())
+        };
+        let apps: Vec<_> = s.container_statuses.iter().flatten().map(reason).collect();
+        assert_eq!(
+            apps,
+            [
+                Some("PodInitializing".into()),
+                Some("PodInitializing".into())
+            ]
+        );
+        let init2 = &s.init_container_statuses.as_ref().unwrap()[1];
+        assert_eq!(reason(init2).as_deref(), Some("PodInitializing"));
     }
 
     #[test]

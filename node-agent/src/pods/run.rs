@@ -146,6 +146,9 @@ impl PodsLoop {
         let host_dns =
             parse_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         let events = PodEvents::new(self.client.clone(), &self.node_name);
+        // Unset limits read as the node's allocatable, as its Node reports it.
+        let allocatable = crate::node::build::Allocatable::of(&self.host);
+        let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let env = Arc::new(PodEnv {
             client: self.client.clone(),
             cri: Arc::new(CriPods::new(self.cri.clone())),
@@ -154,20 +157,20 @@ impl PodsLoop {
             pod_logs_root: self.pod_logs_dir.clone(),
             host_dns,
             config: self.config.clone(),
-            node_milli_cpu: i64::from(self.host.cpus) * 1000,
-            node_memory: i64::try_from(self.host.memory_bytes).unwrap_or(i64::MAX),
-            node_ephemeral_storage: i64::try_from(self.host.ephemeral_storage_bytes)
-                .unwrap_or(i64::MAX),
+            node_milli_cpu: bytes(allocatable.milli_cpu),
+            node_memory: bytes(allocatable.memory_bytes),
+            node_ephemeral_storage: bytes(allocatable.ephemeral_storage_bytes),
+            node_memory_capacity: bytes(self.host.memory_bytes),
             volumes: VolumeManager::new(self.client.clone(), self.root_dir.join("pods"))
                 .with_node_allocatable(BTreeMap::from([
                     ("cpu".to_string(), Quantity(self.host.cpus.to_string())),
                     (
                         "memory".to_string(),
-                        Quantity(self.host.memory_bytes.to_string()),
+                        Quantity(allocatable.memory_bytes.to_string()),
                     ),
                     (
                         "ephemeral-storage".to_string(),
-                        Quantity(self.host.ephemeral_storage_bytes.to_string()),
+                        Quantity(allocatable.ephemeral_storage_bytes.to_string()),
                     ),
                 ])),
             events: events.clone(),

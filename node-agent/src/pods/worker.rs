@@ -69,10 +69,13 @@ pub struct PodEnv {
     /// The NodeConfig in force: its `pods.clusterDNS` and `clusterDomain` make
     /// the resolver of every sandbox created from now on.
     pub config: watch::Receiver<ConfigReport>,
-    /// The node's CPUs (milli) and memory (bytes): downward API defaults and the OOM score.
+    /// The node's allocatable CPU (milli), memory and ephemeral storage
+    /// (bytes), as its Node reports them: the downward API's default limits.
     pub node_milli_cpu: i64,
     pub node_memory: i64,
     pub node_ephemeral_storage: i64,
+    /// The machine's memory (bytes): the OOM score of burstable containers.
+    pub node_memory_capacity: i64,
     pub volumes: VolumeManager,
     pub events: PodEvents,
     pub probes: ProbeManager,
@@ -652,7 +655,7 @@ impl PodWorker {
                 env: envs,
                 mounts,
                 spec_hash: &hash,
-                node_memory_capacity: env.node_memory,
+                node_memory_capacity: env.node_memory_capacity,
                 image_user: None,
             },
         )

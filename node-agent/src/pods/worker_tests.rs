@@ -187,6 +187,7 @@ fn harness() -> Harness {
         node_milli_cpu: 4000,
         node_memory: 8 << 30,
         node_ephemeral_storage: 100 << 30,
+        node_memory_capacity: 8 << 30,
         volumes: VolumeManager::new(client, dir.path().join("pods")),
         events: events.clone(),
         probes: ProbeManager::new(prober_cri, wake).with_events(events),

@@ -363,12 +363,21 @@ fn resource_value(
             .find(|c| c.name == name)
             .ok_or_else(|| ConfigError::ContainerNotFound { name: name.into() })?,
     };
+    // The API server defaults the divisor to "0", which means 1, as absent.
     let divisor = match &field.divisor {
         None => Amount::from_units(1),
-        Some(q) => Amount::of(q).ok_or_else(|| ConfigError::InvalidQuantity {
-            what: format!("the divisor of {}", field.resource),
-            value: q.0.clone(),
-        })?,
+        Some(q) => Amount::of(q)
+            .ok_or_else(|| ConfigError::InvalidQuantity {
+                what: format!("the divisor of {}", field.resource),
+                value: q.0.clone(),
+            })
+            .map(|d| {
+                if d == Amount::default() {
+                    Amount::from_units(1)
+                } else {
+                    d
+                }
+            })?,
     };
     let unsupported = || ConfigError::UnsupportedResource {
         resource: field.resource.clone(),

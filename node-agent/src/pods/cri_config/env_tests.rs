@@ -244,6 +244,28 @@ fn resource_field_refs_divide_and_round_up() {
 }
 
 #[test]
+fn a_zero_divisor_as_the_api_server_defaults_it_means_one() {
+    let pod = one(json!({"name": "app",
+    "resources": {"requests": {"cpu": "250m", "memory": "32Mi"}, "limits": {"cpu": "1250m"}},
+    "env": [
+        var("CPU_LIMIT", json!({"resourceFieldRef": {"resource": "limits.cpu", "divisor": "0"}})),
+        var("CPU_REQUEST", json!({"resourceFieldRef": {"resource": "requests.cpu", "divisor": "0"}})),
+        var("MEMORY_REQUEST", json!({"resourceFieldRef": {"resource": "requests.memory", "divisor": "0"}})),
+        var("MEMORY_LIMIT", json!({"resourceFieldRef": {"resource": "limits.memory", "divisor": "0"}})),
+    ]}));
+    let env = env_of(&pod, &[]).unwrap();
+    let got = |name: &str| value_of(&env, name).unwrap();
+    assert_eq!(got("CPU_LIMIT"), "2");
+    assert_eq!(got("CPU_REQUEST"), "1");
+    assert_eq!(got("MEMORY_REQUEST"), (32u64 << 20).to_string());
+    assert_eq!(
+        got("MEMORY_LIMIT"),
+        (8u64 << 30).to_string(),
+        "the node's allocatable"
+    );
+}
+
+#[test]
 fn resource_field_ref_errors_name_the_problem() {
     let err = |value_from: Value| {
         env_of(
