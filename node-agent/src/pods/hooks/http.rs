@@ -1,21 +1,23 @@
-//! The HTTP GET of a lifecycle hook: the prober's client
-//! ([`crate::pods::probes::check`]: a fresh connection, same-host redirects
-//! followed), but any answer is a success, as the kubelet's handler only
+//! The HTTP(S) GET of a lifecycle hook: the prober's client
+//! ([`crate::pods::probes::check`]: a fresh connection, TLS without
+//! verification for `https`, same-host redirects followed), but any answer is a success, as the kubelet's handler only
 //! fails when the request itself does. No timeout of its own, as the
 //! kubelet's: a preStop GET is bounded by the grace period.
 use crate::pods::hooks::handler::HttpGet;
 use crate::pods::probes::check::get_following_redirects;
-use crate::pods::probes::state::HttpScheme;
+use crate::pods::probes::redirect::Target;
 
 /// GETs the hook's URL at `host` (the hook's own host, or the pod IP);
 /// `Err` says why no answer came.
 pub async fn get(hook: &HttpGet, host: &str) -> Result<(), String> {
-    match hook.scheme {
-        HttpScheme::Http => get_following_redirects(host, hook.port, &hook.path, &hook.headers)
-            .await
-            .map(|_status| ()),
-        HttpScheme::Https => Err("HTTPS lifecycle hooks are not supported by this agent".into()),
-    }
+    let start = Target {
+        scheme: hook.scheme,
+        port: hook.port,
+        path: hook.path.clone(),
+    };
+    get_following_redirects(host, start, &hook.headers)
+        .await
+        .map(|_answer| ())
 }
 
 #[cfg(test)]
@@ -24,6 +26,7 @@ mod tests {
     use crate::locked::Locked;
     use crate::pods::hooks::handler::HOOK_USER_AGENT;
     use crate::pods::probes::check::tests::serve;
+    use crate::pods::probes::state::HttpScheme;
 
     fn hook(port: u16, path: &str) -> HttpGet {
         HttpGet {

@@ -1,11 +1,15 @@
 //! Runs one probe once, as the kubelet's `pkg/probe` does: a command through
-//! CRI `ExecSync`, an HTTP GET, or a TCP connect, each within the probe's
-//! timeout. `Ok` is the container's answer (success or failure with the
+//! CRI `ExecSync`, an HTTP(S) GET, a TCP connect, or a gRPC health check
+//! ([`super::grpc`]), each within the probe's timeout. `Ok` is the container's answer (success or failure with the
 //! kubelet's message); `Err` means the probe could not be run at all (no pod
 //! IP, runtime error, unsupported kind), and the kubelet throws such results
 //! away.
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::{pin, Pin};
 use std::time::Duration;
+
+use futures::future::{Fuse, FutureExt};
 
 use hyper::header::{HeaderName, HeaderValue, ACCEPT, HOST, LOCATION, USER_AGENT};
 use hyper_util::rt::TokioIo;
@@ -13,12 +17,15 @@ use k8s_cri::v1 as cri;
 use tokio::net::TcpStream;
 
 use crate::edge::cri::CriClient;
+use crate::pods::probes::redirect::{self, Target};
 use crate::pods::probes::state::{HttpScheme, ProbeAction, ProbeOutcome};
+use crate::pods::probes::{grpc, tls};
 
 /// `User-Agent` of HTTP probes, as the kubelet of the pinned Kubernetes minor sends it.
 pub const PROBE_USER_AGENT: &str = "kube-probe/1.37";
 
-/// The kubelet reads at most this much of an exec probe's output.
+/// The kubelet reads at most this much of an exec probe's output or of an
+/// HTTP probe's response body.
 const MAX_OUTPUT: usize = 10 * 1024;
 
 /// The kubelet follows at most this many redirects to the same host.
@@ -44,18 +51,17 @@ pub async fn run_probe(
     match action {
         ProbeAction::Exec { command } => exec_probe(cri, container_id, command, timeout).await,
         ProbeAction::Http {
-            scheme: HttpScheme::Https,
-            ..
-        } => Err("HTTPS probes are not supported by this agent".to_string()),
-        ProbeAction::Http {
-            scheme: HttpScheme::Http,
+            scheme,
             host: h,
             port,
             path,
             headers,
-        } => Ok(http_probe(&host(h)?, *port, path, headers, timeout).await),
+        } => Ok(http_probe(*scheme, &host(h)?, *port, path, headers, timeout).await),
         ProbeAction::Tcp { host: h, port } => Ok(tcp_probe(&host(h)?, *port, timeout).await),
-        ProbeAction::Grpc { .. } => Err("gRPC probes are not supported by this agent".to_string()),
+        ProbeAction::Grpc { port, service } => {
+            let service = service.as_deref().unwrap_or_default();
+            Ok(grpc::grpc_probe(&host(&None)?, *port, service, timeout).await)
+        }
     }
 }
 
@@ -110,131 +116,159 @@ pub async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> ProbeOutcome
     }
 }
 
-/// GETs `http://host:port/path` within `timeout` (connect, redirects and
-/// response headers together): 200 <= status < 400 is success. Redirects to
-/// the same host are followed (up to 10); a redirect elsewhere counts as the
-/// 3xx it is, a success, as the kubelet does.
+/// GETs `scheme://host:port/path` within `timeout` (connect, TLS,
+/// redirects and response together): 200 <= status < 300 is success.
+/// Redirects on the same host are followed (up to 10, see [`redirect`]); a
+/// 3xx the probe stops at is a success with a warning, as the kubelet has it.
 pub async fn http_probe(
+    scheme: HttpScheme,
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
     timeout: Duration,
 ) -> ProbeOutcome {
-    let url = format!("http://{}{path}", host_port(host, port));
-    let result = tokio::time::timeout(timeout, get_following_redirects(host, port, path, headers));
+    let url = format!("{}://{}{path}", scheme.as_str(), host_port(host, port));
+    let start = Target {
+        scheme,
+        port,
+        path: path.to_string(),
+    };
+    let result = tokio::time::timeout(timeout, get_following_redirects(host, start, headers));
     match result.await {
         Err(_) => ProbeOutcome::Failure(format!(
             "Get {url:?}: timeout awaiting response headers after {timeout:?}"
         )),
         Ok(Err(error)) => ProbeOutcome::Failure(format!("Get {url:?}: {error}")),
-        Ok(Ok(status)) if (200..400).contains(&status) => ProbeOutcome::Success,
-        Ok(Ok(status)) => {
-            ProbeOutcome::Failure(format!("HTTP probe failed with statuscode: {status}"))
-        }
+        Ok(Ok(answer)) if (200..300).contains(&answer.status) => ProbeOutcome::Success,
+        Ok(Ok(answer)) if (300..400).contains(&answer.status) => ProbeOutcome::Warning(format!(
+            "Probe terminated redirects, Response body: {}",
+            answer.body
+        )),
+        Ok(Ok(answer)) => ProbeOutcome::Failure(format!(
+            "HTTP probe failed with statuscode: {}",
+            answer.status
+        )),
     }
 }
 
-/// Where a redirect leads: the same host (host, port, path) or elsewhere.
-#[derive(Debug, PartialEq, Eq)]
-enum Redirect {
-    SameHost(String, u16, String),
-    Elsewhere,
+/// What one GET got back.
+pub(crate) struct Answer {
+    status: u16,
+    location: Option<String>,
+    /// Read (up to 10 KiB) only for a 3xx, whose warning carries it.
+    body: String,
 }
 
-/// Resolves a `Location` against the request it answers. Only plain HTTP on
-/// the same host name is followed (the kubelet compares host names, not ports).
-fn redirect(host: &str, port: u16, path: &str, location: &str) -> Redirect {
-    if location.starts_with("//") || location.is_empty() {
-        return Redirect::Elsewhere;
-    }
-    if location.starts_with('/') {
-        return Redirect::SameHost(host.to_string(), port, location.to_string());
-    }
-    if !location.contains("://") {
-        // Relative to the current path's directory.
-        let directory = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-        return Redirect::SameHost(host.to_string(), port, format!("{directory}{location}"));
-    }
-    let Ok(uri) = location.parse::<hyper::Uri>() else {
-        return Redirect::Elsewhere;
-    };
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http"), Some(next))
-            if next
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .eq_ignore_ascii_case(host) =>
-        {
-            let path = uri.path_and_query().map_or("/", |p| p.as_str());
-            Redirect::SameHost(
-                host.to_string(),
-                uri.port_u16().unwrap_or(80),
-                path.to_string(),
-            )
-        }
-        _ => Redirect::Elsewhere,
-    }
-}
-
-/// The status of the last response, after following same-host redirects
-/// (also the lifecycle hooks' GET, [`crate::pods::hooks::http`]).
+/// The last response, after following same-host redirects (also the
+/// lifecycle hooks' GET, [`crate::pods::hooks::http`]).
 pub(crate) async fn get_following_redirects(
     host: &str,
-    port: u16,
-    path: &str,
+    start: Target,
     headers: &[(String, String)],
-) -> Result<u16, String> {
-    let (mut port, mut path) = (port, path.to_string());
+) -> Result<Answer, String> {
+    let mut target = start;
     for _ in 0..=MAX_REDIRECTS {
-        let (status, location) = get_once(host, port, &path, headers).await?;
-        let Some(location) = location.filter(|_| (300..400).contains(&status)) else {
-            return Ok(status);
-        };
-        match redirect(host, port, &path, &location) {
-            Redirect::SameHost(_, next_port, next_path) => (port, path) = (next_port, next_path),
-            Redirect::Elsewhere => return Ok(status),
+        let answer = get_once(host, &target, headers).await?;
+        let next = answer
+            .location
+            .as_deref()
+            .filter(|_| redirect::is_followed(answer.status))
+            .and_then(|location| redirect::next_target(host, &target, location));
+        match next {
+            Some(next) => target = next,
+            None => return Ok(answer),
         }
     }
     Err(format!("stopped after {MAX_REDIRECTS} redirects"))
 }
 
-/// One GET on a fresh connection (the kubelet disables keep-alives): the
-/// status and the `Location` header.
+/// One GET on a fresh connection (the kubelet disables keep-alives), over
+/// TLS for `https` ([`tls`]).
 async fn get_once(
     host: &str,
-    port: u16,
-    path: &str,
+    target: &Target,
     headers: &[(String, String)],
-) -> Result<(u16, Option<String>), String> {
-    let request = probe_request(host, port, path, headers)?;
-    let stream = TcpStream::connect((host, port))
+) -> Result<Answer, String> {
+    let request = probe_request(host, target.port, &target.path, headers)?;
+    let stream = TcpStream::connect((host, target.port))
         .await
-        .map_err(|error| format!("dial tcp {}: {error}", host_port(host, port)))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .map_err(|error| format!("dial tcp {}: {error}", host_port(host, target.port)))?;
+    match target.scheme {
+        HttpScheme::Http => exchange(TokioIo::new(stream), request).await,
+        HttpScheme::Https => {
+            exchange(TokioIo::new(tls::connect(stream, host).await?), request).await
+        }
+    }
+}
+
+/// Sends `request` on `io` and reads the answer.
+async fn exchange<IO>(io: IO, request: hyper::Request<String>) -> Result<Answer, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|error| error.to_string())?;
     // The connection is driven here, not in a spawned task, so a server that
     // never answers cannot outlive the probe's timeout.
-    let mut connection = std::pin::pin!(connection);
-    let mut sent = std::pin::pin!(sender.send_request(request));
-    let response = tokio::select! {
-        biased;
-        response = &mut sent => response,
-        // The connection may end (the server closes it) in the same poll
-        // that hands the response over: then the response is ready.
-        ended = &mut connection => match ended {
-            Ok(()) => sent.await,
-            Err(error) => return Err(error.to_string()),
-        },
-    }
-    .map_err(|error| error.to_string())?;
+    let mut connection = pin!(connection.fuse());
+    let response = driving(connection.as_mut(), sender.send_request(request))
+        .await?
+        .map_err(|error| error.to_string())?;
+    let status = response.status().as_u16();
     let location = response
         .headers()
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    Ok((response.status().as_u16(), location))
+    let body = if (300..400).contains(&status) {
+        driving(connection, body_prefix(response.into_body())).await?
+    } else {
+        String::new()
+    };
+    Ok(Answer {
+        status,
+        location,
+        body,
+    })
+}
+
+/// Awaits `work` while driving the `connection` it needs. The connection may
+/// end (the server closes it) in the same poll that hands the work its
+/// result: then the work is ready.
+async fn driving<C, W>(connection: Pin<&mut Fuse<C>>, work: W) -> Result<W::Output, String>
+where
+    C: Future<Output = hyper::Result<()>>,
+    W: Future,
+{
+    let mut work = pin!(work);
+    tokio::select! {
+        biased;
+        output = &mut work => Ok(output),
+        ended = connection => match ended {
+            Ok(()) => Ok(work.await),
+            Err(error) => Err(error.to_string()),
+        },
+    }
+}
+
+/// The first 10 KiB of a response body, as text.
+async fn body_prefix(mut body: hyper::body::Incoming) -> String {
+    use hyper::body::Body;
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_OUTPUT {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    bytes.truncate(MAX_OUTPUT);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The GET request: the user's headers, then `Host`, `User-Agent` and
@@ -274,7 +308,7 @@ fn probe_request(
 }
 
 /// `host:port`, with brackets around an IPv6 address.
-fn host_port(host: &str, port: u16) -> String {
+pub(super) fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -337,15 +371,23 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn http_success_is_2xx_and_3xx_and_failure_names_the_status() {
-        for (status, ok) in [
-            (200, true),
-            (204, true),
-            (399, true),
-            (400, false),
-            (500, false),
-        ] {
+        let server = serve(|_| response(399, "")).await;
+        let outcome = http_probe(HttpScheme::Http, "127.0.0.1", server.port, "/", &[], SECOND);
+        assert!(
+            matches!(outcome.await, ProbeOutcome::Warning(_)),
+            "a 3xx warns"
+        );
+        for (status, ok) in [(200, true), (204, true), (400, false), (500, false)] {
             let server = serve(move |_| response(status, "")).await;
-            let outcome = http_probe("127.0.0.1", server.port, "/healthz", &[], SECOND).await;
+            let outcome = http_probe(
+                HttpScheme::Http,
+                "127.0.0.1",
+                server.port,
+                "/healthz",
+                &[],
+                SECOND,
+            )
+            .await;
             if ok {
                 assert_eq!(outcome, ProbeOutcome::Success, "{status}");
             } else {
@@ -361,7 +403,15 @@ pub(crate) mod tests {
     async fn http_request_carries_host_user_agent_and_user_headers() {
         let server = serve(|_| response(200, "")).await;
         let headers = [("X-Probe".to_string(), "yes".to_string())];
-        http_probe("127.0.0.1", server.port, "/ready?x=1", &headers, SECOND).await;
+        http_probe(
+            HttpScheme::Http,
+            "127.0.0.1",
+            server.port,
+            "/ready?x=1",
+            &headers,
+            SECOND,
+        )
+        .await;
         let request = server.last_request.locked().to_ascii_lowercase();
         assert!(
             request.starts_with("get /ready?x=1 http/1.1\r\n"),
@@ -381,7 +431,15 @@ pub(crate) mod tests {
             ("User-Agent".to_string(), "mine".to_string()),
             ("Accept".to_string(), String::new()),
         ];
-        http_probe("127.0.0.1", server.port, "/", &headers, SECOND).await;
+        http_probe(
+            HttpScheme::Http,
+            "127.0.0.1",
+            server.port,
+            "/",
+            &headers,
+            SECOND,
+        )
+        .await;
         let request = server.last_request.locked().to_ascii_lowercase();
         assert!(request.contains("host: app.example\r\n"), "{request}");
         assert!(request.contains("user-agent: mine\r\n"), "{request}");
@@ -402,46 +460,28 @@ pub(crate) mod tests {
             }
         })
         .await;
-        let probe = |path: &'static str| http_probe("127.0.0.1", server.port, path, &[], SECOND);
+        let probe = |path: &'static str| {
+            http_probe(
+                HttpScheme::Http,
+                "127.0.0.1",
+                server.port,
+                path,
+                &[],
+                SECOND,
+            )
+        };
         assert_eq!(
             probe("/old").await,
             ProbeOutcome::Failure("HTTP probe failed with statuscode: 500".into())
         );
-        assert_eq!(probe("/away").await, ProbeOutcome::Success);
+        assert_eq!(
+            probe("/away").await,
+            ProbeOutcome::Warning("Probe terminated redirects, Response body: ".into())
+        );
         let ProbeOutcome::Failure(message) = probe("/loop").await else {
             panic!("endless redirects must fail");
         };
         assert!(message.contains("stopped after 10 redirects"), "{message}");
-    }
-
-    #[test]
-    fn redirect_resolution() {
-        let same = |port, path: &str| Redirect::SameHost("10.0.0.1".into(), port, path.into());
-        assert_eq!(redirect("10.0.0.1", 8080, "/a/b", "/c"), same(8080, "/c"));
-        assert_eq!(
-            redirect("10.0.0.1", 8080, "/a/b", "c?d=1"),
-            same(8080, "/a/c?d=1")
-        );
-        assert_eq!(
-            redirect("10.0.0.1", 8080, "/", "http://10.0.0.1:9090/x"),
-            same(9090, "/x")
-        );
-        assert_eq!(
-            redirect("10.0.0.1", 8080, "/", "http://10.0.0.1"),
-            same(80, "/")
-        );
-        assert_eq!(
-            redirect("10.0.0.1", 8080, "/", "http://10.0.0.2/"),
-            Redirect::Elsewhere
-        );
-        assert_eq!(
-            redirect("10.0.0.1", 8080, "/", "https://10.0.0.1/"),
-            Redirect::Elsewhere
-        );
-        assert_eq!(
-            redirect("10.0.0.1", 8080, "/", "//evil/"),
-            Redirect::Elsewhere
-        );
     }
 
     #[tokio::test]
@@ -449,7 +489,15 @@ pub(crate) mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
         // Accepts (the kernel does) but never answers.
-        let outcome = http_probe("127.0.0.1", port, "/", &[], Duration::from_millis(200)).await;
+        let outcome = http_probe(
+            HttpScheme::Http,
+            "127.0.0.1",
+            port,
+            "/",
+            &[],
+            Duration::from_millis(200),
+        )
+        .await;
         let ProbeOutcome::Failure(message) = outcome else {
             panic!("must fail");
         };
@@ -489,9 +537,9 @@ pub(crate) mod tests {
             port: 50051,
             service: None,
         };
+        let no_ip = run_probe(&grpc, SECOND, None, cri.clone(), "c1").await;
+        assert!(no_ip.is_err_and(|e| e.contains("no IP")));
         let ip = Some(IpAddr::from([127, 0, 0, 1]));
-        let unsupported = run_probe(&grpc, SECOND, ip, cri.clone(), "c1").await;
-        assert!(unsupported.is_err_and(|e| e.contains("gRPC probes are not supported")));
         let exec = ProbeAction::Exec {
             command: vec!["true".into()],
         };

@@ -108,11 +108,11 @@ struct ProbeEntry {
     /// Wakes the task early (a new container instance, startup succeeded).
     poke: Arc<Notify>,
     stop: CancellationToken,
-    /// When the last `Unhealthy` event about this probe was sent.
+    /// When the last `Unhealthy` or `ProbeWarning` event about this probe was sent.
     last_event: Option<Instant>,
 }
 
-/// At most one `Unhealthy` event per probe this often (a readiness probe
+/// At most one `Unhealthy` or `ProbeWarning` event per probe this often (a readiness probe
 /// failing every second would otherwise write every second; the kubelet's
 /// event correlator rate-limits as well).
 const UNHEALTHY_EVENT_EVERY: Duration = Duration::from_secs(30);
@@ -364,8 +364,15 @@ impl Shared {
         if probe.state.container_id() != Some(container_id) {
             return;
         }
-        if let ProbeOutcome::Failure(message) = &outcome {
-            tracing::debug!(%message, "{} probe failed", key.1);
+        // The kubelet's events: `Unhealthy` for a failure, `ProbeWarning`
+        // for a success it warns about (both of type Warning).
+        let event = match &outcome {
+            ProbeOutcome::Failure(message) => Some(("Unhealthy", "failed", message)),
+            ProbeOutcome::Warning(message) => Some(("ProbeWarning", "warning", message)),
+            ProbeOutcome::Success | ProbeOutcome::Unknown => None,
+        };
+        if let Some((reason, what, message)) = event {
+            tracing::debug!(%message, "{} probe {what}", key.1);
             let due = probe
                 .last_event
                 .is_none_or(|at| at.elapsed() >= UNHEALTHY_EVENT_EVERY);
@@ -376,8 +383,8 @@ impl Shared {
                 events.send_about(
                     reference,
                     true,
-                    "Unhealthy",
-                    format!("{} probe failed: {message}", capitalised(key.1)),
+                    reason,
+                    format!("{} probe {what}: {message}", capitalised(key.1)),
                 );
             }
         }

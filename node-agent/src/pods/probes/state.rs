@@ -58,6 +58,10 @@ pub enum ProbeOutcome {
     /// The container answered wrong; the message is what the kubelet puts in
     /// its `Unhealthy` event (e.g. "HTTP probe failed with statuscode: 500").
     Failure(String),
+    /// A success the kubelet warns about with a `ProbeWarning` event (an HTTP
+    /// probe that ended on a redirect it did not follow); the message follows
+    /// "Readiness probe warning: ".
+    Warning(String),
     /// The probe could not be run (no pod IP yet, runtime error, unsupported
     /// probe): like the kubelet, the outcome is thrown away.
     Unknown,
@@ -239,7 +243,7 @@ impl ProbeState {
             return None;
         }
         let success = match outcome {
-            ProbeOutcome::Success => true,
+            ProbeOutcome::Success | ProbeOutcome::Warning(_) => true,
             ProbeOutcome::Failure(message) => {
                 self.last_failure = Some(message);
                 false
@@ -277,6 +281,24 @@ impl ProbeState {
 pub enum HttpScheme {
     Http,
     Https,
+}
+
+impl HttpScheme {
+    /// `http` or `https`, as in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    /// The port a URL of this scheme means when it names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
 }
 
 /// What a probe does, with its port resolved against the container's ports.
@@ -469,6 +491,16 @@ mod tests {
             Some(true),
             "run not broken"
         );
+    }
+
+    #[test]
+    fn warnings_count_as_successes() {
+        let mut s = ProbeState::new(ProbeKind::Readiness, &probe(2, 3));
+        let warning = || ProbeOutcome::Warning("Probe terminated redirects".into());
+        assert_eq!(s.record(warning()), None);
+        assert_eq!(s.record(ProbeOutcome::Success), Some(true));
+        s.record(fail());
+        assert_eq!(s.record(warning()), None, "a warning breaks a failure run");
     }
 
     #[test]
