@@ -1,0 +1,174 @@
+//! What the kubelet writes into and reads back from a pod's containers, end to
+//! end (`e2e/cluster up`): the kubelet-managed `/etc/hosts` (hostname,
+//! subdomain FQDN, host aliases, host network, containers that bring their
+//! own), the UTS hostname with `setHostnameAsFQDN`.
+//!
+//! Each test works in its own namespace and leaves the nodes as they were, so
+//! they run side by side.
+
+use std::time::{Duration, Instant};
+
+use nodeconfig_e2e::backends::unique_name;
+use nodeconfig_e2e::kubectl::{apply, condition, eventually, get_json, kubectl, require_cluster};
+use serde_json::{json, Value};
+
+const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
+/// Pod created to Running and Ready, with images already on the nodes.
+const STARTED: Duration = Duration::from_secs(90);
+
+/// A namespace of the test's own, deleted (without waiting) when dropped.
+struct Namespace(String);
+
+impl Namespace {
+    fn new(what: &str) -> Self {
+        require_cluster();
+        let name = unique_name(what);
+        kubectl(&["create", "namespace", &name]).expect_ok("create namespace");
+        // The ServiceAccount controller creates `default`; pods need it.
+        eventually(
+            Duration::from_secs(30),
+            "the default ServiceAccount",
+            || get_json("serviceaccount", "default", Some(&name)).map(|_| ()),
+        );
+        Self(name)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+    }
+}
+
+fn apply_json(object: Value) {
+    apply(&object.to_string()).expect_ok("apply");
+}
+
+fn running_and_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+        && condition(p, "Ready").is_some_and(|(s, _)| s == "True")
+        && p["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| !ip.is_empty())
+}
+
+#[track_caller]
+fn await_pod(
+    ns: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    let p = eventually(timeout, &format!("pod {ns}/{name}: {what}"), || {
+        get_json("pod", name, Some(ns)).filter(|p| f(p))
+    });
+    println!("pod {ns}/{name}: {what} after {:.1?}", started.elapsed());
+    p
+}
+
+fn pod(ns: &str, name: &str, containers: Value, extra: Value) -> Value {
+    let mut spec = json!({"containers": containers, "terminationGracePeriodSeconds": 1});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+        "spec": spec,
+    })
+}
+
+fn busybox(name: &str, script: &str) -> Value {
+    json!({"name": name, "image": BUSYBOX, "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", script]})
+}
+
+/// `cat`/`hostname` output of a command in one container of a pod.
+fn exec(ns: &str, pod: &str, container: &str, command: &[&str]) -> String {
+    let mut args = vec!["exec", "-n", ns, pod, "-c", container, "--"];
+    args.extend_from_slice(command);
+    kubectl(&args).expect_ok("exec in the pod")
+}
+
+#[test]
+fn containers_get_a_kubelet_managed_etc_hosts_unless_they_mount_their_own() {
+    let ns = Namespace::new("etchosts");
+    let aliases = json!([{"ip": "123.45.67.89", "hostnames": ["foo", "bar"]}]);
+    let own_hosts = {
+        let mut c = busybox("own", "exec sleep 3600");
+        c["volumeMounts"] = json!([{"name": "node-hosts", "mountPath": "/etc/hosts"}]);
+        c
+    };
+    apply_json(pod(
+        &ns.0,
+        "named",
+        json!([busybox("main", "exec sleep 3600"), own_hosts]),
+        json!({
+            "hostname": "db", "subdomain": "sts", "setHostnameAsFQDN": true,
+            "hostAliases": aliases,
+            "volumes": [{"name": "node-hosts", "hostPath": {"path": "/etc/hosts", "type": "File"}}],
+        }),
+    ));
+    let p = await_pod(
+        &ns.0,
+        "named",
+        "Running and Ready",
+        STARTED,
+        running_and_ready,
+    );
+    let ip = p["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let fqdn = format!("db.sts.{}.svc.cluster.local", ns.0);
+
+    let hosts = exec(&ns.0, "named", "main", &["cat", "/etc/hosts"]);
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+        "{hosts}"
+    );
+    assert!(hosts.contains(&format!("\n{ip}\t{fqdn}\tdb\n")), "{hosts}");
+    assert!(
+        hosts.ends_with("\n# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\n"),
+        "{hosts}"
+    );
+    // setHostnameAsFQDN: the kernel's hostname is the FQDN, /etc/hosts keeps the short name too.
+    assert_eq!(exec(&ns.0, "named", "main", &["hostname"]).trim(), fqdn);
+
+    let own = exec(&ns.0, "named", "own", &["cat", "/etc/hosts"]);
+    let node = std::fs::read_to_string("/etc/hosts").expect("the node's /etc/hosts");
+    assert_eq!(own, node, "a container mounting /etc/hosts keeps its own");
+}
+
+#[test]
+fn host_network_pods_get_the_nodes_hosts_file_and_their_aliases() {
+    let ns = Namespace::new("etchostsnet");
+    apply_json(pod(
+        &ns.0,
+        "onhost",
+        json!([busybox("main", "exec sleep 3600")]),
+        json!({
+            "hostNetwork": true,
+            "hostAliases": [{"ip": "123.45.67.89", "hostnames": ["foo", "bar"]}],
+        }),
+    ));
+    await_pod(
+        &ns.0,
+        "onhost",
+        "Running and Ready",
+        STARTED,
+        running_and_ready,
+    );
+    let hosts = exec(&ns.0, "onhost", "main", &["cat", "/etc/hosts"]);
+    let node = std::fs::read_to_string("/etc/hosts").expect("the node's /etc/hosts");
+    assert_eq!(
+        hosts,
+        format!(
+            "# Kubernetes-managed hosts file (host network).\n{node}\n\
+             # Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\n"
+        )
+    );
+}
