@@ -16,6 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::pods::phase::{pod_status, PodPhase};
 use crate::pods::plan::RestartPolicy;
 use crate::pods::runtime_view::{ContainerState, ContainerView, PodRuntimeView};
+use crate::pods::termination_message;
 
 /// Prefix of `containerID` in the Pod status (the runtime's name).
 pub const CONTAINER_ID_PREFIX: &str = "containerd://";
@@ -67,6 +68,15 @@ pub fn api_status(inputs: &StatusInputs<'_>) -> PodStatus {
         .iter()
         .map(|c| container_status(c, inputs, policy, true))
         .collect();
+    let ephemeral = spec
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .map_or(0, Vec::len);
+    let per_container =
+        termination_message::bytes_per_container(containers.len() + init.len() + ephemeral);
+    let (statuses, init_statuses) = (
+        limit_messages(statuses, per_container),
+        limit_messages(init_statuses, per_container),
+    );
 
     // A running container whose startup probe has not passed is not ready,
     // whatever phase.rs concluded from its readiness probe alone.
@@ -284,6 +294,24 @@ fn container_status(
         restart_count: i32::try_from(latest.restart_count).unwrap_or(i32::MAX),
         ..Default::default()
     }
+}
+
+/// Terminated states keep at most `max` bytes of message each, so a pod's
+/// messages fit the kubelet's 12 KiB.
+fn limit_messages(mut statuses: Vec<ContainerStatus>, max: usize) -> Vec<ContainerStatus> {
+    for status in &mut statuses {
+        let states = [status.state.as_mut(), status.last_state.as_mut()];
+        for terminated in states
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.terminated.as_mut())
+        {
+            if let Some(message) = terminated.message.as_mut() {
+                termination_message::truncate(message, max);
+            }
+        }
+    }
+    statuses
 }
 
 fn waiting_state(reason: String, message: Option<String>) -> ApiState {
@@ -584,5 +612,24 @@ mod tests {
         on_server.phase = Some("Pending".into());
         assert!(status_differs(Some(&on_server), &s));
         assert!(status_differs(None, &s));
+    }
+
+    #[test]
+    fn termination_messages_share_the_pods_12_kib() {
+        let pod = pod("Never", None, json!({}));
+        let mut a = ctr("a", "c1", ContainerState::Exited, 1, 0, 10);
+        a.message = "x".repeat(10_000);
+        let mut b = ctr("b", "c2", ContainerState::Exited, 0, 0, 10);
+        b.message = "DONE".into();
+        let s = status(&pod, &view(vec![a, b]), &BTreeMap::new(), &[]);
+        let message = |i: usize| {
+            s.container_statuses.as_ref().unwrap()[i]
+                .state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .and_then(|t| t.message.clone())
+        };
+        assert_eq!(message(0).map(|m| m.len()), Some(6 * 1024));
+        assert_eq!(message(1).as_deref(), Some("DONE"));
     }
 }

@@ -5,6 +5,7 @@
 //! Every call goes to the connection in use ([`CriHandle::current`]), so a
 //! restarted runtime is picked up on the next call.
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use futures::future::{join_all, BoxFuture};
 use k8s_cri::v1 as cri;
@@ -16,6 +17,7 @@ use crate::pods::container_runtime::{
     PullPolicy,
 };
 use crate::pods::runtime_view::LABEL_POD_UID;
+use crate::pods::termination_message;
 
 /// Longest wait for the list and status calls of one pod or a relist.
 pub const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -100,6 +102,8 @@ impl CriPods {
                 Ok(Some(s)) => {
                     let mut v = crate::pods::runtime_view::ContainerView::from_cri_status(&s);
                     v.sandbox_id = c.pod_sandbox_id.clone();
+                    v.message =
+                        termination_message::join(&v.message, &read_termination_message(&s));
                     views.push(v);
                 }
                 // Removed between the list and the status: gone.
@@ -377,6 +381,52 @@ impl ContainerRuntime for CriPods {
     }
 }
 
+/// What an exited container left as its termination message, read from
+/// the node as [`termination_message::source`] says (the kubelet reads it
+/// the same way on every status).
+fn read_termination_message(status: &cri::ContainerStatus) -> String {
+    use termination_message::{from_log_tail, TerminationSource, MAX_FILE_BYTES};
+    let (file, or_logs) = match termination_message::source(status) {
+        TerminationSource::None => return String::new(),
+        TerminationSource::Logs => (None, true),
+        TerminationSource::File { host_path, or_logs } => (Some(host_path), or_logs),
+    };
+    if let Some(path) = file {
+        match read_end(Path::new(&path), MAX_FILE_BYTES) {
+            Ok((data, _)) if !data.is_empty() || !or_logs => {
+                return String::from_utf8_lossy(&data).into_owned()
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !or_logs {
+                    return String::new();
+                }
+            }
+            Err(e) => return format!("Error on reading termination log {path}: {e}"),
+        }
+    }
+    match read_end(Path::new(&status.log_path), LOG_TAIL_BYTES) {
+        Ok((data, whole)) => from_log_tail(&data, whole),
+        Err(e) => format!("Error on reading termination message from logs: {e}"),
+    }
+}
+
+/// How much of a log's end is read for its last lines: more than 80 lines
+/// can hold once only their last 2 KiB are kept.
+const LOG_TAIL_BYTES: u64 = 64 * 1024;
+
+/// The last `max` bytes of a file, and whether that is all of it.
+fn read_end(path: &Path, max: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(max);
+    file.seek(SeekFrom::Start(start))?;
+    let mut data = Vec::new();
+    file.take(max).read_to_end(&mut data)?;
+    Ok((data, start == 0))
+}
+
 /// A stop or remove of something already gone has done its job.
 fn gone_is_done<T>(
     client: &crate::edge::cri::CriClient,
@@ -392,4 +442,88 @@ fn gone_is_done<T>(
 
 fn is_not_found(err: &CriError) -> bool {
     matches!(err, CriError::Call { status, .. } if status.code() == tonic::Code::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::pods::termination_message::{ANNOTATION_PATH, ANNOTATION_POLICY};
+
+    /// An exited container whose message file holds `file` and whose log holds `log`.
+    fn exited(
+        dir: &Path,
+        exit_code: i32,
+        fallback: bool,
+        file: &str,
+        log: &str,
+    ) -> cri::ContainerStatus {
+        let host_path = dir.join("message");
+        std::fs::write(&host_path, file).unwrap();
+        let log_path = dir.join("0.log");
+        std::fs::write(&log_path, log).unwrap();
+        let mut annotations = HashMap::from([(
+            ANNOTATION_PATH.to_string(),
+            "/dev/termination-log".to_string(),
+        )]);
+        if fallback {
+            annotations.insert(
+                ANNOTATION_POLICY.to_string(),
+                "FallbackToLogsOnError".to_string(),
+            );
+        }
+        cri::ContainerStatus {
+            state: cri::ContainerState::ContainerExited as i32,
+            exit_code,
+            annotations,
+            mounts: vec![cri::Mount {
+                container_path: "/dev/termination-log".into(),
+                host_path: host_path.display().to_string(),
+                ..Default::default()
+            }],
+            log_path: log_path.display().to_string(),
+            ..Default::default()
+        }
+    }
+
+    const LOG: &str = "2026-01-01T00:00:00.1Z stdout P DONE\n";
+
+    #[test]
+    fn termination_messages_as_the_conformance_tests_expect() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Path set, written by the container.
+        assert_eq!(
+            read_termination_message(&exited(d, 0, false, "DONE", "")),
+            "DONE"
+        );
+        // FallbackToLogsOnError, failed, nothing written: the log's end.
+        assert_eq!(
+            read_termination_message(&exited(d, 1, true, "", LOG)),
+            "DONE"
+        );
+        // FallbackToLogsOnError, succeeded, nothing written: empty.
+        assert_eq!(read_termination_message(&exited(d, 0, true, "", LOG)), "");
+        // FallbackToLogsOnError, succeeded, written: the file.
+        assert_eq!(
+            read_termination_message(&exited(d, 0, true, "OK", LOG)),
+            "OK"
+        );
+        // At most the file's last 4 KiB.
+        let big = format!("{}END", "x".repeat(5000));
+        let message = read_termination_message(&exited(d, 0, false, &big, ""));
+        assert_eq!(message.len(), 4096);
+        assert!(message.ends_with("END"));
+    }
+
+    #[test]
+    fn a_missing_message_file_falls_back_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut status = exited(dir.path(), 1, true, "", LOG);
+        std::fs::remove_file(dir.path().join("message")).unwrap();
+        assert_eq!(read_termination_message(&status), "DONE");
+        status.annotations.remove(ANNOTATION_POLICY);
+        assert_eq!(read_termination_message(&status), "");
+    }
 }

@@ -14,16 +14,20 @@
 //! spec ([`plan`]), the crash-loop back-off ([`backoff`]), the phase and
 //! conditions ([`phase`]) and the API status ([`api_status`]) to report, the
 //! CRI requests that create a pod's sandbox and containers ([`cri_config`]),
-//! the pod's `/etc/hosts` ([`etc_hosts`]),
+//! the pod's `/etc/hosts` ([`etc_hosts`]), a container's termination
+//! message ([`termination_message`]), the active deadline
+//! ([`active_deadline`]),
 //! the probes' thresholds ([`probes::state`]), what each volume holds
 //! ([`volumes::plan`]) and the node's counts ([`report`]). All pure.
 //!
 //! Imperative shell: the runtime calls ([`container_runtime`], over CRI in
 //! [`cri_pods`]), the probes ([`probes::check`], [`probes::manager`]), the
-//! volumes written on the node ([`volumes::manager`]), the [`worker`] that
+//! volumes written on the node ([`volumes::manager`]), the kubelet's own
+//! per-pod files ([`pod_files`]), the [`worker`] that
 //! runs the planner's actions, the kubelet's [`events`], and the loop
 //! ([`run`]). The shell's hard cases run the real worker against a recording
 //! fake runtime (`fake_runtime`, `worker_tests`).
+pub mod active_deadline;
 pub mod admit;
 pub mod api_status;
 pub mod backoff;
@@ -36,10 +40,12 @@ pub mod events;
 pub mod hooks;
 pub mod phase;
 pub mod plan;
+pub mod pod_files;
 pub mod probes;
 pub mod report;
 pub mod run;
 pub mod runtime_view;
+pub mod termination_message;
 pub mod volumes;
 pub mod worker;
 

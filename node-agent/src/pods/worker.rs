@@ -19,6 +19,7 @@ use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 
 use crate::locked::Locked;
+use crate::pods::active_deadline;
 use crate::pods::admit::{admit, Admission};
 use crate::pods::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
 use crate::pods::backoff::{Backoff, BackoffKey};
@@ -36,6 +37,7 @@ use crate::pods::events::PodEvents;
 use crate::pods::hooks::handler::{failure_message, MINIMUM_GRACE_SECONDS};
 use crate::pods::hooks::{hook_action, run_hook, stop_grace, HookKind, HookTarget};
 use crate::pods::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
+use crate::pods::pod_files;
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
 use crate::pods::runtime_view::{ContainerState, SandboxState};
 use crate::pods::volumes::manager::prepare_mounts;
@@ -236,6 +238,9 @@ impl PodWorker {
         if !self.admitted(&pod, pods_on_node).await {
             return Next::Requeue(None);
         }
+        if active_deadline::exceeded(&pod, Timestamp::now()) {
+            return self.fail_past_deadline(&pod).await;
+        }
         match self.sync_running(&pod).await {
             Ok(next) => next,
             Err(err) => {
@@ -314,7 +319,11 @@ impl PodWorker {
                 SystemTime::now(),
             )
         };
-        let mut requeue = actions.requeue_after();
+        // Wake when the active deadline comes, if nothing else does first.
+        let mut requeue = min_opt(
+            actions.requeue_after(),
+            active_deadline::remaining(pod, Timestamp::now()),
+        );
         self.note_backoffs(pod, &actions);
 
         if !actions.is_noop() {
@@ -363,6 +372,43 @@ impl PodWorker {
             .await?;
         self.collect_garbage(&rt).await;
         Ok(Next::Requeue(requeue))
+    }
+
+    /// `activeDeadlineSeconds` passed: kill the containers within the grace
+    /// period and fail the pod with the kubelet's reason. Once the API has the
+    /// `Failed` phase, the terminal path keeps everything stopped.
+    async fn fail_past_deadline(&mut self, pod: &Pod) -> Next {
+        tracing::info!("pod active longer than its activeDeadlineSeconds; failing it");
+        let env = self.env.clone();
+        env.events.normal(
+            pod,
+            None,
+            active_deadline::REASON,
+            active_deadline::MESSAGE.into(),
+        );
+        env.probes.remove_pod(&self.uid);
+        self.stop_everything(pod, grace_seconds(pod)).await;
+        let Ok(rt) = env.cri.pod(&self.uid).await else {
+            return Next::Requeue(Some(RETRY));
+        };
+        let host_ip = env.node_ip.map(|ip| ip.to_string());
+        let status = active_deadline::failed_status(api_status(&StatusInputs {
+            pod,
+            runtime: &rt.view,
+            probe_ready: &BTreeSet::new(),
+            not_started: &BTreeSet::new(),
+            waiting: &BTreeMap::new(),
+            pod_ips: &rt.ips,
+            host_ip: host_ip.as_deref(),
+            now: Timestamp::now(),
+        }));
+        match self.patch_status(pod, &status).await {
+            Ok(()) => Next::Requeue(None),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot write the DeadlineExceeded status; retrying");
+                Next::Requeue(Some(RETRY))
+            }
+        }
     }
 
     /// Runs the planner's actions; returns a requeue delay when something
@@ -643,9 +689,16 @@ impl PodWorker {
             .map_err(|e| config_error(e.to_string()))?;
         let mut mounts = prepare_mounts(container, &self.volume_paths)
             .map_err(|e| config_error(e.to_string()))?;
+        let pod_dir = env.volumes.pod_dir(&self.uid);
         if etc_hosts::should_mount(pod, container, pod_ips) {
-            mounts.push(self.etc_hosts_mount(pod, pod_ips).map_err(config_error)?);
+            let names = env.with_cluster_dns(|cluster| pod_hostname(pod, cluster.domain));
+            mounts.push(
+                pod_files::etc_hosts_mount(&pod_dir, pod, pod_ips, &names).map_err(config_error)?,
+            );
         }
+        mounts.extend(
+            pod_files::termination_message_mount(&pod_dir, container).map_err(config_error)?,
+        );
         let hash = container_spec_hash(container);
         let config = container_config(
             pod,
@@ -804,39 +857,6 @@ impl PodWorker {
             stop_with = stop_grace(grace, started.elapsed());
         }
         self.env.cri.stop_container(id, stop_with).await
-    }
-
-    /// Writes the pod's `/etc/hosts` (again at each container start, as the
-    /// kubelet does) and returns its mount.
-    fn etc_hosts_mount(&self, pod: &Pod, pod_ips: &[String]) -> Result<cri::Mount, String> {
-        let aliases = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_aliases.as_deref())
-            .unwrap_or_default();
-        let content = if is_host_network(pod) {
-            let node_hosts = std::fs::read_to_string(etc_hosts::ETC_HOSTS_PATH)
-                .map_err(|e| format!("reading the node's {}: {e}", etc_hosts::ETC_HOSTS_PATH))?;
-            etc_hosts::host_network_hosts(&node_hosts, aliases)
-        } else {
-            let names = self
-                .env
-                .with_cluster_dns(|cluster| pod_hostname(pod, cluster.domain));
-            etc_hosts::managed_hosts(pod_ips, &names, aliases)
-        };
-        let dir = self.env.volumes.pod_dir(&self.uid);
-        let path = dir.join(etc_hosts::ETC_HOSTS_FILE);
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&path, content))
-            .and_then(|()| {
-                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            })
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        Ok(cri::Mount {
-            container_path: etc_hosts::ETC_HOSTS_PATH.into(),
-            host_path: path.display().to_string(),
-            ..Default::default()
-        })
     }
 
     async fn setup_volumes(

@@ -785,3 +785,28 @@ async fn every_container_gets_the_pods_hosts_file_with_its_ip_and_aliases() {
         assert!(hosts.host_path.ends_with(&format!("pods/{UID}/etc-hosts")));
     }
 }
+
+#[tokio::test]
+async fn a_pod_past_its_active_deadline_is_killed_and_fails_with_deadline_exceeded() {
+    let h = harness();
+    let mut worker = h.worker();
+    h.sync(&mut worker, Some(pod())).await;
+    assert_eq!(running(&h.view()).len(), 2, "both containers run first");
+
+    // The deadline is set (lowered) while the pod runs.
+    let mut json = pod_json();
+    json["spec"]["activeDeadlineSeconds"] = serde_json::json!(5);
+    json["status"] = serde_json::json!({"phase": "Running", "startTime": "2020-01-01T00:00:00Z"});
+    let past: Arc<Pod> = Arc::new(serde_json::from_value(json).expect("a valid pod"));
+    assert_eq!(h.sync(&mut worker, Some(past)).await, Next::Requeue(None));
+
+    assert!(running(&h.view()).is_empty(), "every container is stopped");
+    let patches = h.api.patches.locked();
+    let status = &patches.last().expect("a status written")["status"];
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["reason"], "DeadlineExceeded");
+    assert_eq!(
+        status["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+}

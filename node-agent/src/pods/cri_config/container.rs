@@ -11,6 +11,7 @@ use crate::pods::cri_config::error::ConfigError;
 use crate::pods::cri_config::quantity::{self, Amount};
 use crate::pods::cri_config::sandbox::namespace_options;
 use crate::pods::runtime_view::{container_annotations, container_labels};
+use crate::pods::termination_message;
 
 /// What the container needs besides the Pod.
 #[derive(Debug, Clone)]
@@ -130,7 +131,10 @@ pub fn container_config(
         args: expand_all(&container.args),
         working_dir: container.working_dir.clone().unwrap_or_default(),
         labels: container_labels(uid, name, namespace, &container.name),
-        annotations: container_annotations(ctx.spec_hash, ctx.restart_count),
+        annotations: container_annotations(ctx.spec_hash, ctx.restart_count)
+            .into_iter()
+            .chain(termination_message::annotations(container))
+            .collect(),
         log_path: container_log_path(&container.name, ctx.restart_count),
         stdin: container.stdin == Some(true),
         stdin_once: container.stdin_once == Some(true),
