@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::pods::phase::{pod_status, PodPhase};
-use crate::pods::plan::RestartPolicy;
+use crate::pods::plan::{is_sidecar, RestartPolicy};
 use crate::pods::runtime_view::{ContainerState, ContainerView, PodRuntimeView};
 use crate::pods::termination_message;
 
@@ -237,11 +237,16 @@ fn container_status(
         };
     };
 
-    let will_restart = |v: &ContainerView| match policy {
-        RestartPolicy::Always => !init,
-        RestartPolicy::OnFailure => v.exit_code != 0,
-        RestartPolicy::Never => false,
-    } || (init && policy != RestartPolicy::Never && v.exit_code != 0);
+    let sidecar = init && is_sidecar(c);
+    let will_restart = |v: &ContainerView| {
+        sidecar
+            || match policy {
+                RestartPolicy::Always => !init,
+                RestartPolicy::OnFailure => v.exit_code != 0,
+                RestartPolicy::Never => false,
+            }
+            || (init && policy != RestartPolicy::Never && v.exit_code != 0)
+    };
 
     let (state, last_state) = match latest.state {
         ContainerState::Running => (
@@ -277,7 +282,7 @@ fn container_status(
     };
     let running = latest.state == ContainerState::Running;
     let started = running && !inputs.not_started.contains(&c.name);
-    let ready = if init {
+    let ready = if init && !sidecar {
         latest.state == ContainerState::Exited && latest.exit_code == 0
     } else {
         started && (c.readiness_probe.is_none() || inputs.probe_ready.contains(&c.name))

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::pods::plan::RestartPolicy;
+use crate::pods::plan::{is_sidecar, RestartPolicy};
 use crate::pods::runtime_view::{ContainerState, PodRuntimeView, SandboxState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +98,11 @@ pub fn pod_status(
     let incomplete: Vec<&str> = init
         .iter()
         .filter(|c| {
-            !runtime
-                .latest(&c.name)
-                .is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == 0)
+            // A sidecar is done initialising once it runs.
+            !runtime.latest(&c.name).is_some_and(|s| {
+                (s.state == ContainerState::Exited && s.exit_code == 0 && !is_sidecar(c))
+                    || (s.state == ContainerState::Running && is_sidecar(c))
+            })
         })
         .map(|c| c.name.as_str())
         .collect();
@@ -117,8 +119,10 @@ pub fn pod_status(
         )
     };
 
+    // Sidecars count for readiness, as the kubelet's since 1.29.
     let unready: Vec<&str> = containers
         .iter()
+        .chain(init.iter().filter(|c| is_sidecar(c)))
         .filter(|c| {
             let running = runtime
                 .latest(&c.name)
@@ -174,8 +178,18 @@ pub fn phase(pod: &Pod, runtime: &PodRuntimeView) -> PodPhase {
         RestartPolicy::Never => false,
     };
 
+    let any_regular_started = containers.iter().any(|c| runtime.latest(&c.name).is_some());
     let (mut pending_init, mut failed_init) = (0, 0);
     for c in init {
+        if is_sidecar(c) {
+            // A sidecar that runs, or restarts after the pod initialised,
+            // neither holds the pod back nor fails it.
+            let running = runtime
+                .latest(&c.name)
+                .is_some_and(|s| s.state == ContainerState::Running);
+            pending_init += usize::from(!running && !any_regular_started);
+            continue;
+        }
         match runtime.latest(&c.name) {
             Some(s) if s.state == ContainerState::Exited => {
                 failed_init += usize::from(s.exit_code != 0)
@@ -200,8 +214,6 @@ pub fn phase(pod: &Pod, runtime: &PodRuntimeView) -> PodPhase {
             },
         }
     }
-    let any_regular_started = containers.iter().any(|c| runtime.latest(&c.name).is_some());
-
     if failed_init > 0 && policy == RestartPolicy::Never {
         return PodPhase::Failed;
     }

@@ -232,3 +232,43 @@ fn conditions_while_initialising_and_after_completion() {
         "PodReadyToStartContainers=false"
     );
 }
+
+#[test]
+fn a_running_sidecar_initialises_the_pod_and_counts_for_readiness() {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "uid": "uid-1"},
+        "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [{"name": "side", "image": "busybox", "restartPolicy": "Always"}],
+            "containers": [{"name": "app", "image": "busybox"}],
+        },
+    }))
+    .unwrap();
+    let condition = |s: &PodStatusView, type_: &str| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status)
+    };
+
+    let waiting = pod_status(&pod, &view(vec![ctr("side", Running, 0)]), &BTreeSet::new());
+    assert_eq!(waiting.phase, PodPhase::Pending, "the app has not started");
+    assert_eq!(condition(&waiting, "Initialized"), Some(true));
+
+    let both = view(vec![ctr("side", Running, 0), ctr("app", Running, 0)]);
+    let running = pod_status(&pod, &both, &BTreeSet::new());
+    assert_eq!(running.phase, PodPhase::Running);
+    assert_eq!(condition(&running, "Ready"), Some(true));
+
+    let side_down = view(vec![ctr("side", Exited, 1), ctr("app", Running, 0)]);
+    let s = pod_status(&pod, &side_down, &BTreeSet::new());
+    assert_eq!(s.phase, PodPhase::Running, "a sidecar's exit fails nothing");
+    assert_eq!(
+        condition(&s, "Ready"),
+        Some(false),
+        "but the pod is not ready"
+    );
+
+    let done = view(vec![ctr("side", Running, 0), ctr("app", Exited, 0)]);
+    assert_eq!(phase(&pod, &done), PodPhase::Succeeded);
+}

@@ -6,8 +6,10 @@
 //!
 //! The back-off needs each exited container's `finished_at`, so the runtime
 //! view must be built from CRI `ContainerStatus`, not `ListContainers` alone.
-//! Not covered yet: restartable init containers (sidecars), ephemeral
-//! containers, in-place resize.
+//! Restartable init containers (sidecars, `restartPolicy: Always`) start in
+//! their turn, let the next init container start once they run (and their
+//! startup probe passed), and are kept running afterwards. Not covered yet:
+//! ephemeral containers, in-place resize.
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -45,6 +47,14 @@ impl RestartPolicy {
 pub struct ProbeFailures {
     pub liveness: BTreeSet<String>,
     pub startup: BTreeSet<String>,
+    /// Containers whose startup probe has not succeeded yet: a sidecar
+    /// listed here holds back the init containers after it.
+    pub not_started: BTreeSet<String>,
+}
+
+/// A restartable init container (`restartPolicy: Always`), a sidecar.
+pub fn is_sidecar(container: &Container) -> bool {
+    container.restart_policy.as_deref() == Some("Always")
 }
 
 /// Why a container is started.
@@ -120,8 +130,9 @@ pub struct PodActions {
     /// The newest existing sandbox, if any (the one containers start in when
     /// no new sandbox is created).
     pub sandbox_id: Option<String>,
-    /// The one init container to start now; init containers run one by one.
-    pub next_init_container: Option<ContainerStart>,
+    /// Init containers to start now, in order: the next one (they run one
+    /// by one) and sidecars to start again.
+    pub init_containers_to_start: Vec<ContainerStart>,
     pub containers_to_start: Vec<ContainerStart>,
     pub containers_to_kill: Vec<ContainerKill>,
     pub backing_off: Vec<BackingOff>,
@@ -132,7 +143,7 @@ impl PodActions {
     pub fn is_noop(&self) -> bool {
         !self.kill_pod
             && !self.create_sandbox
-            && self.next_init_container.is_none()
+            && self.init_containers_to_start.is_empty()
             && self.containers_to_start.is_empty()
             && self.containers_to_kill.is_empty()
     }
@@ -185,16 +196,6 @@ struct Planner<'a> {
     actions: PodActions,
 }
 
-enum InitProgress<'a> {
-    Done,
-    /// An init container runs: wait for it.
-    Running,
-    Next {
-        container: &'a Container,
-        failed: Option<&'a ContainerView>,
-    },
-}
-
 impl<'a> Planner<'a> {
     fn plan(&mut self, probes: &ProbeFailures) {
         let policy = RestartPolicy::of(self.pod);
@@ -230,8 +231,9 @@ impl<'a> Planner<'a> {
             self.actions.create_sandbox = true;
             self.actions.attempt = attempt;
             if let Some(first) = init_containers.first() {
-                self.actions.next_init_container =
-                    self.start_or_back_off(first, StartReason::NotCreated);
+                if let Some(start) = self.start_or_back_off(first, StartReason::NotCreated) {
+                    self.actions.init_containers_to_start.push(start);
+                }
             } else {
                 for c in to_start {
                     if let Some(start) = self.start_or_back_off(c, StartReason::NotCreated) {
@@ -243,25 +245,8 @@ impl<'a> Planner<'a> {
         }
         self.actions.attempt = attempt;
 
-        match self.next_init_container(init_containers, containers) {
-            InitProgress::Done => {}
-            InitProgress::Running => return,
-            InitProgress::Next { container, failed } => {
-                if failed.is_some() && !policy.restarts_on_failure() {
-                    self.actions.kill_pod = true;
-                    return;
-                }
-                if let Some(last) = failed.filter(|f| f.state == ContainerState::Unknown) {
-                    self.kill(last, KillReason::UnknownState);
-                }
-                let reason = if failed.is_some() {
-                    StartReason::Restart
-                } else {
-                    StartReason::NotCreated
-                };
-                self.actions.next_init_container = self.start_or_back_off(container, reason);
-                return;
-            }
+        if !self.plan_init(init_containers, containers, policy, probes) {
+            return;
         }
 
         let mut keep = 0;
@@ -311,8 +296,9 @@ impl<'a> Planner<'a> {
             && self.actions.containers_to_start.is_empty()
             && self.actions.backing_off.is_empty()
         {
-            // Nothing runs or will run: stop the sandbox too.
+            // Nothing runs or will run: stop the sandbox too (sidecars with it).
             self.actions.kill_pod = true;
+            self.actions.init_containers_to_start.clear();
         }
     }
 
@@ -343,46 +329,114 @@ impl<'a> Planner<'a> {
         (false, newest.attempt)
     }
 
-    /// The kubelet's `findNextInitContainerToRun`.
-    fn next_init_container(
-        &self,
+    /// The kubelet's `computeInitContainerActions`: which init containers
+    /// to (re)start, and whether the pod is initialized (its app containers
+    /// may run). From the last init container with an instance backwards:
+    /// that one tells the progress; before it, only sidecars are looked at,
+    /// to keep them running. `false` with `kill_pod` when a failed init
+    /// container may not restart.
+    fn plan_init(
+        &mut self,
         init: &'a [Container],
         containers: &[Container],
-    ) -> InitProgress<'a> {
-        if init.is_empty()
-            || containers.iter().any(|c| {
-                self.runtime
-                    .latest(&c.name)
-                    .is_some_and(|s| s.state == ContainerState::Running)
-            })
-        {
-            return InitProgress::Done;
+        policy: RestartPolicy,
+        probes: &ProbeFailures,
+    ) -> bool {
+        if init.is_empty() {
+            return true;
         }
-        for c in init.iter().rev() {
-            if let Some(last) = self.runtime.latest(&c.name).filter(|l| init_failed(l)) {
-                return InitProgress::Next {
-                    container: c,
-                    failed: Some(last),
-                };
-            }
-        }
+        let mut initialized = containers.iter().any(|c| {
+            self.runtime
+                .latest(&c.name)
+                .is_some_and(|s| s.state == ContainerState::Running)
+        });
+        let mut previously = initialized;
+        let mut starts: Vec<(&'a Container, StartReason)> = Vec::new();
         for (i, c) in init.iter().enumerate().rev() {
-            match self.runtime.latest(&c.name).map(|s| s.state) {
-                None => continue,
-                Some(ContainerState::Running) => return InitProgress::Running,
-                Some(_) if i + 1 == init.len() => return InitProgress::Done,
-                Some(_) => {
-                    return InitProgress::Next {
-                        container: &init[i + 1],
-                        failed: None,
+            let sidecar = is_sidecar(c);
+            let Some(last) = self.runtime.latest(&c.name) else {
+                if previously && sidecar {
+                    starts.push((c, StartReason::NotCreated));
+                }
+                continue;
+            };
+            if previously && !sidecar {
+                continue;
+            }
+            let is_last = i + 1 == init.len();
+            match last.state {
+                ContainerState::Created => starts.push((c, StartReason::Restart)),
+                ContainerState::Running if !sidecar => {}
+                ContainerState::Running => {
+                    if probes.startup.contains(&c.name) {
+                        self.kill(last, KillReason::StartupFailed);
+                        starts.push((c, StartReason::Replace(KillReason::StartupFailed)));
+                    } else if !(c.startup_probe.is_some() && probes.not_started.contains(&c.name)) {
+                        if is_last {
+                            initialized = true;
+                        } else if !previously {
+                            starts.push((&init[i + 1], StartReason::NotCreated));
+                        }
+                        let changed = last
+                            .spec_hash
+                            .as_ref()
+                            .is_some_and(|h| *h != container_spec_hash(c));
+                        let reason = if changed {
+                            Some(KillReason::SpecChanged)
+                        } else if probes.liveness.contains(&c.name) {
+                            Some(KillReason::LivenessFailed)
+                        } else {
+                            None
+                        };
+                        if let Some(reason) = reason {
+                            self.kill(last, reason);
+                            starts.push((c, StartReason::Replace(reason)));
+                        }
                     }
                 }
+                ContainerState::Exited if sidecar => starts.push((c, StartReason::Restart)),
+                ContainerState::Exited if init_failed(last) => {
+                    if !policy.restarts_on_failure() {
+                        self.actions.kill_pod = true;
+                        return false;
+                    }
+                    starts.push((c, StartReason::Restart));
+                }
+                ContainerState::Exited if is_last => initialized = true,
+                ContainerState::Exited => starts.push((&init[i + 1], StartReason::NotCreated)),
+                ContainerState::Unknown => {
+                    if !sidecar && !policy.restarts_on_failure() {
+                        self.actions.kill_pod = true;
+                        return false;
+                    }
+                    self.kill(last, KillReason::UnknownState);
+                    starts.push((c, StartReason::Restart));
+                }
+            }
+            previously = true;
+        }
+        if !previously {
+            starts.push((&init[0], StartReason::NotCreated));
+        }
+        for (c, reason) in starts.into_iter().rev() {
+            let start = match reason {
+                // A running instance replaced: no back-off, as for app containers.
+                StartReason::Replace(_) => Some(ContainerStart {
+                    name: c.name.clone(),
+                    reason,
+                    restart_count: self
+                        .runtime
+                        .latest(&c.name)
+                        .map_or(0, |l| l.restart_count + 1),
+                    previous_exit: None,
+                }),
+                _ => self.start_or_back_off(c, reason),
+            };
+            if let Some(start) = start {
+                self.actions.init_containers_to_start.push(start);
             }
         }
-        InitProgress::Next {
-            container: &init[0],
-            failed: None,
-        }
+        initialized
     }
 
     /// A start, or a [`BackingOff`] entry when the last instance exited too recently.

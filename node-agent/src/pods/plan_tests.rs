@@ -115,7 +115,7 @@ fn summary(a: &PodActions) -> String {
     if a.create_sandbox {
         out.push(format!("create-sandbox({})", a.attempt));
     }
-    if let Some(init) = &a.next_init_container {
+    for init in &a.init_containers_to_start {
         out.push(format!("init:{}", start(init)));
     }
     for s in &a.containers_to_start {
@@ -559,4 +559,103 @@ fn spec_hash_covers_name_and_image_only() {
     assert_ne!(h, container_spec_hash(&new_image));
     assert_ne!(h, container_spec_hash(&renamed));
     assert_eq!(h, container_spec_hash(&new_args));
+}
+
+/// A pod with init containers `side` (a sidecar, `restartPolicy: Always`,
+/// with a startup probe) and `setup`, and the app container `app`.
+fn pod_with_sidecar(policy: &str) -> Pod {
+    pod_with(
+        policy,
+        &["side", "setup"],
+        &["app"],
+        json!({"spec": {"initContainers": [
+            {"name": "side", "image": "side:1", "restartPolicy": "Always",
+             "startupProbe": {"tcpSocket": {"port": 8080}}},
+            {"name": "setup", "image": "setup:1"},
+        ]}}),
+    )
+}
+
+#[test]
+fn sidecars_start_in_turn_and_keep_running() {
+    let not_started = ProbeFailures {
+        not_started: ["side".to_string()].into(),
+        ..Default::default()
+    };
+    let cases = vec![
+        case(
+            "new pod: the sidecar first",
+            pod_with_sidecar("Always"),
+            view(vec![], vec![]),
+            "create-sandbox(0) init:side/new/#0",
+        ),
+        Case {
+            probes: not_started.clone(),
+            ..case(
+                "sidecar running, startup probe not passed: wait",
+                pod_with_sidecar("Always"),
+                view(ready(), vec![running("side")]),
+                "",
+            )
+        },
+        case(
+            "sidecar started: the next init container",
+            pod_with_sidecar("Always"),
+            view(ready(), vec![running("side")]),
+            "init:setup/new/#0",
+        ),
+        case(
+            "sidecar running and the last init done: the app containers",
+            pod_with_sidecar("Never"),
+            view(ready(), vec![running("side"), exited("setup", 0)]),
+            "start:app/new/#0",
+        ),
+        case(
+            "initialised: an exited sidecar restarts, even under Never",
+            pod_with_sidecar("Never"),
+            view(
+                ready(),
+                vec![exited("side", 1), exited("setup", 0), running("app")],
+            ),
+            "init:side/restart/#1",
+        ),
+        Case {
+            probes: liveness("side"),
+            ..case(
+                "initialised: a sidecar failing liveness is replaced",
+                pod_with_sidecar("Always"),
+                view(
+                    ready(),
+                    vec![running("side"), exited("setup", 0), running("app")],
+                ),
+                "init:side/replace/LivenessFailed/#1 kill:side-0:LivenessFailed",
+            )
+        },
+        case(
+            "app containers done under Never: the pod stops, sidecar too",
+            pod_with_sidecar("Never"),
+            view(
+                ready(),
+                vec![running("side"), exited("setup", 0), exited("app", 0)],
+            ),
+            "kill-pod",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for c in &cases {
+        let got = summary(&compute_pod_actions(
+            &c.pod,
+            &c.runtime,
+            &c.probes,
+            &c.backoff,
+            t(NOW),
+        ));
+        if got != c.want {
+            failures.push(format!(
+                "{}:\n   want {:?}\n    got {:?}",
+                c.name, c.want, got
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

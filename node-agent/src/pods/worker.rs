@@ -36,7 +36,9 @@ use crate::pods::etc_hosts;
 use crate::pods::events::PodEvents;
 use crate::pods::hooks::handler::{failure_message, MINIMUM_GRACE_SECONDS};
 use crate::pods::hooks::{hook_action, run_hook, stop_grace, HookKind, HookTarget};
-use crate::pods::plan::{compute_pod_actions, container_spec_hash, ContainerStart, PodActions};
+use crate::pods::plan::{
+    compute_pod_actions, container_spec_hash, is_sidecar, ContainerStart, PodActions, ProbeFailures,
+};
 use crate::pods::pod_files;
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
 use crate::pods::runtime_view::{ContainerState, SandboxState};
@@ -309,15 +311,13 @@ impl PodWorker {
             None => env.cri.pod(&self.uid).await?,
         };
         let results = env.probes.results(&self.uid);
+        let probes = ProbeFailures {
+            not_started: results.not_started.clone(),
+            ..results.failures.clone()
+        };
         let actions = {
             let backoff = env.backoff.locked();
-            compute_pod_actions(
-                pod,
-                &rt.view,
-                &results.failures,
-                &backoff,
-                SystemTime::now(),
-            )
+            compute_pod_actions(pod, &rt.view, &probes, &backoff, SystemTime::now())
         };
         // Wake when the active deadline comes, if nothing else does first.
         let mut requeue = min_opt(
@@ -450,7 +450,7 @@ impl PodWorker {
         }
 
         let starts: Vec<&ContainerStart> = actions
-            .next_init_container
+            .init_containers_to_start
             .iter()
             .chain(actions.containers_to_start.iter())
             .collect();
@@ -1015,10 +1015,37 @@ impl PodWorker {
             })
             .collect();
         let pod_ip = self.hook_pod_ip(pod, &rt.ips);
-        let stops = alive.into_iter().map(|(c, pre_stop)| {
+        // As the kubelet: the app containers together, then the sidecars
+        // one by one in reverse order, within what is left of the grace.
+        let sidecars: Vec<&str> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| is_sidecar(c))
+            .map(|c| c.name.as_str())
+            .rev()
+            .collect();
+        let (last, first): (Vec<_>, Vec<_>) = alive
+            .into_iter()
+            .partition(|(c, _)| sidecars.contains(&c.name.as_str()));
+        let started = std::time::Instant::now();
+        let stops = first.into_iter().map(|(c, pre_stop)| {
             self.kill_container(pod, &c.name, &c.id, grace, pod_ip.as_deref(), pre_stop)
         });
-        for result in join_all(stops).await {
+        let mut results = join_all(stops).await;
+        for name in sidecars {
+            for (c, pre_stop) in last.iter().filter(|(c, _)| c.name == name) {
+                let left = grace
+                    .saturating_sub(i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX));
+                results.push(
+                    self.kill_container(pod, &c.name, &c.id, left, pod_ip.as_deref(), *pre_stop)
+                        .await,
+                );
+            }
+        }
+        for result in results {
             if let Err(err) = result {
                 tracing::warn!(error = %err, "cannot stop a container");
             }

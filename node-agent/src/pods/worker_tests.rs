@@ -810,3 +810,38 @@ async fn a_pod_past_its_active_deadline_is_killed_and_fails_with_deadline_exceed
         "Pod was active on the node longer than the specified deadline"
     );
 }
+
+#[tokio::test]
+async fn a_sidecar_starts_before_the_app_and_stops_after_it() {
+    let h = harness();
+    let mut value = pod_json();
+    value["spec"]["initContainers"] = serde_json::json!([
+        {"name": "side", "image": "busybox:1.36", "restartPolicy": "Always"},
+    ]);
+    value["spec"]["containers"] = serde_json::json!([{"name": "app", "image": "busybox:1.36"}]);
+    let pod: Arc<Pod> = Arc::new(serde_json::from_value(value).expect("a valid pod"));
+    let mut worker = h.worker();
+    h.sync(&mut worker, Some(pod.clone())).await;
+    assert_eq!(creates(&h.runtime), ["side"]);
+    h.sync(&mut worker, Some(pod.clone())).await;
+    assert_eq!(creates(&h.runtime), ["side", "app"]);
+    let view = h.view();
+    assert_eq!(running(&view).len(), 2, "{view:?}");
+    let id_of = |name: &str| view.latest(name).expect(name).id.clone();
+    let (side, app) = (id_of("side"), id_of("app"));
+
+    let mut deleting = (*pod).clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    deleting.metadata.deletion_grace_period_seconds = Some(5);
+    assert_eq!(
+        h.sync(&mut worker, Some(Arc::new(deleting))).await,
+        Next::Done
+    );
+    let stops: Vec<Call> = h.runtime.calls_of(Op::StopContainer);
+    assert_eq!(
+        stops[..2],
+        [Call::StopContainer(app), Call::StopContainer(side)]
+    );
+}
