@@ -7,6 +7,7 @@
 #
 # Components (default: all):
 #   e2e.test  ginkgo  agnhost   k8s.io/kubernetes K8S_VERSION  -> $cache/conformance-K8S_VERSION/bin
+#   sample-apiserver  nnp       (the aggregator test's server; the nonewprivs image's program)
 #   registry                    distribution REGISTRY_VERSION  -> $cache/registry-REGISTRY_VERSION/bin
 #   coredns                     coredns COREDNS_VERSION        -> $cache/coredns-COREDNS_VERSION/bin
 #
@@ -19,6 +20,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 # shellcheck source=conformance.env
 source "$here/conformance.env"
+# shellcheck source=lib/k8s-module.sh
+source "$here/lib/k8s-module.sh"
 
 cache="${NODECONFIG_CACHE:-/var/cache/nodeconfig}"
 kdir="$cache/conformance-$K8S_VERSION"
@@ -31,15 +34,9 @@ command -v go >/dev/null || die "go is not installed"
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0 GOTOOLCHAIN=local
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(e2e.test ginkgo agnhost registry coredns)
+[ ${#components[@]} -gt 0 ] || components=(e2e.test ginkgo agnhost sample-apiserver nnp registry coredns)
 
-major="${K8S_VERSION#v}"; major="${major%%.*}"
-minor="${K8S_VERSION#v*.}"; minor="${minor%%.*}"
-k8s_ldflags="-s -w"
-for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  k8s_ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
-  k8s_ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-done
+k8s_ldflags="$(k8s_ldflags)"
 
 # The module dir for k8s.io/kubernetes: its staging modules pinned to the
 # published v0.x releases, as in build-control-plane.sh.
@@ -47,18 +44,7 @@ k8s_module() {
   mkdir -p "$kdir/src" "$kdir/bin"
   cd "$kdir/src"
   [ -f go.mod ] && return 0
-  local staging_ver="v0.${K8S_VERSION#v1.}" modfile
-  modfile="$(mktemp)"
-  curl -fsS "${GOPROXY_URL:-https://proxy.golang.org}/k8s.io/kubernetes/@v/$K8S_VERSION.mod" -o "$modfile" \
-    || die "could not fetch k8s.io/kubernetes $K8S_VERSION's go.mod from the Go module proxy"
-  {
-    printf 'module nodeconfig.local/conformance\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
-    grep -E '^\s*k8s\.io/[^ ]+ => \./staging/' "$modfile" | awk -v v="$staging_ver" '{print "\t" $1 " => " $1 " " v}'
-    echo ")"
-  } > go.mod.new
-  rm -f "$modfile"
-  grep -q '=> k8s.io/api ' go.mod.new || die "could not read the staging modules of k8s.io/kubernetes $K8S_VERSION"
-  mv go.mod.new go.mod
+  k8s_write_gomod nodeconfig.local/conformance || die "cannot write the conformance module's go.mod"
   say "go get -t k8s.io/kubernetes/test/e2e $K8S_VERSION (test-only modules too)"
   go get -t "k8s.io/kubernetes@$K8S_VERSION" k8s.io/kubernetes/test/e2e k8s.io/kubernetes/test/images/agnhost \
     || { rm -f go.mod; die "go get of k8s.io/kubernetes $K8S_VERSION failed"; }
@@ -91,6 +77,20 @@ for c in "${components[@]}"; do
       k8s_module
       timed agnhost go build -trimpath -ldflags "$k8s_ldflags" -o "$kdir/bin/agnhost.tmp" k8s.io/kubernetes/test/images/agnhost
       mv "$kdir/bin/agnhost.tmp" "$kdir/bin/agnhost" ;;
+    sample-apiserver)
+      # Upstream's image builds k8s.io/sample-apiserver from its repository;
+      # the staging module of the pinned release is the same code.
+      [ -x "$kdir/bin/sample-apiserver" ] && continue
+      k8s_module
+      go list k8s.io/sample-apiserver >/dev/null 2>&1 || go get "k8s.io/sample-apiserver@v0.${K8S_VERSION#v1.}" \
+        || die "go get of k8s.io/sample-apiserver failed"
+      timed sample-apiserver go build -trimpath -ldflags "$k8s_ldflags" -o "$kdir/bin/sample-apiserver.tmp" k8s.io/sample-apiserver
+      mv "$kdir/bin/sample-apiserver.tmp" "$kdir/bin/sample-apiserver" ;;
+    nnp)
+      [ -x "$kdir/bin/nnp" ] && continue
+      k8s_module
+      timed nnp go build -trimpath -ldflags "-s -w" -o "$kdir/bin/nnp.tmp" k8s.io/kubernetes/test/images/nonewprivs
+      mv "$kdir/bin/nnp.tmp" "$kdir/bin/nnp" ;;
     registry)
       [ -x "$rdir/bin/registry" ] && continue
       mkdir -p "$rdir/src" "$rdir/bin"; cd "$rdir/src"

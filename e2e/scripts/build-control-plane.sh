@@ -10,6 +10,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=lib/k8s-module.sh
+source "$here/lib/k8s-module.sh"
 
 cache="${NODECONFIG_CACHE:-/var/cache/nodeconfig}"
 bindir="$cache/k8s-$K8S_VERSION/bin"
@@ -41,39 +43,13 @@ if [ ${#k8s_pkgs[@]} -gt 0 ]; then
   mkdir -p "$work"
   cd "$work"
   if [ ! -f go.mod ]; then
-    # k8s.io/kubernetes refers to its staging modules as ./staging/...; pin each
-    # of them to the matching published v0.x release instead.
-    staging_ver="v0.${K8S_VERSION#v1.}"
-    modfile="$(mktemp)"
-    curl -fsS "${GOPROXY_URL:-https://proxy.golang.org}/k8s.io/kubernetes/@v/$K8S_VERSION.mod" -o "$modfile" \
-      || go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >/dev/null
-    {
-      echo "module nodeconfig.local/controlplane"
-      echo
-      echo "go 1.26"
-      echo
-      echo "require k8s.io/kubernetes $K8S_VERSION"
-      echo
-      echo "replace ("
-      grep -E '^\s*k8s\.io/[^ ]+ => \./staging/' "$modfile" \
-        | awk -v v="$staging_ver" '{print "\t" $1 " => " $1 " " v}'
-      echo ")"
-    } > go.mod.new
-    rm -f "$modfile"
-    grep -q '=> k8s.io/api ' go.mod.new || die "could not read the staging modules of k8s.io/kubernetes $K8S_VERSION"
-    mv go.mod.new go.mod
+    k8s_write_gomod nodeconfig.local/controlplane || die "cannot write the control plane's go.mod"
   fi
   echo "build-control-plane: building ${k8s_pkgs[*]##*/} $K8S_VERSION into $bindir" >&2
   go get "${k8s_pkgs[@]/%/@none}" >/dev/null 2>&1 || true
   go get "k8s.io/kubernetes@$K8S_VERSION" "${k8s_pkgs[@]}" \
     || die "go get of k8s.io/kubernetes $K8S_VERSION failed (is the Go module proxy reachable?)"
-  major="${K8S_VERSION#v}"; major="${major%%.*}"
-  minor="${K8S_VERSION#v*.}"; minor="${minor%%.*}"
-  ldflags="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
-    ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-  done
+  ldflags="$(k8s_ldflags)"
   tmpbin="$(mktemp -d "$cache/k8s-$K8S_VERSION/tmpbin.XXXX")"
   go build -trimpath -ldflags "$ldflags" -o "$tmpbin/" "${k8s_pkgs[@]}" \
     || die "go build of ${k8s_pkgs[*]##*/} $K8S_VERSION failed"

@@ -231,6 +231,37 @@ EOF
   printf 'root:x:0:\nnginx:x:101:\nnogroup:x:65534:\n' >"$root/etc/group"
 }
 
+# The aggregator test's sample-apiserver (upstream: the binary on alpine).
+_addons_root_sample_apiserver() {
+  _addons_base_root "$1"; _addons_busybox_into "$1"
+  install -m 0755 "$CONF_BIN/sample-apiserver" "$1/sample-apiserver"
+}
+
+# etcd for the sample-apiserver's pod: the control plane's etcd at
+# /usr/local/bin/etcd, where the test's command calls it.
+_addons_root_etcd() {
+  _addons_base_root "$1"; _addons_busybox_into "$1"
+  install -m 0755 "$ETCD_BIN/etcd" "$1/usr/local/bin/etcd"
+}
+
+# nonewprivs: a setuid-root program printing its effective uid (upstream:
+# alpine with /usr/local/bin/nnp, chmod +s).
+_addons_root_nonewprivs() {
+  _addons_root_busybox "$1"
+  install -m 4755 "$CONF_BIN/nnp" "$1/usr/local/bin/nnp"
+}
+
+# The kubectl Update Demo's kitten and nautilus: the agnhost image serving a
+# picture and its data.json from / (test-webserver), as upstream builds them.
+_addons_root_update_demo() {
+  local root="$1" what="$2" html
+  html="$(cd "$NC_CACHE/conformance-$K8S_VERSION/src" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/test/images/$what/html"
+  _addons_root_agnhost "$root" || return 1
+  install -m 0644 "$html/data.json" "$html/$what.jpg" "$root/" || return 1
+}
+_addons_root_kitten() { _addons_root_update_demo "$1" kitten; }
+_addons_root_nautilus() { _addons_root_update_demo "$1" nautilus; }
+
 _addons_root_pause() {
   chmod 0755 "$1"
   gcc -static -Os -s -Wall -Wextra -o "$1/pause" "$_NC_IMAGES_SRC/pause.c" || return 1
@@ -262,6 +293,11 @@ glibc-dns|$e/glibc-dns-testing:2.1.1|_addons_root_glibc_dns|{$path,"Cmd":["bash"
 nonroot|$e/nonroot:1.5|_addons_root_busybox|{$path,"Cmd":["sh"],"User":"1234","WorkingDir":"/"}
 nginx|$e/nginx:1.27.0-2|_addons_root_nginx|{$path,"Cmd":["nginx","-g","daemon off;"],"ExposedPorts":{"80/tcp":{}},"StopSignal":"SIGQUIT","WorkingDir":"/"}
 nginx|$e/nginx:1.28.0-2|_addons_root_nginx|{$path,"Cmd":["nginx","-g","daemon off;"],"ExposedPorts":{"80/tcp":{}},"StopSignal":"SIGQUIT","WorkingDir":"/"}
+sample-apiserver|$e/sample-apiserver:1.29.2|_addons_root_sample_apiserver|{$path,"Entrypoint":["/sample-apiserver"],"WorkingDir":"/"}
+etcd|$NC_REGISTRY/etcd:3.7.0-0|_addons_root_etcd|{$path,"WorkingDir":"/"}
+nonewprivs|$e/nonewprivs:1.4|_addons_root_nonewprivs|{$path,"Cmd":["nnp"],"WorkingDir":"/"}
+kitten|$e/kitten:1.8|_addons_root_kitten|{$path,"Entrypoint":["/agnhost"],"Cmd":["test-webserver"],"WorkingDir":"/","ExposedPorts":{"80/tcp":{}}}
+nautilus|$e/nautilus:1.8|_addons_root_nautilus|{$path,"Entrypoint":["/agnhost"],"Cmd":["test-webserver"],"WorkingDir":"/","ExposedPorts":{"80/tcp":{}}}
 pause|$NC_REGISTRY/pause:3.10.2|_addons_root_pause|{"Entrypoint":["/pause"],"User":"65535:65535","WorkingDir":"/"}
 EOF
 }
@@ -273,8 +309,11 @@ _addons_inputs_hash() {
   {
     echo "$ref $cfg"; sha256sum <"$_ADDONS_SCRIPT"; sha256sum </bin/busybox
     case "$name" in
-      agnhost) sha256sum <"$CONF_BIN/agnhost"; sha256sum <"$COREDNS_BIN"
+      agnhost|kitten|nautilus) sha256sum <"$CONF_BIN/agnhost"; sha256sum <"$COREDNS_BIN"
                dpkg-query -W "${_ADDONS_HOST_PKGS[@]}" 2>/dev/null ;;
+      sample-apiserver) sha256sum <"$CONF_BIN/sample-apiserver" ;;
+      etcd) sha256sum <"$ETCD_BIN/etcd" ;;
+      nonewprivs) sha256sum <"$CONF_BIN/nnp" ;;
       glibc-dns) sha256sum <"$COREDNS_BIN"; dpkg-query -W "${_ADDONS_HOST_PKGS[@]}" 2>/dev/null ;;
       nginx) apt-cache policy nginx 2>/dev/null | awk '/Candidate:/ {print $2}' ;;
       pause) sha256sum <"$_NC_IMAGES_SRC/pause.c" ;;
@@ -396,7 +435,7 @@ _addons_up() {
 
 # The suite's images, built and pushed into the running cluster's registry.
 _addons_suite_images() {
-  "$_ADDONS_E2E/scripts/build-conformance.sh" registry coredns agnhost || return 1
+  "$_ADDONS_E2E/scripts/build-conformance.sh" registry coredns agnhost sample-apiserver nnp || return 1
   _addons_images_build suite || return 1
   _registry_up || return 1
   _addons_push suite

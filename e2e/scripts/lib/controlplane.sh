@@ -7,10 +7,18 @@ CP_RUN="$NC_RUN/control-plane"
 
 # --- certificates ----------------------------------------------------------
 
-# Issues a key and certificate signed by the cluster CA.
-#   issue_cert NAME "CN" "O or empty" "SANs or empty" client|server
+# Creates a self-signed CA unless it exists.
+#   issue_ca NAME "CN"
+issue_ca() {
+  [ -f "$PKI/$1.crt" ] && return 0
+  openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -days 365 -sha256 \
+    -subj "/CN=$2" -out "$PKI/$1.crt" 2>/dev/null || die "openssl could not create the CA $1 in $PKI"
+}
+
+# Issues a key and certificate signed by the cluster CA (or the CA named last).
+#   issue_cert NAME "CN" "O or empty" "SANs or empty" client|server [CA]
 issue_cert() {
-  local name="$1" cn="$2" org="$3" sans="$4" usage="$5" subj ext
+  local name="$1" cn="$2" org="$3" sans="$4" usage="$5" ca="${6:-ca}" subj ext
   [ -f "$PKI/$name.crt" ] && return 0
   subj="/CN=$cn"; [ -n "$org" ] && subj="/O=$org$subj"
   ext="$PKI/$name.ext"
@@ -22,7 +30,7 @@ issue_cert() {
   } > "$ext"
   openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -subj "$subj" \
     -out "$PKI/$name.csr" 2>/dev/null || die "openssl could not create the key of $name in $PKI"
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" -CAcreateserial \
     -days 365 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null \
     || die "openssl could not sign the certificate of $name in $PKI"
   rm -f "$PKI/$name.csr" "$ext"
@@ -55,10 +63,12 @@ KUBECONFIG
 pki_up() {
   mkdir -p "$PKI"
   chmod 700 "$PKI"
-  if [ ! -f "$PKI/ca.crt" ]; then
-    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -days 365 -sha256 \
-      -subj "/CN=nodeconfig-e2e-ca" -out "$PKI/ca.crt" 2>/dev/null || die "openssl could not create the cluster CA in $PKI"
-  fi
+  issue_ca ca nodeconfig-e2e-ca
+  # The aggregation layer's own CA, as kubeadm makes it: the API server
+  # proxies to extension API servers with the front-proxy client certificate,
+  # which they trust through extension-apiserver-authentication.
+  issue_ca front-proxy-ca nodeconfig-e2e-front-proxy-ca
+  issue_cert front-proxy-client front-proxy-client "" "" client front-proxy-ca
   if [ ! -f "$PKI/sa.key" ]; then
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null && openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null \
       || die "openssl could not create the service-account signing key in $PKI"
@@ -135,6 +145,11 @@ controlplane_up() {
     --bind-address "$NC_API_IP" --advertise-address "$NC_API_IP" --secure-port "$NC_API_PORT" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --client-ca-file "$PKI/ca.crt" \
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing=true \
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types InternalIP \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
