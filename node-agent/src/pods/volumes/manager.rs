@@ -26,9 +26,10 @@ use kube::api::{Api, PostParams};
 use crate::locked::Locked;
 use crate::pods::volumes::atomic_writer::{make_dir, set_mode, write_atomically};
 use crate::pods::volumes::plan::{
-    container_mounts, plan_volumes, required_objects, HostPathType, SetUpFailure, TokenKey,
-    VolumeData, VolumeError, VolumePlan, EMPTY_DIR_PLUGIN_DIR,
+    container_mounts, plan_volumes, required_objects, EmptyDir, FileSource, HostPathType,
+    SetUpFailure, TokenKey, VolumeData, VolumeError, VolumePlan, EMPTY_DIR_PLUGIN_DIR,
 };
+use crate::pods::volumes::tmpfs;
 
 /// `<pods_dir>/<uid>` (and `pods_dir` when missing), like the kubelet's pod directories.
 const POD_DIR_MODE: u32 = 0o750;
@@ -289,12 +290,16 @@ pub fn make_volumes(
     let mut paths = BTreeMap::new();
     for plan in plans {
         let path = match plan {
-            VolumePlan::Dir { name, fs_group, .. } => {
+            VolumePlan::Dir {
+                name,
+                kind,
+                fs_group,
+            } => {
                 let dir = pod_dir
                     .join("volumes")
                     .join(EMPTY_DIR_PLUGIN_DIR)
                     .join(name);
-                make_empty_dir(&dir, *fs_group)?;
+                make_empty_dir(&dir, *kind, *fs_group)?;
                 dir
             }
             VolumePlan::HostPath { name, path, type_ } => {
@@ -311,6 +316,11 @@ pub fn make_volumes(
                 fs_group,
             } => {
                 let dir = pod_dir.join("volumes").join(source.plugin_dir()).join(name);
+                if matches!(source, FileSource::Secret | FileSource::Projected) {
+                    // The kubelet keeps secrets and tokens off the node's disk.
+                    make_dir(&dir, DIR_MODE)?;
+                    tmpfs::ensure_tmpfs(&dir, DIR_MODE)?;
+                }
                 if write_atomically(&dir, files, *fs_group)? {
                     tracing::debug!(volume = %name, path = %dir.display(), "volume written");
                 }
@@ -322,12 +332,16 @@ pub fn make_volumes(
     Ok(paths)
 }
 
-/// A 0777 directory; with an fsGroup, owned by that group and set-gid so new
-/// files inherit it (the kubelet's SetVolumeOwnership).
-fn make_empty_dir(dir: &Path, fs_group: Option<u32>) -> Result<(), VolumeError> {
+/// A 0777 directory (a tmpfs for `Memory`); with an fsGroup, owned by that
+/// group and set-gid so new files inherit it (the kubelet's SetVolumeOwnership).
+fn make_empty_dir(dir: &Path, kind: EmptyDir, fs_group: Option<u32>) -> Result<(), VolumeError> {
     let existed = dir.is_dir();
     make_dir(dir, DIR_MODE)?;
-    if existed {
+    let fresh = match kind {
+        EmptyDir::Disk => !existed,
+        EmptyDir::Memory => tmpfs::ensure_tmpfs(dir, EMPTY_DIR_MODE)?,
+    };
+    if !fresh {
         return Ok(()); // Keep whatever the pod did to its own directory.
     }
     let mut mode = EMPTY_DIR_MODE;
@@ -468,6 +482,7 @@ pub fn remove_pod_dir(pods_dir: &Path, uid: &str) -> Result<(), VolumeError> {
         });
     }
     let dir = pods_dir.join(uid);
+    tmpfs::unmount_under(&dir)?;
     // remove_dir_all does not follow symlinks, so a hostPath or a link a pod
     // made in its emptyDir never leads it outside the pod's directory.
     match fs::remove_dir_all(&dir) {

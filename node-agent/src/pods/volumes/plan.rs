@@ -56,8 +56,7 @@ pub struct VolumeData {
     pub node_allocatable: BTreeMap<String, Quantity>,
 }
 
-/// The medium of an emptyDir. `Memory` is planned like `Disk` by the shell
-/// for now (no tmpfs mount).
+/// The medium of an emptyDir: the node's disk, or a tmpfs (`Memory`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmptyDir {
     Disk,

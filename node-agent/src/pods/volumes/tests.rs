@@ -2,7 +2,7 @@
 //! and volume setup on a temporary directory.
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
@@ -529,6 +529,11 @@ fn the_writer_leaves_unchanged_content_alone() {
     assert_eq!(mode(&dir.join("a")), 0o400);
 }
 
+fn is_tmpfs(path: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    rustix::fs::statfs(path).unwrap().f_type as i64 == TMPFS_MAGIC
+}
+
 #[test]
 fn volumes_are_made_under_the_pod_dir_and_torn_down() {
     let tmp = tempfile::tempdir().unwrap();
@@ -539,6 +544,11 @@ fn volumes_are_made_under_the_pod_dir_and_torn_down() {
             name: "scratch".into(),
             kind: EmptyDir::Disk,
             fs_group: None,
+        },
+        VolumePlan::Dir {
+            name: "cache".into(),
+            kind: EmptyDir::Memory,
+            fs_group: Some(2000),
         },
         VolumePlan::HostPath {
             name: "host".into(),
@@ -568,13 +578,22 @@ fn volumes_are_made_under_the_pod_dir_and_torn_down() {
     assert_eq!(known_pod_dirs(&pods_dir), ["uid-1"]);
     assert_eq!(mode(&pods_dir.join("uid-1")), 0o750);
     assert_eq!(mode(&projected.join("..data/token")), 0o644);
+    // Memory-backed: the Memory emptyDir and the projected token, never the disk.
+    let cache = pods_dir.join("uid-1/volumes/kubernetes.io~empty-dir/cache");
+    assert!(is_tmpfs(&cache) && is_tmpfs(&projected) && !is_tmpfs(&scratch));
+    assert_eq!(mode(&cache), 0o2777);
+    assert_eq!(fs::metadata(&cache).unwrap().gid(), 2000);
+    fs::write(cache.join("kept"), "x").unwrap();
 
     // Setting up again changes nothing.
     let before = fs::read_link(projected.join(DATA_DIR)).unwrap();
     make_volumes(&pods_dir.join("uid-1"), &plans).unwrap();
     assert_eq!(fs::read_link(projected.join(DATA_DIR)).unwrap(), before);
+    assert!(cache.join("kept").exists(), "the same tmpfs, not a new one");
 
     remove_pod_dir(&pods_dir, "uid-1").unwrap();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(pods_dir.to_str().unwrap()), "{mounts}");
     assert!(!pods_dir.join("uid-1").exists());
     assert!(host_dir.is_dir(), "a hostPath is never removed");
     assert!(known_pod_dirs(&pods_dir).is_empty());
