@@ -687,7 +687,7 @@ impl PodWorker {
         };
         let envs = container_env(pod, container, &facts, &inputs.sources, &inputs.service_env)
             .map_err(|e| config_error(e.to_string()))?;
-        let mut mounts = prepare_mounts(container, &self.volume_paths)
+        let mut mounts = prepare_mounts(container, &self.volume_paths, &envs)
             .map_err(|e| config_error(e.to_string()))?;
         let pod_dir = env.volumes.pod_dir(&self.uid);
         if etc_hosts::should_mount(pod, container, pod_ips) {

@@ -26,8 +26,9 @@ use kube::api::{Api, PostParams};
 use crate::locked::Locked;
 use crate::pods::volumes::atomic_writer::{make_dir, set_mode, write_atomically};
 use crate::pods::volumes::plan::{
-    container_mounts, plan_volumes, required_objects, EmptyDir, FileSource, HostPathType,
-    SetUpFailure, TokenKey, VolumeData, VolumeError, VolumePlan, EMPTY_DIR_PLUGIN_DIR,
+    container_mounts, mount_sub_path, plan_volumes, required_objects, EmptyDir, FileSource,
+    HostPathType, SetUpFailure, TokenKey, VolumeData, VolumeError, VolumePlan,
+    EMPTY_DIR_PLUGIN_DIR,
 };
 use crate::pods::volumes::tmpfs;
 
@@ -404,31 +405,32 @@ fn check_host_path(path: &Path, type_: HostPathType) -> Result<(), String> {
     }
 }
 
-/// [`container_mounts`] with each `subPath` made safe, as the kubelet does:
-/// a missing subPath is created as a directory (with its volume's mode), and
-/// the host path is resolved through any symlinks and must stay inside the
-/// volume, so a link a pod made in its emptyDir cannot mount the host's
-/// files into a container.
+/// [`container_mounts`] with each `subPath` (or expanded `subPathExpr`)
+/// made safe, as the kubelet does: a missing subPath is created as a
+/// directory (with its volume's mode), and the host path is resolved through
+/// any symlinks and must stay inside the volume, so a link a pod made in its
+/// emptyDir cannot mount the host's files into a container.
 pub fn prepare_mounts(
     container: &Container,
     host_paths: &BTreeMap<String, PathBuf>,
+    envs: &[cri::KeyValue],
 ) -> Result<Vec<cri::Mount>, VolumeError> {
-    let mut mounts = container_mounts(container, host_paths)?;
+    let mut mounts = container_mounts(container, host_paths, envs)?;
     for (mount, spec) in mounts
         .iter_mut()
         .zip(container.volume_mounts.iter().flatten())
     {
         let (Some(sub_path), Some(volume_path)) = (
-            spec.sub_path.as_deref().filter(|s| !s.is_empty()),
+            mount_sub_path(container, spec, envs)?,
             host_paths.get(&spec.name),
         ) else {
             continue;
         };
         let resolved =
-            resolve_sub_path(volume_path, sub_path)?.ok_or_else(|| VolumeError::SubPath {
+            resolve_sub_path(volume_path, &sub_path)?.ok_or_else(|| VolumeError::SubPath {
                 container: container.name.clone(),
                 volume: spec.name.clone(),
-                sub_path: sub_path.to_string(),
+                sub_path: sub_path.clone(),
                 reason: "resolves outside its volume",
             })?;
         mount.host_path = resolved.to_string_lossy().into_owned();

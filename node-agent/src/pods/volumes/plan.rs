@@ -5,19 +5,24 @@
 //! volume gets (paths, bytes, modes), and the shell writes them
 //! ([`crate::pods::volumes::manager`]); [`container_mounts`] turns `volumeMounts` into
 //! CRI mounts (the shell's [`crate::pods::volumes::manager::prepare_mounts`] also
-//! creates missing subPaths and keeps them inside their volume).
+//! creates missing subPaths and keeps them inside their volume). A
+//! `subPathExpr` is expanded with the container's environment and then is
+//! a `subPath` ([`mount_sub_path`]).
 //!
 //! Not covered: persistent volumes, CSI, image and ephemeral volumes,
-//! clusterTrustBundle and podCertificate projections, `subPathExpr`.
+//! clusterTrustBundle and podCertificate projections.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use std::cell::RefCell;
+
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::pods::cri_config::env::expand;
 use crate::pods::volumes::downward_api;
 
 /// The mode of a volume's files when the volume sets no `defaultMode` (0644).
@@ -186,6 +191,13 @@ pub enum VolumeError {
         volume: String,
         sub_path: String,
         reason: &'static str,
+    },
+    #[error("container {container:?}: subPathExpr {expr:?} of volume {volume:?}: missing value for {}", missing.join(", "))]
+    SubPathExpr {
+        container: String,
+        volume: String,
+        expr: String,
+        missing: Vec<String>,
     },
     #[error("pod {pod:?} has no UID usable as a directory name")]
     NoUid { pod: String },
@@ -631,13 +643,15 @@ fn add_downward_api(
 }
 
 /// The CRI mounts of one container: each `volumeMount` at its `mountPath`,
-/// from the volume's host path (`host_paths`, by volume name) joined with the
-/// `subPath`. API data volumes (configMap, secret, downwardAPI, projected,
-/// recognised by their plugin directory) are always read-only, as the kubelet
-/// mounts them.
+/// from the volume's host path (`host_paths`, by volume name) joined with its
+/// [`mount_sub_path`] (`envs`, the container's environment, expands a
+/// `subPathExpr`). API data volumes (configMap, secret, downwardAPI,
+/// projected, recognised by their plugin directory) are always read-only, as
+/// the kubelet mounts them.
 pub fn container_mounts(
     container: &Container,
     host_paths: &BTreeMap<String, PathBuf>,
+    envs: &[cri::KeyValue],
 ) -> Result<Vec<cri::Mount>, VolumeError> {
     container
         .volume_mounts
@@ -651,29 +665,9 @@ pub fn container_mounts(
                         container: container.name.clone(),
                         volume: mount.name.clone(),
                     })?;
-            let sub_path_error = |sub_path: &str, reason| VolumeError::SubPath {
-                container: container.name.clone(),
-                volume: mount.name.clone(),
-                sub_path: sub_path.to_string(),
-                reason,
-            };
-            if let Some(expr) = mount.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
-                return Err(sub_path_error(
-                    expr,
-                    "is a subPathExpr, not supported by this node",
-                ));
-            }
-            let host_path = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            let host_path = match mount_sub_path(container, mount, envs)? {
                 None => volume_path.clone(),
-                Some(sub_path) => {
-                    if sub_path.starts_with('/') {
-                        return Err(sub_path_error(sub_path, "must not be an absolute path"));
-                    }
-                    if sub_path.split('/').any(|part| part == "..") {
-                        return Err(sub_path_error(sub_path, "must not contain '..'"));
-                    }
-                    volume_path.join(sub_path)
-                }
+                Some(sub_path) => volume_path.join(sub_path),
             };
             let propagation = match mount.mount_propagation.as_deref() {
                 Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer,
@@ -690,6 +684,68 @@ pub fn container_mounts(
             })
         })
         .collect()
+}
+
+/// The path inside its volume that `mount` mounts, as the kubelet's
+/// `makeMounts`: its `subPathExpr` expanded with the container's environment
+/// (`$(VAR)` only, `$$` escapes; a variable unset or empty is an error, as
+/// `ExpandContainerVolumeMounts`), else its `subPath`; `None` for the whole
+/// volume. Either must be relative and may not step out with `..`.
+pub fn mount_sub_path(
+    container: &Container,
+    mount: &VolumeMount,
+    envs: &[cri::KeyValue],
+) -> Result<Option<String>, VolumeError> {
+    let sub_path = match mount.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
+        Some(expr) => {
+            expand_sub_path_expr(expr, envs).map_err(|missing| VolumeError::SubPathExpr {
+                container: container.name.clone(),
+                volume: mount.name.clone(),
+                expr: expr.to_string(),
+                missing,
+            })?
+        }
+        None => mount.sub_path.clone().unwrap_or_default(),
+    };
+    if sub_path.is_empty() {
+        return Ok(None);
+    }
+    let error = |reason| VolumeError::SubPath {
+        container: container.name.clone(),
+        volume: mount.name.clone(),
+        sub_path: sub_path.clone(),
+        reason,
+    };
+    if sub_path.starts_with('/') {
+        return Err(error("must not be an absolute path"));
+    }
+    if sub_path.split('/').any(|part| part == "..") {
+        return Err(error("must not contain '..'"));
+    }
+    Ok(Some(sub_path))
+}
+
+/// `expr` with its `$(VAR)` references replaced from `envs` (the last
+/// definition of a name wins); `Err` lists, sorted, the names unset or empty.
+fn expand_sub_path_expr(expr: &str, envs: &[cri::KeyValue]) -> Result<String, Vec<String>> {
+    let values: BTreeMap<&str, &str> = envs
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+        .collect();
+    let missing = RefCell::new(BTreeSet::new());
+    let expanded = expand(expr, |name| {
+        let value = values.get(name).copied().filter(|v| !v.is_empty());
+        if value.is_none() {
+            missing.borrow_mut().insert(name.to_string());
+        }
+        value
+    });
+    let missing = missing.into_inner();
+    if missing.is_empty() {
+        Ok(expanded)
+    } else {
+        Err(missing.into_iter().collect())
+    }
 }
 
 /// Whether the volume directory is one of a plugin whose files come from the API.

@@ -379,7 +379,7 @@ fn volume_mounts_become_cri_mounts() {
         {"name": "cfg", "mountPath": "/etc/app/a.conf", "subPath": "a.conf"},
         {"name": "logs", "mountPath": "/logs", "readOnly": true, "mountPropagation": "HostToContainer"},
     ]));
-    let mounts = container_mounts(&c, &host_paths()).unwrap();
+    let mounts = container_mounts(&c, &host_paths(), &[]).unwrap();
     let view: Vec<(&str, &str, bool, i32)> = mounts
         .iter()
         .map(|m| {
@@ -427,17 +427,79 @@ fn sub_paths_must_stay_inside_the_volume() {
         ("/etc", "must not be an absolute path"),
     ] {
         let c = container(json!([{"name": "scratch", "mountPath": "/x", "subPath": sub_path}]));
-        match container_mounts(&c, &host_paths()) {
+        match container_mounts(&c, &host_paths(), &[]) {
             Err(VolumeError::SubPath { reason: got, .. }) => assert_eq!(got, reason, "{sub_path}"),
             other => panic!("{sub_path}: expected a subPath error, got {other:?}"),
         }
     }
     let unknown = container(json!([{"name": "nope", "mountPath": "/x"}]));
     assert_eq!(
-        container_mounts(&unknown, &host_paths())
+        container_mounts(&unknown, &host_paths(), &[])
             .unwrap_err()
             .to_string(),
         "cannot find volume \"nope\" to mount into container \"app\""
+    );
+}
+
+fn envs(pairs: &[(&str, &str)]) -> Vec<cri::KeyValue> {
+    pairs
+        .iter()
+        .map(|(key, value)| cri::KeyValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn sub_path_exprs_expand_the_container_environment() {
+    let env = envs(&[
+        ("POD_NAME", "web-0"),
+        ("ANNOTATION", "mypath"),
+        ("EMPTY", ""),
+    ]);
+    for (expr, want) in [
+        ("$(POD_NAME)", "web-0"),
+        ("$(ANNOTATION)/$(POD_NAME)", "mypath/web-0"),
+        ("logs/$(POD_NAME).d", "logs/web-0.d"),
+        ("$$(POD_NAME)", "$(POD_NAME)"),
+        ("a$b", "a$b"),
+    ] {
+        let c = container(json!([{"name": "scratch", "mountPath": "/x", "subPathExpr": expr}]));
+        let mounts = container_mounts(&c, &host_paths(), &env).unwrap();
+        assert_eq!(
+            mounts[0].host_path,
+            format!("/pods/uid-1/volumes/kubernetes.io~empty-dir/scratch/{want}"),
+            "{expr}"
+        );
+    }
+}
+
+#[test]
+fn sub_path_exprs_fail_on_missing_values_and_on_paths_leaving_the_volume() {
+    let env = envs(&[("UP", ".."), ("ROOT", "/tmp"), ("EMPTY", "")]);
+    let failure = |expr: &str| {
+        let c = container(json!([{"name": "scratch", "mountPath": "/x", "subPathExpr": expr}]));
+        container_mounts(&c, &host_paths(), &env).unwrap_err()
+    };
+    assert!(matches!(
+        failure("$(UP)"),
+        VolumeError::SubPath {
+            reason: "must not contain '..'",
+            ..
+        }
+    ));
+    assert!(matches!(
+        failure("$(ROOT)"),
+        VolumeError::SubPath {
+            reason: "must not be an absolute path",
+            ..
+        }
+    ));
+    assert_eq!(
+        failure("$(NOPE)/$(EMPTY)/$(UP)").to_string(),
+        "container \"app\": subPathExpr \"$(NOPE)/$(EMPTY)/$(UP)\" of volume \"scratch\": \
+         missing value for EMPTY, NOPE"
     );
 }
 
@@ -646,10 +708,18 @@ fn sub_paths_are_created_and_may_not_lead_out_of_the_volume() {
     let host_paths = BTreeMap::from([("scratch".to_string(), scratch.clone())]);
     let mount = |sub_path: &str| {
         let c = container(json!([{"name": "scratch", "mountPath": "/x", "subPath": sub_path}]));
-        prepare_mounts(&c, &host_paths).map(|m| PathBuf::from(&m[0].host_path))
+        prepare_mounts(&c, &host_paths, &[]).map(|m| PathBuf::from(&m[0].host_path))
     };
 
     let created = mount("data/db").unwrap();
+    let c =
+        container(json!([{"name": "scratch", "mountPath": "/x", "subPathExpr": "data/$(POD)"}]));
+    let expanded = prepare_mounts(&c, &host_paths, &envs(&[("POD", "web-0")])).unwrap();
+    assert_eq!(
+        PathBuf::from(&expanded[0].host_path),
+        scratch.canonicalize().unwrap().join("data/web-0")
+    );
+    assert!(scratch.join("data/web-0").is_dir());
     assert_eq!(created, scratch.canonicalize().unwrap().join("data/db"));
     assert!(created.is_dir());
     assert_eq!(mode(&created), 0o777);
