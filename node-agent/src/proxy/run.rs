@@ -159,6 +159,7 @@ impl ProxyLoop {
             cancel.clone(),
         );
 
+        let mut zone_open = true;
         let mut config = self.config.clone();
         let mut tick = tokio::time::interval(HEARTBEAT);
         // The first settings.
@@ -249,7 +250,8 @@ impl ProxyLoop {
                 _ = changes.notify.notified() => {}
                 _ = tick.tick() => {}
                 r = config.changed() => if r.is_err() { return },
-                r = zone.changed() => if r.is_err() { return },
+                // The zone watch ends only with the loop; a closed channel is not a change.
+                r = zone.changed(), if zone_open => zone_open = r.is_ok(),
             }
         }
     }
