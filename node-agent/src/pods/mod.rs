@@ -45,6 +45,7 @@ pub mod probes;
 pub mod report;
 pub mod run;
 pub mod runtime_view;
+pub mod sysctls;
 pub mod termination_message;
 pub mod volumes;
 pub mod worker;

@@ -42,6 +42,7 @@ use crate::pods::plan::{
 use crate::pods::pod_files;
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
 use crate::pods::runtime_view::{ContainerState, SandboxState};
+use crate::pods::sysctls::admit_sysctls;
 use crate::pods::volumes::manager::prepare_mounts;
 use crate::pods::volumes::manager::VolumeManager;
 use crate::reports::ConfigReport;
@@ -287,7 +288,13 @@ impl PodWorker {
                 .map(|p| (**p).clone())
                 .collect()
         };
-        match admit(pod, &node, &others) {
+        // The kubelet's sysctl handler comes before its predicates. No
+        // unsafe sysctls are allowed on this node.
+        let admission = match admit_sysctls(pod, &[]) {
+            Admission::Admit => admit(pod, &node, &others),
+            rejected => rejected,
+        };
+        match admission {
             Admission::Admit => {
                 self.env.admitted.locked().insert(self.uid.clone());
                 true

@@ -11,6 +11,7 @@ use crate::pods::cri_config::dns::{pod_dns, ClusterDns};
 use crate::pods::cri_config::error::ConfigError;
 use crate::pods::cri_config::hostname::{kernel_hostname, pod_hostname};
 use crate::pods::runtime_view::sandbox_labels;
+use crate::pods::sysctls::with_dots;
 
 /// What the sandbox needs besides the Pod.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +65,7 @@ pub fn sandbox_config(
         .and_then(|sc| sc.sysctls.as_ref())
         .into_iter()
         .flatten()
-        .map(|s| (s.name.clone(), s.value.clone()))
+        .map(|s| (with_dots(&s.name), s.value.clone()))
         .collect();
     let mut supplemental_groups: Vec<i64> = sc.and_then(|sc| sc.fs_group).into_iter().collect();
     supplemental_groups.extend(
