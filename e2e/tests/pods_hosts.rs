@@ -1,7 +1,8 @@
 //! What the kubelet writes into and reads back from a pod's containers, end to
 //! end (`e2e/cluster up`): the kubelet-managed `/etc/hosts` (hostname,
 //! subdomain FQDN, host aliases, host network, containers that bring their
-//! own), the UTS hostname with `setHostnameAsFQDN`.
+//! own), the UTS hostname with `setHostnameAsFQDN`, termination messages and
+//! `activeDeadlineSeconds`.
 //!
 //! Each test works in its own namespace and leaves the nodes as they were, so
 //! they run side by side.
@@ -170,5 +171,92 @@ fn host_network_pods_get_the_nodes_hosts_file_and_their_aliases() {
             "# Kubernetes-managed hosts file (host network).\n{node}\n\
              # Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\n"
         )
+    );
+}
+
+/// The terminated state's message of the pod's only container.
+fn terminated_message(p: &Value) -> Option<String> {
+    p["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn a_finished_container_reports_its_termination_message_from_file_or_logs() {
+    let ns = Namespace::new("termmsg");
+    // Written by a non-root user at a path of its own.
+    let mut writer = busybox("writer", "echo -n DONE > /dev/termination-custom-log");
+    writer["terminationMessagePath"] = json!("/dev/termination-custom-log");
+    writer["securityContext"] = json!({"runAsUser": 10000});
+    // Failed without writing: the end of its log.
+    let mut failer = busybox("failer", "echo line one; echo -n DONE; false");
+    failer["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+    // Succeeded without writing: nothing, whatever it logged.
+    let mut quiet = busybox("quiet", "echo DONE");
+    quiet["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+    for (name, c) in [("writer", writer), ("failer", failer), ("quiet", quiet)] {
+        apply_json(pod(
+            &ns.0,
+            name,
+            json!([c]),
+            json!({"restartPolicy": "Never"}),
+        ));
+    }
+    let finished =
+        |p: &Value| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    let writer = await_pod(&ns.0, "writer", "finished", STARTED, finished);
+    assert_eq!(writer["status"]["phase"], "Succeeded");
+    assert_eq!(terminated_message(&writer).as_deref(), Some("DONE"));
+    let failer = await_pod(&ns.0, "failer", "finished", STARTED, finished);
+    assert_eq!(failer["status"]["phase"], "Failed");
+    assert_eq!(
+        terminated_message(&failer).as_deref(),
+        Some("line one\nDONE")
+    );
+    let quiet = await_pod(&ns.0, "quiet", "finished", STARTED, finished);
+    assert_eq!(quiet["status"]["phase"], "Succeeded");
+    assert_eq!(terminated_message(&quiet), None);
+}
+
+#[test]
+fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
+    let ns = Namespace::new("deadline");
+    apply_json(pod(
+        &ns.0,
+        "sleeper",
+        json!([busybox("main", "exec sleep 3600")]),
+        json!({}),
+    ));
+    await_pod(
+        &ns.0,
+        "sleeper",
+        "Running and Ready",
+        STARTED,
+        running_and_ready,
+    );
+    // Lowered while it runs, as the conformance test does.
+    kubectl(&[
+        "patch",
+        "pod",
+        "sleeper",
+        "-n",
+        &ns.0,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"activeDeadlineSeconds":5}}"#,
+    ])
+    .expect_ok("set activeDeadlineSeconds");
+    let p = await_pod(&ns.0, "sleeper", "Failed", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(p["status"]["reason"], "DeadlineExceeded");
+    assert_eq!(
+        p["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    let state = &p["status"]["containerStatuses"][0]["state"];
+    assert!(
+        state["terminated"].is_object(),
+        "the container was killed: {state}"
     );
 }
