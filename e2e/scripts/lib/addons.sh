@@ -175,8 +175,12 @@ _addons_root_glibc_dns() {
   echo 'hosts: files dns' >"$root/etc/nsswitch.conf"
 }
 
+# The upstream busybox image has every applet in /bin (the suite calls
+# /bin/sysctl, for one); Debian's layout puts some in /sbin and /usr/bin.
 _addons_root_busybox() {
+  local p
   _addons_base_root "$1"; _addons_busybox_into "$1"
+  for p in $(busybox --list); do [ -e "$1/bin/$p" ] || ln -s busybox "$1/bin/$p"; done
   install -m 0644 "$_NC_IMAGES_SRC/busybox/etc/passwd" "$1/etc/passwd"
   install -m 0644 "$_NC_IMAGES_SRC/busybox/etc/group" "$1/etc/group"
 }
