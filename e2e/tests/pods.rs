@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use nodeconfig_e2e::backends::{get_many_from_node, tally, unique_name};
 use nodeconfig_e2e::cluster::cluster;
-use nodeconfig_e2e::kubectl::{apply, condition, eventually, get_json, kubectl, require_cluster};
+use nodeconfig_e2e::kubectl::{condition, eventually, get_json, kubectl, require_cluster};
+use nodeconfig_e2e::namespace::{apply_json, Namespace};
 use nodeconfig_e2e::node::{cri_endpoint, node_name};
 use nodeconfig_e2e::{admin_kubeconfig, k8s_bin};
 use serde_json::{json, Value};
@@ -34,33 +35,6 @@ fn shared_turn() -> RwLockReadGuard<'static, ()> {
 fn exclusive_turn() -> RwLockWriteGuard<'static, ()> {
     require_cluster();
     TURN.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A namespace of the test's own, deleted (without waiting) when dropped.
-struct Namespace(String);
-
-impl Namespace {
-    fn new(what: &str) -> Self {
-        let name = unique_name(what);
-        kubectl(&["create", "namespace", &name]).expect_ok("create namespace");
-        // The ServiceAccount controller creates `default`; pods need it.
-        eventually(
-            Duration::from_secs(30),
-            "the default ServiceAccount",
-            || get_json("serviceaccount", "default", Some(&name)).map(|_| ()),
-        );
-        Self(name)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
-    }
-}
-
-fn apply_json(object: Value) {
-    apply(&object.to_string()).expect_ok("apply");
 }
 
 fn pods(ns: &str, selector: &str) -> Vec<Value> {

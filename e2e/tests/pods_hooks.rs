@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use nodeconfig_e2e::backends::unique_name;
-use nodeconfig_e2e::kubectl::{apply, eventually, get_json, kubectl, require_cluster};
+use nodeconfig_e2e::kubectl::{eventually, get_json, kubectl};
+use nodeconfig_e2e::namespace::{apply_json, Namespace};
 use serde_json::{json, Value};
 
 const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
@@ -23,33 +23,6 @@ const HANDLER: &str = r#"#!/bin/sh
 while read -r l; do l=$(echo "$l" | tr -d '\r'); [ -z "$l" ] && break; echo "$l" >> /tmp/requests; done
 printf 'HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok'
 "#;
-
-/// A namespace of the test's own, deleted (without waiting) when dropped.
-struct Namespace(String);
-
-impl Namespace {
-    fn new(what: &str) -> Self {
-        require_cluster();
-        let name = unique_name(what);
-        kubectl(&["create", "namespace", &name]).expect_ok("create namespace");
-        eventually(
-            Duration::from_secs(30),
-            "the default ServiceAccount",
-            || get_json("serviceaccount", "default", Some(&name)).map(|_| ()),
-        );
-        Self(name)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
-    }
-}
-
-fn apply_json(object: Value) {
-    apply(&object.to_string()).expect_ok("apply");
-}
 
 fn pod(ns: &str, name: &str) -> Option<Value> {
     get_json("pod", name, Some(ns))

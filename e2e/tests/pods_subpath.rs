@@ -8,37 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use nodeconfig_e2e::backends::unique_name;
-use nodeconfig_e2e::kubectl::{apply, condition, eventually, get_json, kubectl, require_cluster};
+use nodeconfig_e2e::kubectl::{apply, condition, eventually, get_json, kubectl};
+use nodeconfig_e2e::namespace::Namespace;
 use serde_json::{json, Value};
 
 const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
 /// Pod created to Running and Ready, with images already on the nodes.
 const STARTED: Duration = Duration::from_secs(90);
-
-/// A namespace of the test's own, deleted (without waiting) when dropped.
-struct Namespace(String);
-
-impl Namespace {
-    fn new(what: &str) -> Self {
-        require_cluster();
-        let name = unique_name(what);
-        kubectl(&["create", "namespace", &name]).expect_ok("create namespace");
-        // The ServiceAccount controller creates `default`; pods need it.
-        eventually(
-            Duration::from_secs(30),
-            "the default ServiceAccount",
-            || get_json("serviceaccount", "default", Some(&name)).map(|_| ()),
-        );
-        Self(name)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
-    }
-}
 
 fn running_and_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running" && condition(p, "Ready").is_some_and(|(s, _)| s == "True")

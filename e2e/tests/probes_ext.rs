@@ -9,9 +9,9 @@
 use std::sync::Once;
 use std::time::Duration;
 
-use nodeconfig_e2e::backends::unique_name;
 use nodeconfig_e2e::cluster::cluster;
 use nodeconfig_e2e::kubectl::{apply, condition, eventually, get_json, kubectl, require_cluster};
+use nodeconfig_e2e::namespace::Namespace;
 use serde_json::{json, Value};
 
 /// The suite's agnhost image in the cluster's registry ($NC_REGISTRY, the
@@ -25,28 +25,6 @@ fn require_agnhost() {
     static PUSHED: Once = Once::new();
     require_cluster();
     PUSHED.call_once(|| cluster(&["suite-images"]));
-}
-
-/// A namespace of the test's own, deleted (without waiting) when dropped.
-struct Namespace(String);
-
-impl Namespace {
-    fn new(what: &str) -> Self {
-        let name = unique_name(what);
-        kubectl(&["create", "namespace", &name]).expect_ok("create namespace");
-        eventually(
-            Duration::from_secs(30),
-            "the default ServiceAccount",
-            || get_json("serviceaccount", "default", Some(&name)).map(|_| ()),
-        );
-        Self(name)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
-    }
 }
 
 fn pod(ns: &str, name: &str, containers: Value) -> Value {
