@@ -148,6 +148,27 @@ struct Case {
     want: &'static str,
 }
 
+/// Plans every case and fails with all the cases whose plan differs.
+fn check_cases(cases: &[Case]) {
+    let mut failures = Vec::new();
+    for c in cases {
+        let got = summary(&compute_pod_actions(
+            &c.pod,
+            &c.runtime,
+            &c.probes,
+            &c.backoff,
+            t(NOW),
+        ));
+        if got != c.want {
+            failures.push(format!(
+                "{}:\n   want {:?}\n    got {:?}",
+                c.name, c.want, got
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 fn case(name: &'static str, pod: Pod, runtime: PodRuntimeView, want: &'static str) -> Case {
     Case {
         name,
@@ -375,23 +396,7 @@ fn compute_pod_actions_table() {
             "",
         ),
     ];
-    let mut failures = Vec::new();
-    for c in &cases {
-        let got = summary(&compute_pod_actions(
-            &c.pod,
-            &c.runtime,
-            &c.probes,
-            &c.backoff,
-            t(NOW),
-        ));
-        if got != c.want {
-            failures.push(format!(
-                "{}:\n   want {:?}\n    got {:?}",
-                c.name, c.want, got
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_cases(&cases);
 }
 
 #[test]
@@ -464,23 +469,7 @@ fn back_off_and_probes_table() {
             )
         },
     ];
-    let mut failures = Vec::new();
-    for c in &cases {
-        let got = summary(&compute_pod_actions(
-            &c.pod,
-            &c.runtime,
-            &c.probes,
-            &c.backoff,
-            t(NOW),
-        ));
-        if got != c.want {
-            failures.push(format!(
-                "{}:\n   want {:?}\n    got {:?}",
-                c.name, c.want, got
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_cases(&cases);
 }
 
 #[test]
@@ -641,21 +630,5 @@ fn sidecars_start_in_turn_and_keep_running() {
             "kill-pod",
         ),
     ];
-    let mut failures = Vec::new();
-    for c in &cases {
-        let got = summary(&compute_pod_actions(
-            &c.pod,
-            &c.runtime,
-            &c.probes,
-            &c.backoff,
-            t(NOW),
-        ));
-        if got != c.want {
-            failures.push(format!(
-                "{}:\n   want {:?}\n    got {:?}",
-                c.name, c.want, got
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_cases(&cases);
 }
