@@ -140,6 +140,6 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_rejected() {
     assert_eq!(p["status"]["reason"], "SysctlForbidden");
     assert_eq!(
         p["status"]["message"],
-        "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+        "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"
     );
 }

@@ -97,7 +97,10 @@ pub fn api_status(inputs: &StatusInputs<'_>) -> PodStatus {
                 unstarted.join(" ")
             ));
         }
-        conditions.push(condition(&current, c.type_, status, reason, message, now));
+        let generation = pod.metadata.generation;
+        conditions.push(condition(
+            &current, c.type_, status, reason, message, generation, now,
+        ));
     }
     for c in current.conditions.iter().flatten() {
         if !conditions.iter().any(|o| o.type_ == c.type_) {
@@ -135,13 +138,14 @@ pub fn api_status(inputs: &StatusInputs<'_>) -> PodStatus {
     }
 }
 
-/// A terminal status for a pod the node rejected at admission.
+/// A terminal status for a pod the node rejected at admission, as the
+/// kubelet's `rejectPod` writes it: its message says so.
 pub fn rejected_status(pod: &Pod, reason: &str, message: &str, now: Timestamp) -> PodStatus {
     let current = pod.status.clone().unwrap_or_default();
     PodStatus {
         phase: Some(PodPhase::Failed.as_str().to_string()),
         reason: Some(reason.to_string()),
-        message: Some(message.to_string()),
+        message: Some(format!("Pod was rejected: {message}")),
         start_time: current.start_time.or(Some(Time(seconds(now)))),
         conditions: current.conditions,
         qos_class: current.qos_class,
@@ -162,12 +166,15 @@ pub fn status_differs(current: Option<&PodStatus>, desired: &PodStatus) -> bool 
     want.iter().any(|(k, v)| have.get(k) != Some(v))
 }
 
+/// One of the conditions the kubelet owns, stamped with the generation it
+/// was computed for (`PodObservedGenerationTracking`).
 fn condition(
     current: &PodStatus,
     type_: &str,
     status: bool,
     reason: Option<String>,
     message: Option<String>,
+    generation: Option<i64>,
     now: Timestamp,
 ) -> PodCondition {
     let status = if status { "True" } else { "False" }.to_string();
@@ -187,7 +194,7 @@ fn condition(
         message,
         last_transition_time,
         last_probe_time: None,
-        observed_generation: None,
+        observed_generation: generation,
     }
 }
 
@@ -489,6 +496,9 @@ mod tests {
         let s = status(&pod, &rt, &BTreeMap::new(), &["b"]);
         assert_eq!(cond(&s, "Ready").status, "True");
         assert_eq!(s.observed_generation, Some(1));
+        for c in s.conditions.iter().flatten() {
+            assert_eq!(c.observed_generation, Some(1), "{}", c.type_);
+        }
     }
 
     #[test]
@@ -636,5 +646,29 @@ mod tests {
         };
         assert_eq!(message(0).map(|m| m.len()), Some(6 * 1024));
         assert_eq!(message(1).as_deref(), Some("DONE"));
+    }
+
+    #[test]
+    fn a_rejected_pod_fails_with_the_kubelets_message_and_its_generation() {
+        let mut p = pod(
+            "Always",
+            None,
+            json!({"phase": "Pending", "qosClass": "BestEffort"}),
+        );
+        p.metadata.generation = Some(3);
+        let s = rejected_status(
+            &p,
+            "NodePorts",
+            "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports",
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        );
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some("NodePorts"));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports")
+        );
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.qos_class.as_deref(), Some("BestEffort"));
     }
 }
