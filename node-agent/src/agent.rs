@@ -276,6 +276,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                     root_dir: config.root_dir.clone(),
                     pod_logs_dir: config.pod_logs_dir.clone(),
                     host: host.clone(),
+                    allowed_unsafe_sysctls: config.allowed_unsafe_sysctls.clone(),
                     config: config_rx.clone(),
                     report: pods_tx,
                     heartbeat: health.register("pods"),

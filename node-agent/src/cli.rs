@@ -70,6 +70,17 @@ pub struct Config {
     #[arg(long, env = "NODECONFIG_CLIENT_CA_FILE", global = true)]
     pub client_ca_file: Option<PathBuf>,
 
+    /// Kubelet mode: unsafe sysctls pods may set besides the safe set, as the
+    /// kubelet's --allowed-unsafe-sysctls (comma-separated names, or prefixes
+    /// ending in `*`, such as `kernel.msg*,net.core.somaxconn`).
+    #[arg(
+        long,
+        env = "NODECONFIG_ALLOWED_UNSAFE_SYSCTLS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allowed_unsafe_sysctls: Vec<String>,
+
     /// Run in this mode whatever the NodeConfig says.
     #[arg(long, env = "NODECONFIG_MODE", value_enum, global = true)]
     pub mode: Option<ModeOverride>,

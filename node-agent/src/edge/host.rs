@@ -29,6 +29,9 @@ pub struct HostFacts {
     pub os_image: String,
     /// `amd64`, `arm64`… as Kubernetes spells GOARCH.
     pub architecture: String,
+    /// The kernel enforces AppArmor profiles (securityfs has `apparmor` and
+    /// the module says `Y`), as runc's `apparmor.IsEnabled`.
+    pub apparmor_enabled: bool,
 }
 
 impl HostFacts {
@@ -58,6 +61,8 @@ impl HostFacts {
             os_image: parse_pretty_name(&read("/etc/os-release"))
                 .unwrap_or_else(|| "Linux".to_string()),
             architecture: kubernetes_arch(std::env::consts::ARCH).to_string(),
+            apparmor_enabled: Path::new("/sys/kernel/security/apparmor").exists()
+                && read("/sys/module/apparmor/parameters/enabled").starts_with('Y'),
         }
     }
 }

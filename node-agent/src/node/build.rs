@@ -512,6 +512,7 @@ mod tests {
             kernel_version: "6.18.0".into(),
             os_image: "Debian GNU/Linux 12 (bookworm)".into(),
             architecture: "amd64".into(),
+            apparmor_enabled: false,
         }
     }
 

@@ -10,7 +10,8 @@
 //!
 //! Functional core: which workers run and which one an event wakes
 //! ([`dispatch`]), what CRI reports for a pod ([`runtime_view`]), whether the
-//! node takes the pod ([`mod@admit`]), what to do to make the runtime match the
+//! node takes the pod ([`mod@admit`], with what the pod asks of it in
+//! [`pod_requests`] and [`host_ports`], and [`apparmor`]), what to do to make the runtime match the
 //! spec ([`plan`]), the crash-loop back-off ([`backoff`]), the phase and
 //! conditions ([`phase`]) and the API status ([`api_status`]) to report, the
 //! CRI requests that create a pod's sandbox and containers ([`cri_config`]),
@@ -30,6 +31,7 @@
 pub mod active_deadline;
 pub mod admit;
 pub mod api_status;
+pub mod apparmor;
 pub mod backoff;
 pub mod container_runtime;
 pub mod cri_config;
@@ -38,9 +40,11 @@ pub mod dispatch;
 pub mod etc_hosts;
 pub mod events;
 pub mod hooks;
+pub mod host_ports;
 pub mod phase;
 pub mod plan;
 pub mod pod_files;
+pub mod pod_requests;
 pub mod probes;
 pub mod report;
 pub mod run;

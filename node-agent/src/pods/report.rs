@@ -2,7 +2,9 @@
 //! `pods` block and `PodsReady`.
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::pods::admit::{REASON_NODE_AFFINITY, REASON_OUT_OF_PODS, REASON_TAINT_TOLERATION};
+use crate::pods::admit::is_predicate_reason;
+use crate::pods::apparmor::REASON_APPARMOR;
+use crate::pods::sysctls::REASON_SYSCTL_FORBIDDEN;
 use crate::reports::PodsReport;
 
 impl PodsReport {
@@ -40,10 +42,9 @@ impl PodsReport {
                 "Failed" => {
                     report.failed += 1;
                     let rejected = status.and_then(|s| s.reason.as_deref()).is_some_and(|r| {
-                        matches!(
-                            r,
-                            REASON_OUT_OF_PODS | REASON_NODE_AFFINITY | REASON_TAINT_TOLERATION
-                        )
+                        is_predicate_reason(r)
+                            || r == REASON_SYSCTL_FORBIDDEN
+                            || r == REASON_APPARMOR
                     });
                     report.rejected += u32::from(rejected);
                 }

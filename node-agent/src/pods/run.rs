@@ -130,6 +130,8 @@ pub struct PodsLoop {
     /// Container logs: `<pod_logs_dir>/<namespace>_<name>_<uid>/<container>/<n>.log`.
     pub pod_logs_dir: PathBuf,
     pub host: crate::edge::host::HostFacts,
+    /// The kubelet's `--allowed-unsafe-sysctls`.
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// The NodeConfig in force (cluster DNS for new sandboxes).
     pub config: watch::Receiver<ConfigReport>,
     pub report: watch::Sender<PodsReport>,
@@ -177,6 +179,8 @@ impl PodsLoop {
             probes: ProbeManager::new(self.cri.clone(), wake_tx.clone()).with_events(events),
             backoff: Mutex::new(Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)),
             image_backoff: Mutex::new(Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)),
+            allowed_unsafe_sysctls: self.allowed_unsafe_sysctls.clone(),
+            apparmor_enabled: self.host.apparmor_enabled,
             admitted: Mutex::new(BTreeSet::new()),
             admission: tokio::sync::Mutex::new(()),
             node_cache: Mutex::new(None),

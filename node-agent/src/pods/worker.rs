@@ -22,6 +22,7 @@ use crate::locked::Locked;
 use crate::pods::active_deadline;
 use crate::pods::admit::{admit, Admission};
 use crate::pods::api_status::{api_status, rejected_status, status_differs, StatusInputs, Waiting};
+use crate::pods::apparmor::admit_apparmor;
 use crate::pods::backoff::{Backoff, BackoffKey};
 use crate::pods::container_runtime::{ContainerRuntime, ImageError, PodRuntime, PullPolicy};
 use crate::pods::cri_config::container::{container_config, ContainerContext};
@@ -86,6 +87,10 @@ pub struct PodEnv {
     pub probes: ProbeManager,
     pub backoff: Mutex<Backoff>,
     pub image_backoff: Mutex<Backoff>,
+    /// The kubelet's `--allowed-unsafe-sysctls`.
+    pub allowed_unsafe_sysctls: Vec<String>,
+    /// The host enforces AppArmor profiles.
+    pub apparmor_enabled: bool,
     /// UIDs the node admitted; admission of a new pod counts them.
     pub admitted: Mutex<BTreeSet<String>>,
     /// Serialises admissions so two new pods never both take the last slot.
@@ -288,12 +293,10 @@ impl PodWorker {
                 .map(|p| (**p).clone())
                 .collect()
         };
-        // The kubelet's sysctl handler comes before its predicates. No
-        // unsafe sysctls are allowed on this node.
-        let admission = match admit_sysctls(pod, &[]) {
-            Admission::Admit => admit(pod, &node, &others),
-            rejected => rejected,
-        };
+        // The kubelet's admit handlers in its order.
+        let admission = admit_sysctls(pod, &self.env.allowed_unsafe_sysctls)
+            .and_then(|| admit(pod, &node, &others))
+            .and_then(|| admit_apparmor(pod, self.env.apparmor_enabled));
         match admission {
             Admission::Admit => {
                 self.env.admitted.locked().insert(self.uid.clone());

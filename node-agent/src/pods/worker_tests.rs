@@ -193,6 +193,8 @@ fn harness() -> Harness {
         probes: ProbeManager::new(prober_cri, wake).with_events(events),
         backoff: Mutex::new(Backoff::default()),
         image_backoff: Mutex::new(Backoff::default()),
+        allowed_unsafe_sysctls: Vec::new(),
+        apparmor_enabled: false,
         admitted: Mutex::new(BTreeSet::new()),
         admission: tokio::sync::Mutex::new(()),
         node_cache: Mutex::new(None),
