@@ -182,7 +182,7 @@ impl LogOptions {
             (Some(s), None) if s < 1 => {
                 return Err(InvalidLogOptions("sinceSeconds must be >= 1".into()))
             }
-            (Some(s), None) => Some(now - chrono::Duration::seconds(s)),
+            (Some(s), None) => seconds_before(now, s),
             (None, t) => t,
         };
         let stream = match value("stream") {
@@ -207,6 +207,13 @@ impl LogOptions {
             stream,
         })
     }
+}
+
+/// `now` minus `seconds`; `None` (no filter: every record) when that is before
+/// the earliest time there is. A request may ask for any `int64`, and the
+/// kubelet's `time.Duration` arithmetic would wrap around there.
+fn seconds_before(now: DateTime<Utc>, seconds: i64) -> Option<DateTime<Utc>> {
+    chrono::Duration::try_seconds(seconds).and_then(|ago| now.checked_sub_signed(ago))
 }
 
 /// Go's `strconv.ParseBool`, which the API's query decoding uses.
@@ -296,18 +303,54 @@ pub fn tail_start(data: &[u8], tail: u64, data_is_whole_file: bool) -> Option<us
     if tail == 0 {
         return Some(data.len());
     }
-    // A newline at the very end closes the last record; it does not start a new one.
-    let search = data.strip_suffix(b"\n").unwrap_or(data);
-    let mut seen = 0;
-    for (i, b) in search.iter().enumerate().rev() {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == tail {
-                return Some(i + 1);
-            }
+    match TailScan::new(tail).scan_back(data, 0) {
+        Some(start) => usize::try_from(start).ok(),
+        None => data_is_whole_file.then_some(0),
+    }
+}
+
+/// Finds where the last `tail` records of a file begin while it is read backwards
+/// one block at a time, keeping only a count: the memory is one block however
+/// far back the records go.
+#[derive(Clone, Debug)]
+pub struct TailScan {
+    tail: u64,
+    seen: u64,
+    /// No byte scanned yet: the file's last byte is still to come.
+    at_end: bool,
+}
+
+impl TailScan {
+    /// A scan for the last `tail` (≥ 1) records.
+    pub fn new(tail: u64) -> Self {
+        TailScan {
+            tail,
+            seen: 0,
+            at_end: true,
         }
     }
-    data_is_whole_file.then_some(0)
+
+    /// Scans `block`, the bytes just before those scanned so far, found at
+    /// `offset` in the file. `Some(start)` once the last `tail` records are known to
+    /// begin at file offset `start`; `None`: read the block before this one (at
+    /// offset 0, the whole file is fewer records: they begin at 0).
+    pub fn scan_back(&mut self, block: &[u8], offset: u64) -> Option<u64> {
+        let mut block = block;
+        if self.at_end && !block.is_empty() {
+            self.at_end = false;
+            // A newline at the very end closes the last record; it does not start a new one.
+            block = block.strip_suffix(b"\n").unwrap_or(block);
+        }
+        for (i, b) in block.iter().enumerate().rev() {
+            if *b == b'\n' {
+                self.seen += 1;
+                if self.seen >= self.tail {
+                    return Some(offset + i as u64 + 1);
+                }
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-use chrono::TimeZone;
+use chrono::{Datelike, TimeZone};
 use proptest::prelude::*;
 
 use super::*;
@@ -219,7 +219,55 @@ fn query_options_the_kubelet_refuses() {
     }
 }
 
+#[test]
+fn huge_since_seconds_means_every_record() {
+    // Past what a chrono Duration holds, and past the earliest DateTime.
+    for seconds in [i64::MAX, i64::MAX / 1000, 400_000 * 365 * 86_400] {
+        let value = seconds.to_string();
+        let o = LogOptions::from_query(&q(&[("sinceSeconds", value.as_str())]), now()).unwrap();
+        assert_eq!(o.since, None, "sinceSeconds={seconds}");
+    }
+    // Just inside the range: a real bound.
+    let o = LogOptions::from_query(&q(&[("sinceSeconds", "3153600000")]), now()).unwrap();
+    assert_eq!(o.since.map(|t| t.year()), Some(1926));
+}
+
+#[test]
+fn since_time_far_away_is_taken_as_it_is() {
+    let past = LogOptions::from_query(&q(&[("sinceTime", "0001-01-01T00:00:00Z")]), now()).unwrap();
+    assert_eq!(render(LOG, past).lines().count(), 4);
+    let future =
+        LogOptions::from_query(&q(&[("sinceTime", "9999-12-31T23:59:59+23:59")]), now()).unwrap();
+    assert_eq!(render(LOG, future), "");
+}
+
 proptest! {
+    /// Scanning a file backwards in blocks of any size finds the tail where
+    /// scanning all of it at once does.
+    #[test]
+    fn tail_scan_in_blocks_agrees_with_the_whole_file(
+        lines in proptest::collection::vec("[a-z]{0,5}", 0..12),
+        newline_at_end in any::<bool>(),
+        tail in 1u64..15,
+        block in 1usize..9,
+    ) {
+        let mut data = lines.join("\n");
+        if newline_at_end {
+            data.push('\n');
+        }
+        let data = data.as_bytes();
+        let mut scan = TailScan::new(tail);
+        let mut end = data.len();
+        let mut found = None;
+        while end > 0 && found.is_none() {
+            let from = end.saturating_sub(block);
+            found = scan.scan_back(&data[from..end], from as u64);
+            end = from;
+        }
+        let whole = tail_start(data, tail, true).map(|i| i as u64);
+        prop_assert_eq!(found.or(Some(0)), whole);
+    }
+
     /// However a line is split into partial records, the output is the line.
     #[test]
     fn partial_records_reassemble_any_split(text in "[a-z ]{1,40}", cuts in proptest::collection::vec(0usize..40, 0..4)) {

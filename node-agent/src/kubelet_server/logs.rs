@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::cri_log::{self, LogFormatter, LogOptions, Progress};
@@ -43,7 +43,10 @@ where
 {
     let mut file = tokio::fs::File::open(path).await?;
     let start = match options.tail_lines {
-        Some(tail) => find_tail_start(&mut file, tail).await?,
+        Some(tail) => {
+            let len = file.metadata().await?.len();
+            find_tail_start(&mut file, len, tail).await?
+        }
         None => 0,
     };
     file.seek(SeekFrom::Start(start)).await?;
@@ -120,23 +123,31 @@ async fn send_record(
     Some(progress)
 }
 
-/// The offset where the last `tail` records of `file` begin, reading it backwards.
-async fn find_tail_start(file: &mut tokio::fs::File, tail: u64) -> std::io::Result<u64> {
-    let len = file.metadata().await?.len();
-    let mut from = len;
-    let mut buf = Vec::new();
-    loop {
-        let block = TAIL_BLOCK.min(from);
-        from -= block;
-        let mut chunk = vec![0; block as usize];
-        file.seek(SeekFrom::Start(from)).await?;
-        file.read_exact(&mut chunk).await?;
-        chunk.extend_from_slice(&buf);
-        buf = chunk;
-        if let Some(i) = cri_log::tail_start(&buf, tail, from == 0) {
-            return Ok(from + i as u64);
-        }
+/// The offset where the last `tail` records of `file` (`len` bytes) begin,
+/// reading it backwards one block at a time into one buffer: a tail longer than
+/// the file reads it once, never more than [`TAIL_BLOCK`] bytes held.
+async fn find_tail_start<R>(file: &mut R, len: u64, tail: u64) -> std::io::Result<u64>
+where
+    R: AsyncRead + AsyncSeek + Unpin,
+{
+    if tail == 0 {
+        return Ok(len);
     }
+    let mut scan = cri_log::TailScan::new(tail);
+    let mut buf = vec![0; usize::try_from(TAIL_BLOCK.min(len)).unwrap_or(0)];
+    let mut end = len;
+    while end > 0 {
+        let block = TAIL_BLOCK.min(end);
+        let from = end - block;
+        let chunk = &mut buf[..usize::try_from(block).unwrap_or(0)];
+        file.seek(SeekFrom::Start(from)).await?;
+        file.read_exact(chunk).await?;
+        if let Some(start) = scan.scan_back(chunk, from) {
+            return Ok(start);
+        }
+        end = from;
+    }
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -182,6 +193,80 @@ mod tests {
             lines[0].starts_with("line 04998") && lines[1].starts_with("line 04999"),
             "{out}"
         );
+    }
+
+    /// A file in memory that counts what is read from it.
+    struct CountingReader {
+        inner: std::io::Cursor<Vec<u8>>,
+        bytes_read: u64,
+        largest_read: usize,
+    }
+
+    impl AsyncRead for CountingReader {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
+            let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+            let n = buf.filled().len() - before;
+            self.bytes_read += n as u64;
+            self.largest_read = self.largest_read.max(n);
+            polled
+        }
+    }
+
+    impl AsyncSeek for CountingReader {
+        fn start_seek(
+            mut self: std::pin::Pin<&mut Self>,
+            position: SeekFrom,
+        ) -> std::io::Result<()> {
+            std::pin::Pin::new(&mut self.inner).start_seek(position)
+        }
+
+        fn poll_complete(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<u64>> {
+            std::pin::Pin::new(&mut self.inner).poll_complete(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tail_longer_than_a_big_file_reads_it_once_in_bounded_blocks() {
+        // 8 MiB of records: 128 tail blocks.
+        let line = record(&"y".repeat(64));
+        let records = 8 * 1024 * 1024 / line.len();
+        let data = line.repeat(records).into_bytes();
+        let len = data.len() as u64;
+        let mut file = CountingReader {
+            inner: std::io::Cursor::new(data),
+            bytes_read: 0,
+            largest_read: 0,
+        };
+        let start = find_tail_start(&mut file, len, 10 * records as u64)
+            .await
+            .unwrap();
+        assert_eq!(start, 0, "fewer records than asked for: from the start");
+        assert_eq!(file.bytes_read, len, "every byte read once");
+        assert!(
+            file.largest_read as u64 <= TAIL_BLOCK,
+            "{}",
+            file.largest_read
+        );
+
+        // The last 3 records: one block read.
+        file.bytes_read = 0;
+        let start = find_tail_start(&mut file, len, 3).await.unwrap();
+        assert_eq!(start, len - 3 * line.len() as u64);
+        assert!(file.bytes_read <= TAIL_BLOCK);
+        // Exactly as many records as the file has: all of it.
+        let start = find_tail_start(&mut file, len, records as u64)
+            .await
+            .unwrap();
+        assert_eq!(start, 0);
+        assert_eq!(find_tail_start(&mut file, len, 0).await.unwrap(), len);
     }
 
     #[tokio::test]
