@@ -288,7 +288,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
     let server_state = ServerState {
         health,
         config: config_rx,
-        metrics,
+        metrics: metrics.clone(),
     };
     let server_cancel = cancel.clone();
     spawn(
@@ -305,8 +305,12 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
             &config,
             &node_name,
             internal_ip,
-            &client,
-            &cri_for_server,
+            crate::kubelet_server::KubeletServerState::new(
+                cri_for_server.clone(),
+                client.clone(),
+                &node_name,
+                metrics.kubelet_server.clone(),
+            ),
             &cancel,
         )
         .await?;
@@ -349,11 +353,10 @@ async fn spawn_kubelet_server(
     config: &Config,
     node_name: &str,
     internal_ip: Option<IpAddr>,
-    client: &kube::Client,
-    cri: &crate::edge::cri_handle::CriHandle,
+    state: crate::kubelet_server::KubeletServerState,
     cancel: &CancellationToken,
 ) -> Result<(), AgentError> {
-    use crate::kubelet_server::{self, tls, KubeletServerState};
+    use crate::kubelet_server::{self, tls};
     let Some(ca) = config.client_ca_file.as_deref() else {
         tracing::warn!("no --client-ca-file: kubectl logs and exec are not served on this node");
         return Ok(());
@@ -375,12 +378,13 @@ async fn spawn_kubelet_server(
             addr,
             source,
         })?;
-    let state = KubeletServerState::new(cri.clone(), client.clone(), node_name);
     let cancel = cancel.clone();
     spawn(
         "kubelet-server",
         Box::pin(async move {
-            if let Err(err) = kubelet_server::serve(listener, tls, state, cancel).await {
+            if let Err(err) =
+                kubelet_server::serve(listener, tls, state, Default::default(), cancel).await
+            {
                 tracing::error!(error = %err, "kubelet HTTPS server failed");
             }
         }),

@@ -3,7 +3,8 @@
 //!
 //! Authentication: a verified client certificate (user = CN, groups = O, as the API
 //! server's x509 authenticator reads it), else an `Authorization: Bearer` token
-//! checked with a TokenReview. Nothing of either: 401 `Unauthorized`.
+//! checked with a TokenReview. Nothing of either: 401 `Unauthorized`. An
+//! authenticated request keeps its connection's place ([`super::connections`]).
 //!
 //! Authorization: the request becomes attributes on the node object, as the kubelet
 //! maps them (`pkg/kubelet/server/auth.go`): resource `nodes`, name = this node,
@@ -19,6 +20,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use super::connections::ConnectionTicket;
 
 /// An authenticated user.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -202,7 +205,12 @@ pub async fn filter(State(auth): State<Auth>, request: Request, next: Next) -> R
         .get::<ClientCertIdentity>()
         .and_then(|identity| identity.0.clone());
     let user = match auth.authenticate(request.headers(), cert).await {
-        Ok(Some(user)) => user,
+        Ok(Some(user)) => {
+            if let Some(ticket) = request.extensions().get::<ConnectionTicket>() {
+                ticket.authenticated();
+            }
+            user
+        }
         Ok(None) => return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
         Err(error) => {
             tracing::warn!(%error, "cannot authenticate a request");

@@ -1,6 +1,9 @@
 //! The API server as the kubelet server's token authenticator (TokenReview) and
 //! authorizer (SubjectAccessReview), with the kubelet's webhook cache lifetimes:
-//! tokens 2 min, allowed decisions 5 min, denied 30 s.
+//! tokens 2 min, valid or not (the kubelet's delegating authenticator caches both
+//! with `authentication.webhook.cacheTTL`), allowed decisions 5 min, denied 30 s.
+//! A review that fails (the API server did not answer) is not remembered. Tokens
+//! are kept as SHA-256 digests, not in the clear.
 //!
 //! With the node's own credentials (`system:node:<name>`) both creates are allowed
 //! by the Node authorizer: they are in the bootstrap policy's `NodeRules`. An agent
@@ -17,8 +20,10 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::api::PostParams;
 use kube::Api;
+use sha2::{Digest, Sha256};
 
 use crate::locked::Locked;
+use crate::serve::metrics::{KubeletServerMetrics, TokenReviewResult};
 
 use super::auth::{
     Authorizer, BoxFuture, NodeAttributes, ReviewError, TokenAuthenticator, UserInfo,
@@ -26,6 +31,10 @@ use super::auth::{
 
 /// How long a token's user is remembered (the kubelet's `authentication.webhook.cacheTTL`).
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(120);
+/// How long a token the API server did not authenticate is remembered: the same
+/// TTL, as the kubelet's token cache is built (`cache.New(auth, false, ttl, ttl)`),
+/// so a client repeating a bad token costs one TokenReview per token and TTL.
+pub const INVALID_TOKEN_CACHE_TTL: Duration = TOKEN_CACHE_TTL;
 /// How long an allowed decision is remembered (`authorization.webhook.cacheAuthorizedTTL`).
 pub const ALLOWED_CACHE_TTL: Duration = Duration::from_secs(300);
 /// How long a denied decision is remembered (`authorization.webhook.cacheUnauthorizedTTL`).
@@ -56,6 +65,15 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
             .map(|(_, v)| v.clone())
     }
 
+    /// Entries held, expired or not.
+    pub fn len(&self) -> usize {
+        self.entries.locked().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Remembers `value` for `ttl` from `now`.
     pub fn insert(&self, key: K, value: V, ttl: Duration, now: Instant) {
         let mut entries = self.entries.locked();
@@ -78,15 +96,70 @@ impl<K: Eq + Hash, V: Clone> Default for TtlCache<K, V> {
 /// Bearer tokens checked with TokenReviews (audiences: the API server's default).
 pub struct TokenReviewAuthenticator {
     api: Api<TokenReview>,
-    cache: TtlCache<String, UserInfo>,
+    /// Tokens by digest: their user, or `None` for a token that is not valid. Kept
+    /// in two caches so that a flood of bad tokens cannot push out the good ones.
+    valid: TtlCache<TokenDigest, UserInfo>,
+    invalid: TtlCache<TokenDigest, ()>,
+    metrics: KubeletServerMetrics,
+}
+
+/// A token's SHA-256 digest: what the caches keep instead of the token.
+type TokenDigest = [u8; 32];
+
+fn digest(token: &str) -> TokenDigest {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 impl TokenReviewAuthenticator {
-    pub fn new(client: kube::Client) -> Self {
+    pub fn new(client: kube::Client, metrics: KubeletServerMetrics) -> Self {
         TokenReviewAuthenticator {
             api: Api::all(client),
-            cache: TtlCache::new(),
+            valid: TtlCache::new(),
+            invalid: TtlCache::new(),
+            metrics,
         }
+    }
+
+    /// What the caches know of `token` at `now`: `Some(Some(user))`, `Some(None)`
+    /// (known bad), or `None` (ask the API server).
+    fn cached(&self, token: &TokenDigest, now: Instant) -> Option<Option<UserInfo>> {
+        if let Some(user) = self.valid.get(token, now) {
+            return Some(Some(user));
+        }
+        self.invalid.get(token, now).map(|()| None)
+    }
+
+    /// Remembers what a TokenReview said of `token`.
+    fn remember(&self, token: TokenDigest, user: Option<&UserInfo>, now: Instant) {
+        match user {
+            Some(user) => self.valid.insert(token, user.clone(), TOKEN_CACHE_TTL, now),
+            None => self.invalid.insert(token, (), INVALID_TOKEN_CACHE_TTL, now),
+        }
+    }
+
+    async fn review(&self, token: &str) -> Result<Option<UserInfo>, ReviewError> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                audiences: None,
+            },
+            ..Default::default()
+        };
+        let reviewed = self
+            .api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| ReviewError(format!("TokenReview failed: {e}")))?;
+        let status = reviewed.status.unwrap_or_default();
+        Ok(match (status.authenticated, status.user) {
+            (Some(true), Some(user)) => Some(UserInfo {
+                name: user.username.unwrap_or_default(),
+                uid: user.uid.unwrap_or_default(),
+                groups: user.groups.unwrap_or_default(),
+                extra: user.extra.unwrap_or_default().into_iter().collect(),
+            }),
+            _ => None,
+        })
     }
 }
 
@@ -96,38 +169,20 @@ impl TokenAuthenticator for TokenReviewAuthenticator {
         token: &'a str,
     ) -> BoxFuture<'a, Result<Option<UserInfo>, ReviewError>> {
         Box::pin(async move {
-            if let Some(user) = self.cache.get(&token.to_string(), Instant::now()) {
-                return Ok(Some(user));
+            let key = digest(token);
+            if let Some(known) = self.cached(&key, Instant::now()) {
+                return Ok(known);
             }
-            let review = TokenReview {
-                spec: TokenReviewSpec {
-                    token: token.to_string(),
-                    audiences: None,
-                },
-                ..Default::default()
-            };
-            let reviewed = self
-                .api
-                .create(&PostParams::default(), &review)
-                .await
-                .map_err(|e| ReviewError(format!("TokenReview failed: {e}")))?;
-            let status = reviewed.status.unwrap_or_default();
-            let user = match (status.authenticated, status.user) {
-                (Some(true), Some(user)) => UserInfo {
-                    name: user.username.unwrap_or_default(),
-                    uid: user.uid.unwrap_or_default(),
-                    groups: user.groups.unwrap_or_default(),
-                    extra: user.extra.unwrap_or_default().into_iter().collect(),
-                },
-                _ => return Ok(None),
-            };
-            self.cache.insert(
-                token.to_string(),
-                user.clone(),
-                TOKEN_CACHE_TTL,
-                Instant::now(),
-            );
-            Ok(Some(user))
+            let reviewed = self.review(token).await;
+            self.metrics.token_review(match &reviewed {
+                Ok(Some(_)) => TokenReviewResult::Authenticated,
+                Ok(None) => TokenReviewResult::Unauthenticated,
+                Err(_) => TokenReviewResult::Error,
+            });
+            if let Ok(user) = &reviewed {
+                self.remember(key, user.as_ref(), Instant::now());
+            }
+            reviewed
         })
     }
 }
@@ -209,7 +264,105 @@ impl Authorizer for SubjectAccessReviewAuthorizer {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use hyper::{Request, Response};
+    use kube::client::Body;
+
     use super::*;
+    use crate::serve::metrics::Metrics;
+
+    /// An API server that answers TokenReviews, knowing one token, and counts them.
+    fn token_reviewer(reviews: Arc<AtomicUsize>) -> kube::Client {
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let reviews = reviews.clone();
+            async move {
+                reviews.fetch_add(1, Ordering::SeqCst);
+                let body = request
+                    .into_body()
+                    .collect_bytes()
+                    .await
+                    .unwrap_or_default();
+                let review: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let status = if review["spec"]["token"] == "good" {
+                    serde_json::json!({"authenticated": true, "user": {"username": "jane"}})
+                } else {
+                    serde_json::json!({"authenticated": false, "error": "invalid bearer token"})
+                };
+                let answer = serde_json::json!({
+                    "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                    "metadata": {}, "spec": review["spec"], "status": status,
+                });
+                let mut response = Response::new(Body::from(answer.to_string().into_bytes()));
+                *response.status_mut() = hyper::StatusCode::CREATED;
+                Ok::<_, Infallible>(response)
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn a_repeated_token_costs_one_review_valid_or_not() {
+        let reviews = Arc::new(AtomicUsize::new(0));
+        let metrics = Metrics::new();
+        let tokens = TokenReviewAuthenticator::new(
+            token_reviewer(reviews.clone()),
+            metrics.kubelet_server.clone(),
+        );
+        for _ in 0..20 {
+            assert_eq!(tokens.authenticate("bad").await.unwrap(), None);
+        }
+        assert_eq!(reviews.load(Ordering::SeqCst), 1);
+        for _ in 0..5 {
+            let user = tokens.authenticate("good").await.unwrap().unwrap();
+            assert_eq!(user.name, "jane");
+        }
+        assert_eq!(reviews.load(Ordering::SeqCst), 2);
+        assert_eq!(tokens.authenticate("worse").await.unwrap(), None);
+        assert_eq!(reviews.load(Ordering::SeqCst), 3);
+        let text = metrics.encode();
+        assert!(
+            text.contains("kubelet_server_token_reviews_total{result=\"unauthenticated\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_token_is_asked_again_after_its_ttl() {
+        let reviews = Arc::new(AtomicUsize::new(0));
+        let tokens =
+            TokenReviewAuthenticator::new(token_reviewer(reviews), Metrics::new().kubelet_server);
+        let t0 = Instant::now();
+        let (bad, good) = (digest("bad"), digest("good"));
+        let user = UserInfo {
+            name: "jane".into(),
+            ..Default::default()
+        };
+        tokens.remember(bad, None, t0);
+        tokens.remember(good, Some(&user), t0);
+        let later = |s| t0 + Duration::from_secs(s);
+        assert_eq!(tokens.cached(&bad, later(119)), Some(None));
+        assert_eq!(tokens.cached(&bad, later(120)), None);
+        assert_eq!(tokens.cached(&good, later(119)), Some(Some(user)));
+        assert_eq!(tokens.cached(&good, later(120)), None);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_bad_tokens_keeps_the_cache_bounded_and_the_good_ones() {
+        let reviews = Arc::new(AtomicUsize::new(0));
+        let tokens =
+            TokenReviewAuthenticator::new(token_reviewer(reviews), Metrics::new().kubelet_server);
+        let t0 = Instant::now();
+        let user = UserInfo::default();
+        tokens.remember(digest("good"), Some(&user), t0);
+        for i in 0..3 * MAX_CACHE_ENTRIES {
+            tokens.remember(digest(&format!("bad-{i}")), None, t0);
+        }
+        assert!(tokens.invalid.len() <= MAX_CACHE_ENTRIES);
+        assert_eq!(tokens.cached(&digest("good"), t0), Some(Some(user)));
+    }
 
     #[test]
     fn cache_entries_expire() {

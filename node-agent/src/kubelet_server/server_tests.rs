@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::auth::{
     Auth, Authorizer, BoxFuture, NodeAttributes, ReviewError, TokenAuthenticator, UserInfo,
 };
+use super::connections::Limits;
 use super::*;
 use crate::locked::Locked;
 
@@ -94,6 +95,10 @@ struct Server {
 
 /// Starts the server on 127.0.0.1 trusting `client_ca` for client certificates.
 async fn start_server(client_ca: &TestCa) -> Server {
+    start_server_with(client_ca, Limits::default()).await
+}
+
+async fn start_server_with(client_ca: &TestCa, limits: Limits) -> Server {
     let server_ca = test_ca("serving-ca");
     let (cert, key) = issue(&server_ca, "node-1", &[], &["127.0.0.1"]);
     let tls = tls::server_config_from_pem(
@@ -121,11 +126,12 @@ async fn start_server(client_ca: &TestCa) -> Server {
             tokens: Some(Arc::new(OneToken)),
             authorizer: authorizer.clone(),
         },
+        metrics: crate::serve::metrics::Metrics::new().kubelet_server,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
-    tokio::spawn(serve(listener, tls, state, cancel.clone()));
+    tokio::spawn(serve(listener, tls, state, limits, cancel.clone()));
     Server {
         address,
         server_ca,
@@ -270,6 +276,71 @@ async fn a_certificate_from_another_ca_is_refused() {
     );
     let result = get(&server, "/healthz", Some(&impostor), None).await;
     assert!(result.is_err(), "the handshake must fail, got {result:?}");
+}
+
+/// Whether the server closes `tcp` (EOF or reset) before `within`.
+async fn closed_by_server(tcp: &mut TcpStream, within: std::time::Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, tcp.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn a_flood_of_silent_connections_does_not_keep_the_api_server_out() {
+    let cluster_ca = test_ca("cluster-ca");
+    let limits = Limits {
+        max_unauthenticated: 3,
+        ..Limits::default()
+    };
+    let server = start_server_with(&cluster_ca, limits).await;
+    let api_server = issue(
+        &cluster_ca,
+        "kube-apiserver-kubelet-client",
+        &["system:masters"],
+        &[],
+    );
+    // Slow-loris: connections that never finish their handshake.
+    let mut flood = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = TcpStream::connect(server.address).await.unwrap();
+        tcp.write_all(&[0x16, 0x03, 0x01, 0x02]).await.unwrap();
+        flood.push(tcp);
+    }
+    let (status, _) = get(&server, "/healthz", Some(&api_server), None)
+        .await
+        .expect("the API server gets in");
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        closed_by_server(&mut flood[0], std::time::Duration::from_secs(10)).await,
+        "the oldest waiting connection made room"
+    );
+    // More of the flood: the authenticated client still gets in each time.
+    for _ in 0..5 {
+        flood.push(TcpStream::connect(server.address).await.unwrap());
+        let (status, _) = get(&server, "/healthz", Some(&api_server), None)
+            .await
+            .expect("the API server gets in");
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_does_not_authenticate_in_time_is_closed() {
+    let cluster_ca = test_ca("cluster-ca");
+    let limits = Limits {
+        first_request_timeout: std::time::Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let server = start_server_with(&cluster_ca, limits).await;
+    let mut silent = TcpStream::connect(server.address).await.unwrap();
+    assert!(closed_by_server(&mut silent, std::time::Duration::from_secs(10)).await);
+    // A client that authenticates is served.
+    let (status, _) = get(&server, "/healthz", None, Some("good-token"))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[test]

@@ -33,6 +33,32 @@ pub enum LeaseKind {
     Agent,
 }
 
+/// What a TokenReview of the kubelet server said about a bearer token.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum TokenReviewResult {
+    Authenticated,
+    Unauthenticated,
+    /// The review could not be made (the API server did not answer).
+    Error,
+}
+
+/// Why the kubelet server closed a connection before serving it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ShedReason {
+    /// Every connection slot was taken by authenticated connections: refused at accept.
+    Full,
+    /// The oldest connection not yet authenticated, closed to make room for a new one.
+    Evicted,
+}
+
+/// A kubelet server connection's stage.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ConnectionStage {
+    /// In the TLS handshake, or no request of it authenticated yet.
+    Unauthenticated,
+    Authenticated,
+}
+
 /// Label values in lower case, as Prometheus label values usually are.
 macro_rules! label_values {
     ($type:ty { $($variant:ident => $value:literal),+ $(,)? }) => {
@@ -47,6 +73,31 @@ macro_rules! label_values {
 label_values!(WriteResult { Success => "success", Error => "error" });
 label_values!(ApplyResult { Applied => "applied", Rejected => "rejected" });
 label_values!(LeaseKind { Node => "node", Agent => "agent" });
+label_values!(TokenReviewResult {
+    Authenticated => "authenticated",
+    Unauthenticated => "unauthenticated",
+    Error => "error",
+});
+label_values!(ShedReason { Full => "full", Evicted => "evicted" });
+label_values!(ConnectionStage {
+    Unauthenticated => "unauthenticated",
+    Authenticated => "authenticated",
+});
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenReviewLabels {
+    pub result: TokenReviewResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    pub reason: ShedReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: ConnectionStage,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -97,6 +148,67 @@ pub struct Metrics {
     pub runtime_ready: Gauge,
     /// The service proxy's metrics, named like kube-proxy's.
     pub proxy: ProxyMetrics,
+    /// The kubelet server's (:10250) connections and token reviews.
+    pub kubelet_server: KubeletServerMetrics,
+}
+
+/// The kubelet server's metrics: what its connection limits shed, and the
+/// TokenReviews its bearer tokens cost (a cached answer costs none).
+#[derive(Clone, Debug)]
+pub struct KubeletServerMetrics {
+    token_reviews: Family<TokenReviewLabels, Counter>,
+    connections_shed: Family<ShedLabels, Counter>,
+    connections: Family<StageLabels, Gauge>,
+}
+
+impl KubeletServerMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            token_reviews: Family::default(),
+            connections_shed: Family::default(),
+            connections: Family::default(),
+        };
+        registry.register(
+            "kubelet_server_token_reviews",
+            "TokenReviews sent for bearer tokens of kubelet server requests, by result",
+            metrics.token_reviews.clone(),
+        );
+        registry.register(
+            "kubelet_server_connections_shed",
+            "Kubelet server connections closed before being served, by reason",
+            metrics.connections_shed.clone(),
+        );
+        registry.register(
+            "kubelet_server_connections",
+            "Open kubelet server connections (not counting upgraded streams), by stage",
+            metrics.connections.clone(),
+        );
+        metrics
+    }
+
+    pub fn token_review(&self, result: TokenReviewResult) {
+        self.token_reviews
+            .get_or_create(&TokenReviewLabels { result })
+            .inc();
+    }
+
+    pub fn connection_shed(&self, reason: ShedReason) {
+        self.connections_shed
+            .get_or_create(&ShedLabels { reason })
+            .inc();
+    }
+
+    /// Sets the number of open connections at each stage.
+    pub fn set_connections(&self, unauthenticated: usize, authenticated: usize) {
+        for (stage, n) in [
+            (ConnectionStage::Unauthenticated, unauthenticated),
+            (ConnectionStage::Authenticated, authenticated),
+        ] {
+            self.connections
+                .get_or_create(&StageLabels { stage })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 /// kube-proxy's metrics, under the agent's prefix.
@@ -221,6 +333,7 @@ impl Metrics {
         );
         registry.register("build_info", "The agent's version; always 1", build_info);
         let proxy = ProxyMetrics::new(&mut registry);
+        let kubelet_server = KubeletServerMetrics::new(&mut registry);
         Self {
             registry: Arc::new(registry),
             status_writes,
@@ -229,6 +342,7 @@ impl Metrics {
             node_status_updates,
             runtime_ready,
             proxy,
+            kubelet_server,
         }
     }
 
@@ -285,8 +399,16 @@ mod tests {
                 table: "nat".into(),
             })
             .set(12);
+        metrics
+            .kubelet_server
+            .token_review(TokenReviewResult::Unauthenticated);
+        metrics.kubelet_server.connection_shed(ShedReason::Evicted);
+        metrics.kubelet_server.set_connections(3, 1);
         let text = metrics.encode();
         for line in [
+            "nodeconfig_agent_kubelet_server_token_reviews_total{result=\"unauthenticated\"} 1",
+            "nodeconfig_agent_kubelet_server_connections_shed_total{reason=\"evicted\"} 1",
+            "nodeconfig_agent_kubelet_server_connections{stage=\"unauthenticated\"} 3",
             "nodeconfig_agent_status_writes_total{result=\"success\"} 1",
             "nodeconfig_agent_config_applies_total{result=\"rejected\"} 1",
             "nodeconfig_agent_lease_renew_errors_total{lease=\"node\"} 1",
