@@ -50,6 +50,11 @@ pub trait ContainerRuntime: Send + Sync {
         sandbox: &'a cri::PodSandboxConfig,
     ) -> BoxFuture<'a, Result<bool, ImageError>>;
 
+    /// The user `image`'s config names, from `ImageStatus` (the kubelet's
+    /// `getImageUser`); an image the runtime does not know names none.
+    fn image_user<'a>(&'a self, image: &'a str)
+        -> BoxFuture<'a, Result<ImageUserStatus, CriError>>;
+
     /// Creates a container in the sandbox; returns its id.
     fn create_container<'a>(
         &'a self,
@@ -78,6 +83,14 @@ pub trait ContainerRuntime: Send + Sync {
         command: &'a [String],
         timeout: Option<std::time::Duration>,
     ) -> BoxFuture<'a, Result<ExecOutput, CriError>>;
+}
+
+/// The user of an image as CRI's `Image` gives it: a numeric `uid`, or else
+/// a `username` (both absent: the image names no user).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageUserStatus {
+    pub uid: Option<i64>,
+    pub username: String,
 }
 
 /// What a command run in a container left: its exit code and output.

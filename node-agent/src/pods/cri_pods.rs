@@ -13,8 +13,8 @@ use k8s_cri::v1 as cri;
 use crate::edge::cri::CriError;
 use crate::edge::cri_handle::CriHandle;
 use crate::pods::container_runtime::{
-    fingerprints, newest_ready, ContainerRuntime, ExecOutput, Fingerprint, ImageError, PodRuntime,
-    PullPolicy,
+    fingerprints, newest_ready, ContainerRuntime, ExecOutput, Fingerprint, ImageError,
+    ImageUserStatus, PodRuntime, PullPolicy,
 };
 use crate::pods::runtime_view::LABEL_POD_UID;
 use crate::pods::termination_message;
@@ -282,6 +282,34 @@ impl ContainerRuntime for CriPods {
                     image: image.to_string(),
                     message: s.message().to_string(),
                 })
+        })
+    }
+
+    fn image_user<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<ImageUserStatus, CriError>> {
+        Box::pin(async move {
+            let mut client = self.cri.current();
+            let image = client
+                .image
+                .image_status(cri::ImageStatusRequest {
+                    image: Some(cri::ImageSpec {
+                        image: image.to_string(),
+                        ..Default::default()
+                    }),
+                    verbose: false,
+                })
+                .await
+                .map_err(|s| client.call_error("ImageStatus", s))?
+                .into_inner()
+                .image;
+            Ok(
+                image.map_or_else(ImageUserStatus::default, |i| ImageUserStatus {
+                    uid: i.uid.map(|u| u.value),
+                    username: i.username,
+                }),
+            )
         })
     }
 

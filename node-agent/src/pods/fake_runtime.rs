@@ -16,8 +16,8 @@ use tokio::sync::Notify;
 use crate::edge::cri::CriError;
 use crate::locked::Locked;
 use crate::pods::container_runtime::{
-    fingerprints, newest_ready, ContainerRuntime, ExecOutput, Fingerprint, ImageError, PodRuntime,
-    PullPolicy,
+    fingerprints, newest_ready, ContainerRuntime, ExecOutput, Fingerprint, ImageError,
+    ImageUserStatus, PodRuntime, PullPolicy,
 };
 use crate::pods::runtime_view::{
     container_annotations, container_labels, sandbox_labels, ContainerView, PodRuntimeView,
@@ -34,6 +34,7 @@ pub enum Call {
     StopSandbox(String),
     RemoveSandbox(String),
     EnsureImage(String),
+    ImageUser(String),
     CreateContainer { sandbox: String, name: String },
     StartContainer(String),
     StopContainer(String),
@@ -51,6 +52,7 @@ pub enum Op {
     StopSandbox,
     RemoveSandbox,
     EnsureImage,
+    ImageUser,
     CreateContainer,
     StartContainer,
     StopContainer,
@@ -68,6 +70,7 @@ impl Call {
             Self::StopSandbox(_) => Op::StopSandbox,
             Self::RemoveSandbox(_) => Op::RemoveSandbox,
             Self::EnsureImage(_) => Op::EnsureImage,
+            Self::ImageUser(_) => Op::ImageUser,
             Self::CreateContainer { .. } => Op::CreateContainer,
             Self::StartContainer(_) => Op::StartContainer,
             Self::StopContainer(_) => Op::StopContainer,
@@ -85,6 +88,7 @@ impl Call {
             Op::StopSandbox => "StopPodSandbox",
             Op::RemoveSandbox => "RemovePodSandbox",
             Op::EnsureImage => "PullImage",
+            Op::ImageUser => "ImageStatus",
             Op::CreateContainer => "CreateContainer",
             Op::StartContainer => "StartContainer",
             Op::StopContainer => "StopContainer",
@@ -139,6 +143,8 @@ struct State {
     stop_graces: HashMap<String, i64>,
     /// What the next ExecSync calls answer, in order (then exit code 0).
     exec_answers: VecDeque<ExecOutput>,
+    /// The user each image names (none when not set).
+    image_users: HashMap<String, ImageUserStatus>,
 }
 
 impl State {
@@ -229,6 +235,11 @@ impl FakeRuntime {
     /// The grace period container `id` was last stopped with.
     pub fn grace_of(&self, id: &str) -> Option<i64> {
         self.state.locked().stop_graces.get(id).copied()
+    }
+
+    /// `image` names this user in its config.
+    pub fn set_image_user(&self, image: &str, user: ImageUserStatus) {
+        self.state.locked().image_users.insert(image.into(), user);
     }
 
     /// The next ExecSync answers with `output` (the command "ran").
@@ -492,6 +503,15 @@ impl ContainerRuntime for FakeRuntime {
                 .await
                 .map_err(|e| ImageError::Runtime(e.to_string()))
         })
+    }
+
+    fn image_user<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<ImageUserStatus, CriError>> {
+        Box::pin(self.call(Call::ImageUser(image.into()), move |s| {
+            Ok(s.image_users.get(image).cloned().unwrap_or_default())
+        }))
     }
 
     fn create_container<'a>(

@@ -25,7 +25,9 @@ use crate::pods::api_status::{api_status, rejected_status, status_differs, Statu
 use crate::pods::apparmor::admit_apparmor;
 use crate::pods::backoff::{Backoff, BackoffKey};
 use crate::pods::container_runtime::{ContainerRuntime, ImageError, PodRuntime, PullPolicy};
-use crate::pods::cri_config::container::{container_config, ContainerContext};
+use crate::pods::cri_config::container::{
+    container_config, needs_image_user, ContainerContext, ImageUser,
+};
 use crate::pods::cri_config::dns::{pod_dns, ClusterDns};
 use crate::pods::cri_config::env::{
     container_env, referenced_config_maps, referenced_secrets, service_env,
@@ -709,6 +711,13 @@ impl PodWorker {
         mounts.extend(
             pod_files::termination_message_mount(&pod_dir, container).map_err(config_error)?,
         );
+        // Only the image says who runs under runAsNonRoot without runAsUser.
+        let image_user = if needs_image_user(pod, container) {
+            let status = env.cri.image_user(&image).await;
+            Some(status.map_err(|e| config_error(e.to_string()))?)
+        } else {
+            None
+        };
         let hash = container_spec_hash(container);
         let config = container_config(
             pod,
@@ -719,7 +728,9 @@ impl PodWorker {
                 mounts,
                 spec_hash: &hash,
                 node_memory_capacity: env.node_memory_capacity,
-                image_user: None,
+                image_user: image_user
+                    .as_ref()
+                    .map(|u| ImageUser::from_status(u.uid, &u.username)),
             },
         )
         .map_err(|e| config_error(e.to_string()))?;

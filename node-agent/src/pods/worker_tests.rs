@@ -847,3 +847,41 @@ async fn a_sidecar_starts_before_the_app_and_stops_after_it() {
         [Call::StopContainer(app), Call::StopContainer(side)]
     );
 }
+
+#[tokio::test]
+async fn run_as_non_root_reads_the_images_user_and_refuses_root() {
+    let h = harness();
+    let mut value = pod_json();
+    value["spec"]["securityContext"] = serde_json::json!({"runAsNonRoot": true});
+    value["spec"]["containers"] = serde_json::json!([
+        {"name": "app", "image": "rootly:1"},
+        {"name": "sidecar", "image": "nobody:1"},
+    ]);
+    let pod: Arc<Pod> = Arc::new(serde_json::from_value(value).expect("a valid pod"));
+    h.runtime.set_image_user(
+        "nobody:1",
+        crate::pods::container_runtime::ImageUserStatus {
+            uid: Some(65534),
+            username: String::new(),
+        },
+    );
+    let mut worker = h.worker();
+    h.sync(&mut worker, Some(pod)).await;
+
+    assert_eq!(
+        creates(&h.runtime),
+        ["sidecar"],
+        "only the non-root image runs"
+    );
+    assert_eq!(
+        h.runtime.calls_of(Op::ImageUser),
+        [
+            Call::ImageUser("rootly:1".into()),
+            Call::ImageUser("nobody:1".into())
+        ]
+    );
+    assert_eq!(
+        h.api.last_waiting_reasons().get("app").map(String::as_str),
+        Some("CreateContainerConfigError")
+    );
+}

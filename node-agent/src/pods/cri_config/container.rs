@@ -38,6 +38,33 @@ pub enum ImageUser<'a> {
     Name(&'a str),
 }
 
+impl<'a> ImageUser<'a> {
+    /// Read as the kubelet's `getImageUser`: the uid, else the username; an
+    /// image that names neither runs as root.
+    pub fn from_status(uid: Option<i64>, username: &'a str) -> Self {
+        match uid {
+            Some(uid) => Self::Uid(uid),
+            None if !username.is_empty() => Self::Name(username),
+            None => Self::Uid(0),
+        }
+    }
+}
+
+/// Whether the container's config needs the image's user: `runAsNonRoot`
+/// without a `runAsUser` (pod or container), where only the image says who
+/// runs.
+pub fn needs_image_user(pod: &Pod, container: &Container) -> bool {
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = container.security_context.as_ref();
+    let run_as_non_root = sc
+        .and_then(|sc| sc.run_as_non_root)
+        .or(pod_sc.and_then(|sc| sc.run_as_non_root));
+    let run_as_user = sc
+        .and_then(|sc| sc.run_as_user)
+        .or(pod_sc.and_then(|sc| sc.run_as_user));
+    run_as_non_root == Some(true) && run_as_user.is_none()
+}
+
 /// Quality of service class of a pod (the kubelet's `GetPodQOS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QosClass {

@@ -338,6 +338,18 @@ fn run_as_non_root_refuses_root() {
         Err(ConfigError::ImageUserNotNumeric { .. })
     ));
 
+    assert_eq!(
+        ImageUser::from_status(None, ""),
+        ImageUser::Uid(0),
+        "no user is root"
+    );
+    assert_eq!(ImageUser::from_status(Some(7), "x"), ImageUser::Uid(7));
+    assert_eq!(ImageUser::from_status(None, "x"), ImageUser::Name("x"));
+    assert!(needs_image_user(
+        &non_root,
+        &non_root.spec.as_ref().unwrap().containers[0]
+    ));
+
     let overridden = pod_with(json!({
         "securityContext": {"runAsNonRoot": true, "runAsUser": 0},
         "containers": [{"name": "app", "securityContext": {"runAsUser": 1000}}]

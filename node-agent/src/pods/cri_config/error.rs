@@ -40,6 +40,10 @@ pub enum ConfigError {
         pod: String,
         container: String,
     },
+    /// `spec.hostUsers: false` asks for a user namespace, which the agent
+    /// does not set up (nor does containerd 1.6 offer one).
+    #[error("can't set `spec.hostUsers: false`, runtime does not support user namespaces")]
+    UserNamespacesUnsupported,
     #[error("failed to construct FQDN from pod hostname and cluster domain, FQDN {fqdn} is too long (64 characters is the max, {len} characters requested)")]
     FqdnTooLong { fqdn: String, len: usize },
 }

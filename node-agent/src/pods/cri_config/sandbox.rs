@@ -51,6 +51,11 @@ pub fn sandbox_config(
     let namespace = m.namespace.as_deref().unwrap_or("default");
     let uid = m.uid.as_deref().unwrap_or_default();
     let spec = pod.spec.as_ref();
+    // The kubelet's userns manager: a pod of its own user namespace cannot
+    // run where the runtime does not offer one (FailedCreatePodSandBox).
+    if spec.and_then(|s| s.host_users) == Some(false) {
+        return Err(ConfigError::UserNamespacesUnsupported);
+    }
     let host_network = is_host_network(pod);
     // On the host's network the pod shares the host's UTS namespace too:
     // the runtime may not set a hostname there (runc refuses), and the pod

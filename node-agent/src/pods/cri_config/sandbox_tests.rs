@@ -201,3 +201,21 @@ fn the_hostname_is_the_fqdn_with_set_hostname_as_fqdn() {
     let host_network = pod(json!({"hostNetwork": true, "hostname": "db"}));
     assert_eq!(sandbox_config(&host_network, &ctx).unwrap().hostname, "");
 }
+
+#[test]
+fn a_pod_of_its_own_user_namespace_gets_no_sandbox() {
+    let dns = host_dns();
+    let ctx = SandboxContext {
+        node_name: "node-a",
+        pod_logs_root: Path::new("/var/log/pods"),
+        attempt: 0,
+        host_dns: &dns,
+        cluster_dns: ClusterDns::NONE,
+    };
+    let err = sandbox_config(&pod(json!({"hostUsers": false})), &ctx).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "can't set `spec.hostUsers: false`, runtime does not support user namespaces"
+    );
+    assert!(sandbox_config(&pod(json!({"hostUsers": true})), &ctx).is_ok());
+}
