@@ -53,6 +53,7 @@ operator_kill() {
 
 # agent_start I: node-agent of node I inside its namespace, as the node's kubelet,
 # with the node's own identity; health and metrics on the node's address.
+# net.core.somaxconn is an allowed unsafe sysctl (e2e/tests/pods_admission.rs).
 agent_start() {
   local i="$1" name; name="$(node_name "$1")"
   local pidfile="$NCF_RUN/agent-$name.pid"
@@ -64,7 +65,7 @@ agent_start() {
     --cri-endpoint "unix://$(node_cri_socket "$i")" --mode kubelet \
     --listen "$(node_ip "$i"):10356" --node-ip "$(node_ip "$i")" \
     --root-dir "$(node_dir "$i")/agent" --pod-logs-dir "$(node_dir "$i")/pod-logs" \
-    --client-ca-file "$NC_STATE/pki/ca.crt" \
+    --client-ca-file "$NC_STATE/pki/ca.crt" --allowed-unsafe-sysctls net.core.somaxconn \
     >>"$NC_LOGS/agent-$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$pidfile"
 }
