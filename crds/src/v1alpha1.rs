@@ -143,6 +143,29 @@ pub struct PodsSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub cluster_domain: String,
+
+    /// Largest size of a container's log file before it is rotated (the
+    /// kubelet's `containerLogMaxSize`), a quantity such as `10Mi`. Checked
+    /// every `containerLogMonitorInterval`, so a fast writer can pass it by
+    /// what it writes in one interval.
+    #[serde(default = "default_container_log_max_size")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("containerLogMaxSize must be a positive quantity such as 10Mi"))]
+    pub container_log_max_size: String,
+
+    /// Most log files kept per container, the one being written included
+    /// (the kubelet's `containerLogMaxFiles`); older rotated files are
+    /// gzip-compressed, all but the newest.
+    #[serde(default = "default_container_log_max_files")]
+    #[schemars(range(min = 2, max = 100))]
+    pub container_log_max_files: i32,
+
+    /// How often container log sizes are checked (the kubelet's
+    /// `containerLogMonitorInterval`), a duration of at least `3s`.
+    #[serde(default = "default_container_log_monitor_interval")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('3s')").message("containerLogMonitorInterval must be a duration of at least 3s, such as 10s"))]
+    pub container_log_monitor_interval: String,
 }
 
 /// A taint to register on the Node.
@@ -350,6 +373,15 @@ fn default_max_pods() -> i32 {
 fn default_cluster_domain() -> String {
     "cluster.local".to_string()
 }
+fn default_container_log_max_size() -> String {
+    "10Mi".into()
+}
+fn default_container_log_max_files() -> i32 {
+    5
+}
+fn default_container_log_monitor_interval() -> String {
+    "10s".into()
+}
 fn default_true() -> bool {
     true
 }
@@ -379,6 +411,9 @@ impl Default for PodsSpec {
             taints: Vec::new(),
             cluster_dns: Vec::new(),
             cluster_domain: default_cluster_domain(),
+            container_log_max_size: default_container_log_max_size(),
+            container_log_max_files: default_container_log_max_files(),
+            container_log_monitor_interval: default_container_log_monitor_interval(),
         }
     }
 }

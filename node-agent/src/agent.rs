@@ -32,6 +32,7 @@ use crate::edge::host::{self, HostFacts};
 use crate::edge::kube_client::{self, KubeClientError};
 use crate::node::lease::{self, LeaseRenewer, LeaseTarget};
 use crate::node::run::NodeSync;
+use crate::pods::logs::rotator::LogRotator;
 use crate::pods::run::PodsLoop;
 use crate::proxy::run::ProxyLoop;
 use crate::reports::{ConfigReport, NodeReport, PodsReport, ProxyReport, RuntimeReport};
@@ -280,6 +281,17 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                     config: config_rx.clone(),
                     report: pods_tx,
                     heartbeat: health.register("pods"),
+                }
+                .run(cancel.clone()),
+            ),
+        );
+        spawn(
+            "log-rotation",
+            Box::pin(
+                LogRotator {
+                    cri: cri_for_server.clone(),
+                    config: config_rx.clone(),
+                    heartbeat: health.register("log-rotation"),
                 }
                 .run(cancel.clone()),
             ),

@@ -8,6 +8,8 @@
 
 use nodeconfig_crds::{NodeConfigSpec, NodeMode, PodsSpec, ProxySpec, RuntimeSpec};
 
+use crate::pods::logs::policy::LogPolicy;
+
 /// The label that marks a Node registered by the agent; the agent owns it.
 pub const AGENT_MANAGED_LABEL: &str = "nodeconfig.dev/agent-managed";
 
@@ -134,7 +136,8 @@ pub fn plan(
 
 /// Checks what the schema cannot: that the Node the agent registers will take
 /// these labels and taints (syntax, and NodeRestriction's rules for what a
-/// node may set on itself).
+/// node may set on itself), and the container log rotation settings again
+/// (the schema's rules may be older than this agent).
 pub fn validate_pods(pods: &PodsSpec) -> Result<(), Rejection> {
     let mut problems = Vec::new();
     for (key, value) in &pods.labels {
@@ -160,6 +163,9 @@ pub fn validate_pods(pods: &PodsSpec) -> Result<(), Rejection> {
                 problems.push(format!("taint {} value {value:?}: {why}", taint.key));
             }
         }
+    }
+    if let Err(log_problems) = LogPolicy::from_spec(pods) {
+        problems.extend(log_problems);
     }
     if problems.is_empty() {
         Ok(())

@@ -4,11 +4,13 @@
 //! Follow mode polls the file (every [`POLL_INTERVAL`]) rather than using inotify, and
 //! asks the runtime whether the container still runs at most every
 //! [`RUNNING_CHECK_INTERVAL`]; once it has exited, what is left in the file is sent and
-//! the response ends, as the kubelet does. Rotated files (`<path>.<n>`) are not read:
-//! the agent does not ask containerd to rotate logs, so the file only grows.
+//! the response ends, as the kubelet does. Only the current file is read, as the
+//! kubelet reads it; a follow that reaches the end of a file the log rotation
+//! renamed (`<path>.<timestamp>`) goes on in the new file at `path`.
 
 use std::future::Future;
 use std::io::SeekFrom;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,6 +44,7 @@ where
     Fut: Future<Output = bool>,
 {
     let mut file = tokio::fs::File::open(path).await?;
+    let mut inode = file.metadata().await?.ino();
     let start = match options.tail_lines {
         Some(tail) => {
             let len = file.metadata().await?.len();
@@ -57,6 +60,7 @@ where
     let mut line = Vec::new();
     let mut exited = false;
     let mut last_check: Option<tokio::time::Instant> = None;
+    let mut rotated_to: Option<tokio::fs::File> = None;
     loop {
         if records_left == Some(0) {
             return Ok(());
@@ -75,6 +79,17 @@ where
                 // At the end of a followed file: keep any incomplete record and wait.
                 if out.is_closed() {
                     return Ok(());
+                }
+                if let Some(next) = rotated_to.take() {
+                    // The old file was read to its end once more: on to the new one.
+                    inode = next.metadata().await?.ino();
+                    reader = BufReader::new(next);
+                    continue;
+                }
+                if let Some(next) = reopened(path, inode).await? {
+                    // The log was rotated: the runtime writes a new file at `path`.
+                    rotated_to = Some(next);
+                    continue;
                 }
                 let now = tokio::time::Instant::now();
                 if last_check.is_none_or(|t| now - t >= RUNNING_CHECK_INTERVAL) {
@@ -98,6 +113,22 @@ where
             Some(Progress::More) => {}
             Some(Progress::Done) | None => return Ok(()),
         }
+    }
+}
+
+/// The file now at `path` if it is not the one read (inode `inode`): the log
+/// rotation renamed the old one and the runtime writes a new one there.
+/// `None` while the old one is still in place, or before the new one exists.
+async fn reopened(path: &Path, inode: u64) -> std::io::Result<Option<tokio::fs::File>> {
+    match tokio::fs::metadata(path).await {
+        Ok(meta) if meta.ino() != inode => match tokio::fs::File::open(path).await {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        },
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -310,6 +341,53 @@ mod tests {
             .await
             .expect("follow ends");
         assert_eq!(rest, "last words\n");
+        reader.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn follow_goes_on_in_the_new_file_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(&path, record("first file")).unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let options = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let running = Arc::new(AtomicBool::new(true));
+        let still_running = running.clone();
+        let follow_path = path.clone();
+        let reader = tokio::spawn(async move {
+            let check = move || {
+                let r = still_running.load(Ordering::SeqCst);
+                async move { r }
+            };
+            stream_log_file(&follow_path, options, check, tx).await
+        });
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from("first file\n"));
+
+        // Rotation: renamed, a last line still lands in the old file, then the
+        // runtime reopens a new file at the path.
+        let rotated = dir.path().join("0.log.20261203-130000");
+        std::fs::rename(&path, &rotated).unwrap();
+        let mut old = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&rotated)
+            .unwrap();
+        old.write_all(record("late in the old file").as_bytes())
+            .unwrap();
+        std::fs::write(&path, record("second file")).unwrap();
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            Bytes::from("late in the old file\n")
+        );
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from("second file\n"));
+
+        running.store(false, Ordering::SeqCst);
+        let rest = tokio::time::timeout(Duration::from_secs(5), collect(rx))
+            .await
+            .expect("follow ends");
+        assert_eq!(rest, "");
         reader.await.unwrap().unwrap();
     }
 

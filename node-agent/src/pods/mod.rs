@@ -41,6 +41,7 @@ pub mod etc_hosts;
 pub mod events;
 pub mod hooks;
 pub mod host_ports;
+pub mod logs;
 pub mod phase;
 pub mod plan;
 pub mod pod_files;
