@@ -164,6 +164,7 @@ impl PodsLoop {
             node_ephemeral_storage: bytes(allocatable.ephemeral_storage_bytes),
             node_memory_capacity: bytes(self.host.memory_bytes),
             volumes: VolumeManager::new(self.client.clone(), self.root_dir.join("pods"))
+                .with_node_name(&self.node_name)
                 .with_node_allocatable(BTreeMap::from([
                     ("cpu".to_string(), Quantity(self.host.cpus.to_string())),
                     (

@@ -1,11 +1,14 @@
 //! The shell of Kubelet mode's volumes: fetches what a Pod's volumes name
-//! (ConfigMaps, Secrets, service account tokens bound to the Pod), plans them
+//! (ConfigMaps, Secrets, service account tokens bound to the Pod, the
+//! ClusterTrustBundles, pod certificates through
+//! [`crate::pods::volumes::pod_certificates`]), plans them
 //! ([`crate::pods::volumes::plan`]) and makes them on disk under
 //! `<pods_dir>/<uid>/volumes/<plugin>/<volume>`, like the kubelet's
 //! `/var/lib/kubelet/pods`.
 //!
 //! The node's credentials may only read the objects of pods bound to it (the
-//! Node authorizer), so every request names exactly what the Pod references.
+//! Node authorizer), so every request names exactly what the Pod references;
+//! ClusterTrustBundles are cluster-wide and every node may list them.
 //! Objects are fetched on every [`VolumeManager::setup`]; the writer rewrites
 //! a volume only when its content changed, so running pods see updates as
 //! with the kubelet's periodic sync.
@@ -19,9 +22,10 @@ use std::time::{Duration, SystemTime};
 
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 
 use crate::locked::Locked;
 use crate::pods::volumes::atomic_writer::{make_dir, set_mode, write_atomically};
@@ -30,6 +34,7 @@ use crate::pods::volumes::plan::{
     HostPathType, SetUpFailure, TokenKey, VolumeData, VolumeError, VolumePlan,
     EMPTY_DIR_PLUGIN_DIR,
 };
+use crate::pods::volumes::pod_certificates::PodCertificates;
 use crate::pods::volumes::tmpfs;
 
 /// `<pods_dir>/<uid>` (and `pods_dir` when missing), like the kubelet's pod directories.
@@ -48,6 +53,7 @@ pub struct VolumeManager {
     node_allocatable: BTreeMap<String, Quantity>,
     /// Tokens by (pod UID, request).
     tokens: Mutex<BTreeMap<(String, TokenKey), CachedToken>>,
+    pod_certificates: PodCertificates,
 }
 
 /// A token the API server issued, and when.
@@ -71,11 +77,18 @@ impl VolumeManager {
     /// Volumes go under `pods_dir` (e.g. `/var/lib/nodeconfig/pods`).
     pub fn new(client: kube::Client, pods_dir: PathBuf) -> Self {
         Self {
+            pod_certificates: PodCertificates::new(client.clone(), String::new()),
             client,
             pods_dir,
             node_allocatable: BTreeMap::new(),
             tokens: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The Node's name, which PodCertificateRequests name.
+    pub fn with_node_name(mut self, node_name: &str) -> Self {
+        self.pod_certificates = PodCertificates::new(self.client.clone(), node_name.to_string());
+        self
     }
 
     /// The Node's allocatable, which a downward API `resourceFieldRef` to an
@@ -131,6 +144,23 @@ impl VolumeManager {
         for key in required.tokens {
             let token = self.token(pod, &uid, &namespace, &key).await?;
             data.tokens.insert(key, token);
+        }
+        if required.trust_bundles {
+            data.cluster_trust_bundles = Api::<ClusterTrustBundle>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(|source| VolumeError::Api {
+                    kind: "clustertrustbundles",
+                    namespace: String::new(),
+                    name: String::new(),
+                    source: Box::new(source),
+                })?
+                .items;
+        }
+        for source in required.pod_certificates {
+            let credentials = self.pod_certificates.credentials(pod, &uid, &source).await;
+            data.pod_certificates
+                .insert((source.volume, source.index), credentials);
         }
 
         let plans = plan_volumes(pod, &data)?;
@@ -188,6 +218,7 @@ impl VolumeManager {
     /// once the pod's containers are gone.
     pub async fn teardown(&self, uid: &str) -> Result<(), VolumeError> {
         self.lock_tokens().retain(|(pod_uid, _), _| pod_uid != uid);
+        self.pod_certificates.forget(uid);
         let pods_dir = self.pods_dir.clone();
         let uid = uid.to_string();
         let dir = pods_dir.join(&uid);

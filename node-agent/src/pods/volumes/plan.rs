@@ -9,14 +9,18 @@
 //! `subPathExpr` is expanded with the container's environment and then is
 //! a `subPath` ([`mount_sub_path`]).
 //!
-//! Not covered: persistent volumes, CSI, image and ephemeral volumes,
-//! clusterTrustBundle and podCertificate projections.
+//! clusterTrustBundle projections pick and join the bundles the shell listed
+//! ([`trust_bundles`]); podCertificate projections write the credentials
+//! the shell got issued for each source ([`PodCertificateSource`]).
+//!
+//! Not covered: persistent volumes, CSI, image and ephemeral volumes.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use std::cell::RefCell;
 
 use k8s_cri::v1 as cri;
+use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume, VolumeMount,
 };
@@ -24,6 +28,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::pods::cri_config::env::expand;
 use crate::pods::volumes::downward_api;
+use crate::pods::volumes::pod_certificate::Credentials;
+use crate::pods::volumes::trust_bundles;
 
 /// The mode of a volume's files when the volume sets no `defaultMode` (0644).
 pub const DEFAULT_MODE: u32 = 0o644;
@@ -40,12 +46,27 @@ pub struct TokenKey {
     pub expiration_seconds: i64,
 }
 
+/// One podCertificate source of a Pod: where it is (volume, index among
+/// the volume's sources) and what it asks for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PodCertificateSource {
+    pub volume: String,
+    pub index: usize,
+    pub signer_name: String,
+    pub key_type: String,
+    pub max_expiration_seconds: Option<i32>,
+    pub user_annotations: BTreeMap<String, String>,
+}
+
 /// The objects a Pod's volumes name, to fetch before [`plan_volumes`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Required {
     pub config_maps: BTreeSet<String>,
     pub secrets: BTreeSet<String>,
     pub tokens: BTreeSet<TokenKey>,
+    /// Some clusterTrustBundle projection needs the ClusterTrustBundles.
+    pub trust_bundles: bool,
+    pub pod_certificates: Vec<PodCertificateSource>,
 }
 
 /// What the shell fetched for a Pod's volumes. A ConfigMap or Secret that is
@@ -56,6 +77,11 @@ pub struct VolumeData {
     pub secrets: BTreeMap<String, Option<Secret>>,
     /// The token text per requested token.
     pub tokens: BTreeMap<TokenKey, String>,
+    /// Every ClusterTrustBundle, when [`Required::trust_bundles`].
+    pub cluster_trust_bundles: Vec<ClusterTrustBundle>,
+    /// The credentials per podCertificate source (volume, index), or why
+    /// there are none yet.
+    pub pod_certificates: BTreeMap<(String, usize), Result<Credentials, String>>,
     /// The Node's allocatable: a `resourceFieldRef` to a limit the container
     /// does not set reports this, as the kubelet does.
     pub node_allocatable: BTreeMap<String, Quantity>,
@@ -169,6 +195,12 @@ pub enum SetUpFailure {
     DownwardApi(String),
     #[error("no token for service account {0:?} (the TokenRequest failed or was not made)")]
     TokenMissing(String),
+    /// The clusterTrustBundle manager's text.
+    #[error("{0}")]
+    TrustBundle(String),
+    /// The pod certificate manager's text.
+    #[error("{0}")]
+    PodCertificate(String),
     #[error("hostPath type check failed: {0}")]
     HostPathType(String),
     #[error("{0} volumes are not supported by this node")]
@@ -231,8 +263,9 @@ impl VolumeError {
     }
 }
 
-/// The ConfigMaps, Secrets and tokens the Pod's volumes reference, by name:
-/// exactly what the Node authorizer lets the node read for this pod.
+/// The ConfigMaps, Secrets and tokens the Pod's volumes reference, by name
+/// (exactly what the Node authorizer lets the node read for this pod),
+/// whether ClusterTrustBundles are needed, and the podCertificate sources.
 pub fn required_objects(pod: &Pod) -> Required {
     let mut required = Required::default();
     for volume in volumes(pod) {
@@ -244,9 +277,22 @@ pub fn required_objects(pod: &Pod) -> Required {
                 .secrets
                 .insert(secret.secret_name.clone().unwrap_or_default());
         }
-        for source in projections(volume) {
+        for (index, source) in projections(volume).enumerate() {
             if let Some(cm) = &source.config_map {
                 required.config_maps.insert(cm.name.clone());
+            }
+            if source.cluster_trust_bundle.is_some() {
+                required.trust_bundles = true;
+            }
+            if let Some(cert) = &source.pod_certificate {
+                required.pod_certificates.push(PodCertificateSource {
+                    volume: volume.name.clone(),
+                    index,
+                    signer_name: cert.signer_name.clone(),
+                    key_type: cert.key_type.clone(),
+                    max_expiration_seconds: cert.max_expiration_seconds,
+                    user_annotations: cert.user_annotations.clone().unwrap_or_default(),
+                });
             }
             if let Some(secret) = &source.secret {
                 required.secrets.insert(secret.name.clone());
@@ -401,7 +447,11 @@ fn plan_volume(
     if let Some(projected) = &volume.projected {
         let mut payload = Payload::default();
         let mode = mode_or_default(projected.default_mode);
-        for source in projections(volume) {
+        // With an fsGroup, tokens, trust bundles and pod certificates are
+        // 0600 and the group's read bit is added below (the kubelet's
+        // SetVolumeOwnership): 0640.
+        let private_mode = if fs_group.is_some() { 0o600 } else { mode };
+        for (index, source) in projections(volume).enumerate() {
             if let Some(cm) = &source.config_map {
                 add_config_map(
                     &mut payload,
@@ -431,15 +481,26 @@ fn plan_volume(
                     .tokens
                     .get(&key)
                     .ok_or_else(|| fail(SetUpFailure::TokenMissing(key.service_account.clone())))?;
-                // With an fsGroup the token is 0600 and the group's read bit is
-                // added below (the kubelet's SetVolumeOwnership): 0640.
-                let token_mode = if fs_group.is_some() { 0o600 } else { mode };
                 payload
-                    .insert(&token.path, text.as_bytes().to_vec(), token_mode)
+                    .insert(&token.path, text.as_bytes().to_vec(), private_mode)
                     .map_err(fail)?;
+            } else if let Some(ctb) = &source.cluster_trust_bundle {
+                let anchors = trust_bundles::trust_anchors(&data.cluster_trust_bundles, ctb)
+                    .map_err(|e| fail(SetUpFailure::TrustBundle(e)))?;
+                payload
+                    .insert(&ctb.path, anchors, private_mode)
+                    .map_err(fail)?;
+            } else if let Some(cert) = &source.pod_certificate {
+                let credentials = data
+                    .pod_certificates
+                    .get(&(volume.name.clone(), index))
+                    .cloned()
+                    .unwrap_or_else(|| Err("credential bundle is not issued yet".into()))
+                    .map_err(|e| fail(SetUpFailure::PodCertificate(e)))?;
+                add_pod_certificate(&mut payload, cert, credentials, private_mode).map_err(fail)?;
             } else {
                 return Err(fail(SetUpFailure::Unsupported(
-                    "projected sources other than configMap, secret, downwardAPI and serviceAccountToken"
+                    "projected sources other than configMap, secret, downwardAPI, serviceAccountToken, clusterTrustBundle and podCertificate"
                         .into(),
                 )));
             }
@@ -615,6 +676,29 @@ fn add_secret(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The files of a podCertificate source: the credential bundle (key, then
+/// chain), the key and the chain, each at its path when one is given.
+fn add_pod_certificate(
+    payload: &mut Payload,
+    cert: &k8s_openapi::api::core::v1::PodCertificateProjection,
+    credentials: Credentials,
+    mode: u32,
+) -> Result<(), SetUpFailure> {
+    let path = |p: &Option<String>| p.clone().filter(|p| !p.is_empty());
+    if let Some(bundle_path) = path(&cert.credential_bundle_path) {
+        let mut bundle = credentials.key_pem.clone();
+        bundle.extend_from_slice(&credentials.chain_pem);
+        payload.insert(&bundle_path, bundle, mode)?;
+    }
+    if let Some(key_path) = path(&cert.key_path) {
+        payload.insert(&key_path, credentials.key_pem.clone(), mode)?;
+    }
+    if let Some(chain_path) = path(&cert.certificate_chain_path) {
+        payload.insert(&chain_path, credentials.chain_pem, mode)?;
     }
     Ok(())
 }

@@ -287,6 +287,67 @@ fn with_an_fs_group_the_token_is_readable_by_the_group_only() {
 }
 
 #[test]
+fn trust_bundle_and_pod_certificate_sources_write_their_files() {
+    use crate::pods::volumes::pod_certificate::Credentials;
+    use crate::pods::volumes::trust_bundles::encode_pem;
+    let ca = encode_pem("CERTIFICATE", b"ca");
+    let mut pod = pod(
+        json!([{"name": "tls", "projected": {"defaultMode": 0o444, "sources": [
+            {"clusterTrustBundle": {"name": "roots", "path": "ca.pem"}},
+            {"podCertificate": {"signerName": "x.io/s", "keyType": "ED25519",
+                "credentialBundlePath": "bundle.pem", "keyPath": "key.pem",
+                "maxExpirationSeconds": 3600, "userAnnotations": {"a": "b"}}},
+        ]}}]),
+    );
+    let required = required_objects(&pod);
+    assert!(required.trust_bundles);
+    assert_eq!(
+        required.pod_certificates,
+        [PodCertificateSource {
+            volume: "tls".into(),
+            index: 1,
+            signer_name: "x.io/s".into(),
+            key_type: "ED25519".into(),
+            max_expiration_seconds: Some(3600),
+            user_annotations: BTreeMap::from([("a".into(), "b".into())]),
+        }]
+    );
+    let mut fetched = data();
+    fetched.cluster_trust_bundles = vec![serde_json::from_value(json!({
+        "metadata": {"name": "roots"}, "spec": {"trustBundle": ca},
+    }))
+    .unwrap()];
+    // Not issued yet: the volume fails with the manager's text.
+    let (volume, reason) = failure(plan_volumes(&pod, &fetched));
+    assert_eq!(volume, "tls");
+    assert_eq!(reason.to_string(), "credential bundle is not issued yet");
+    fetched.pod_certificates.insert(
+        ("tls".into(), 1),
+        Ok(Credentials {
+            key_pem: b"KEY\n".to_vec(),
+            chain_pem: b"CHAIN\n".to_vec(),
+        }),
+    );
+    let files = files_of(&plan_volumes(&pod, &fetched).unwrap());
+    assert_eq!(
+        files,
+        [
+            ("bundle.pem".into(), "KEY\nCHAIN\n".into(), 0o444),
+            ("ca.pem".into(), ca.clone(), 0o444),
+            ("key.pem".into(), "KEY\n".into(), 0o444),
+        ]
+    );
+    // With an fsGroup both are private to the owner and the group.
+    pod.spec.as_mut().unwrap().security_context =
+        Some(serde_json::from_value(json!({"fsGroup": 2000})).unwrap());
+    let modes: Vec<u32> = files_of(&plan_volumes(&pod, &fetched).unwrap())
+        .into_iter()
+        .map(|(_, _, m)| m)
+        .collect();
+    assert_eq!(modes, [0o640, 0o640, 0o640]);
+}
+
+#[test]
 fn item_paths_must_stay_inside_the_volume() {
     for (path, reason) in [
         ("../escape", "must not contain '..'"),
