@@ -385,6 +385,7 @@ impl Floor {
                 spec_hash: "floor",
                 node_memory_capacity: 0,
                 image_user: None,
+                pid_target: None,
             },
         )?;
         config.labels = labels;

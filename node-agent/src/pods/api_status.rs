@@ -1,8 +1,8 @@
 //! The Pod's API status from what CRI reports, as the kubelet's
 //! `generateAPIPodStatus` writes it: phase and the five conditions (from
 //! [`crate::pods::phase`]), pod and host IPs, start time, and a status per
-//! (init) container with state, last state, ready, started, restart count,
-//! image and container ids. Pure: the shell gives the previous status (to keep
+//! (init and ephemeral) container with state, last state, ready, started,
+//! restart count, image and container ids. Pure: the shell gives the previous status (to keep
 //! transition times and the start time) and the current time.
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::pods::ephemeral;
 use crate::pods::phase::{pod_status, PodPhase};
 use crate::pods::plan::{is_sidecar, RestartPolicy};
 use crate::pods::runtime_view::{ContainerState, ContainerView, PodRuntimeView};
@@ -68,14 +69,17 @@ pub fn api_status(inputs: &StatusInputs<'_>) -> PodStatus {
         .iter()
         .map(|c| container_status(c, inputs, policy, true))
         .collect();
-    let ephemeral = spec
-        .and_then(|s| s.ephemeral_containers.as_ref())
-        .map_or(0, Vec::len);
-    let per_container =
-        termination_message::bytes_per_container(containers.len() + init.len() + ephemeral);
-    let (statuses, init_statuses) = (
+    let ephemeral_statuses: Vec<ContainerStatus> = ephemeral::specs(pod)
+        .iter()
+        .map(|c| ephemeral_status(c, inputs))
+        .collect();
+    let per_container = termination_message::bytes_per_container(
+        containers.len() + init.len() + ephemeral_statuses.len(),
+    );
+    let (statuses, init_statuses, ephemeral_statuses) = (
         limit_messages(statuses, per_container),
         limit_messages(init_statuses, per_container),
+        limit_messages(ephemeral_statuses, per_container),
     );
 
     // A running container whose startup probe has not passed is not ready,
@@ -130,6 +134,8 @@ pub fn api_status(inputs: &StatusInputs<'_>) -> PodStatus {
         start_time,
         container_statuses: Some(statuses),
         init_container_statuses: (!init.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: (!ephemeral_statuses.is_empty())
+            .then_some(ephemeral_statuses),
         qos_class: current.qos_class.clone(),
         observed_generation: pod.metadata.generation,
         message: current.message.clone(),
@@ -305,6 +311,17 @@ fn container_status(
         started: Some(started),
         restart_count: i32::try_from(latest.restart_count).unwrap_or(i32::MAX),
         ..Default::default()
+    }
+}
+
+/// An ephemeral container's status, as the kubelet converts it: never
+/// restarted, so once exited it stays terminated; no `ready` or `started`
+/// (the prober looks only at regular and init containers).
+fn ephemeral_status(c: &Container, inputs: &StatusInputs<'_>) -> ContainerStatus {
+    ContainerStatus {
+        ready: false,
+        started: None,
+        ..container_status(c, inputs, RestartPolicy::Never, false)
     }
 }
 
@@ -627,6 +644,48 @@ mod tests {
         on_server.phase = Some("Pending".into());
         assert!(status_differs(Some(&on_server), &s));
         assert!(status_differs(None, &s));
+    }
+
+    #[test]
+    fn ephemeral_containers_are_reported_apart_and_stay_terminated() {
+        let plain = pod("Always", None, json!({}));
+        let mut pod = plain.clone();
+        pod.spec.as_mut().unwrap().ephemeral_containers = Some(
+            serde_json::from_value(json!([
+                {"name": "debug", "image": "busybox"},
+                {"name": "oneshot", "image": "busybox"},
+                {"name": "later", "image": "busybox"},
+            ]))
+            .unwrap(),
+        );
+        let rt = view(vec![
+            ctr("a", "ca", ContainerState::Running, 0, 0, 10),
+            ctr("b", "cb", ContainerState::Running, 0, 0, 10),
+            ctr("debug", "cd", ContainerState::Running, 0, 0, 20),
+            ctr("oneshot", "co", ContainerState::Exited, 3, 0, 20),
+        ]);
+        let s = status(&pod, &rt, &BTreeMap::new(), &[]);
+        assert_eq!(s.container_statuses.as_ref().map(Vec::len), Some(2));
+        assert_eq!(
+            cond(&s, "Ready").status,
+            "True",
+            "ephemeral containers do not count"
+        );
+        let e = s.ephemeral_container_statuses.as_ref().unwrap();
+        let names: Vec<_> = e.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["debug", "oneshot", "later"]);
+        let debug = &e[0];
+        assert!(debug.state.as_ref().unwrap().running.is_some());
+        assert_eq!(debug.container_id.as_deref(), Some("containerd://cd"));
+        assert_eq!(debug.image_id, "sha256:abc");
+        assert_eq!((debug.ready, debug.started), (false, None));
+        let oneshot = e[1].state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!(oneshot.exit_code, 3, "an Always pod does not restart it");
+        let later = e[2].state.as_ref().unwrap().waiting.as_ref().unwrap();
+        assert_eq!(later.reason.as_deref(), Some("ContainerCreating"));
+
+        let s = status(&plain, &rt, &BTreeMap::new(), &[]);
+        assert_eq!(s.ephemeral_container_statuses, None);
     }
 
     #[test]

@@ -104,7 +104,13 @@ fn container_field_path(pod: &Pod, name: &str) -> String {
         .as_ref()
         .and_then(|s| s.init_containers.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.name == name));
-    let list = if init { "initContainers" } else { "containers" };
+    let list = if init {
+        "initContainers"
+    } else if crate::pods::ephemeral::is_ephemeral(pod, name) {
+        "ephemeralContainers"
+    } else {
+        "containers"
+    };
     format!("spec.{list}{{{name}}}")
 }
 

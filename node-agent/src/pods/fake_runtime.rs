@@ -145,6 +145,8 @@ struct State {
     exec_answers: VecDeque<ExecOutput>,
     /// The user each image names (none when not set).
     image_users: HashMap<String, ImageUserStatus>,
+    /// The namespaces each container was created with, by container id.
+    namespaces: HashMap<String, cri::NamespaceOption>,
 }
 
 impl State {
@@ -240,6 +242,11 @@ impl FakeRuntime {
     /// `image` names this user in its config.
     pub fn set_image_user(&self, image: &str, user: ImageUserStatus) {
         self.state.locked().image_users.insert(image.into(), user);
+    }
+
+    /// The namespaces container `id` was created with.
+    pub fn namespaces_of(&self, id: &str) -> Option<cri::NamespaceOption> {
+        self.state.locked().namespaces.get(id).cloned()
     }
 
     /// The next ExecSync answers with `output` (the command "ran").
@@ -536,6 +543,14 @@ impl ContainerRuntime for FakeRuntime {
             }
             let id = s.id("container");
             let created_at = s.now();
+            let namespaces = config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|sc| sc.namespace_options.clone());
+            if let Some(namespaces) = namespaces {
+                s.namespaces.insert(id.clone(), namespaces);
+            }
             let status = cri::ContainerStatus {
                 id: id.clone(),
                 metadata: Some(metadata),

@@ -15,6 +15,7 @@
 //! spec ([`plan`]), the crash-loop back-off ([`backoff`]), the phase and
 //! conditions ([`phase`]) and the API status ([`api_status`]) to report, the
 //! CRI requests that create a pod's sandbox and containers ([`cri_config`]),
+//! ephemeral containers as containers ([`ephemeral`]),
 //! the pod's `/etc/hosts` ([`etc_hosts`]), a container's termination
 //! message ([`termination_message`]), the active deadline
 //! ([`active_deadline`]),
@@ -37,6 +38,7 @@ pub mod container_runtime;
 pub mod cri_config;
 pub mod cri_pods;
 pub mod dispatch;
+pub mod ephemeral;
 pub mod etc_hosts;
 pub mod events;
 pub mod hooks;

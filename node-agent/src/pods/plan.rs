@@ -8,8 +8,9 @@
 //! view must be built from CRI `ContainerStatus`, not `ListContainers` alone.
 //! Restartable init containers (sidecars, `restartPolicy: Always`) start in
 //! their turn, let the next init container start once they run (and their
-//! startup probe passed), and are kept running afterwards. Not covered yet:
-//! ephemeral containers, in-place resize.
+//! startup probe passed), and are kept running afterwards. Ephemeral
+//! containers start once in the existing sandbox, initialized or not, and
+//! never again ([`EphemeralStart`]). Not covered yet: in-place resize.
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +18,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use sha2::{Digest, Sha256};
 
 use crate::pods::backoff::{Backoff, BackoffKey};
+use crate::pods::ephemeral;
 use crate::pods::runtime_view::{ContainerState, ContainerView, PodRuntimeView, SandboxState};
 
 /// The Pod's `spec.restartPolicy` (default `Always`).
@@ -104,6 +106,23 @@ pub struct ContainerStart {
     pub previous_exit: Option<SystemTime>,
 }
 
+/// An ephemeral container to create and start in the existing sandbox, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EphemeralStart {
+    pub name: String,
+    /// Its `targetContainerName`, whose process namespace it joins.
+    pub target: Option<PidTarget>,
+}
+
+/// The container an ephemeral container shares its processes with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidTarget {
+    pub name: String,
+    /// Its newest instance; `None` when it has none (the kubelet's "unable
+    /// to find target container", a CreateContainerConfigError).
+    pub container_id: Option<String>,
+}
+
 /// A running (or unknown) container to stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerKill {
@@ -134,6 +153,9 @@ pub struct PodActions {
     /// by one) and sidecars to start again.
     pub init_containers_to_start: Vec<ContainerStart>,
     pub containers_to_start: Vec<ContainerStart>,
+    /// Ephemeral containers without an instance yet (the kubelet's
+    /// `EphemeralContainersToStart`); none when the pod is killed.
+    pub ephemeral_containers_to_start: Vec<EphemeralStart>,
     pub containers_to_kill: Vec<ContainerKill>,
     pub backing_off: Vec<BackingOff>,
 }
@@ -145,6 +167,7 @@ impl PodActions {
             && !self.create_sandbox
             && self.init_containers_to_start.is_empty()
             && self.containers_to_start.is_empty()
+            && self.ephemeral_containers_to_start.is_empty()
             && self.containers_to_kill.is_empty()
     }
 
@@ -184,6 +207,11 @@ pub fn compute_pod_actions(
         actions: PodActions::default(),
     };
     planner.plan(probes);
+    if planner.actions.kill_pod {
+        // A pod being killed (its regular containers done, or recreated)
+        // starts no ephemeral container.
+        planner.actions.ephemeral_containers_to_start.clear();
+    }
     planner.actions
 }
 
@@ -244,6 +272,7 @@ impl<'a> Planner<'a> {
             return;
         }
         self.actions.attempt = attempt;
+        self.plan_ephemeral();
 
         if !self.plan_init(init_containers, containers, policy, probes) {
             return;
@@ -299,6 +328,29 @@ impl<'a> Planner<'a> {
             // Nothing runs or will run: stop the sandbox too (sidecars with it).
             self.actions.kill_pod = true;
             self.actions.init_containers_to_start.clear();
+        }
+    }
+
+    /// Ephemeral containers may start before the pod is initialized; one
+    /// that has an instance (running or exited) is never started again.
+    fn plan_ephemeral(&mut self) {
+        let Some(spec) = self.pod.spec.as_ref() else {
+            return;
+        };
+        for ec in spec.ephemeral_containers.iter().flatten() {
+            if self.runtime.latest(&ec.name).is_some() {
+                continue;
+            }
+            let target = ephemeral::target_name(self.pod, &ec.name).map(|name| PidTarget {
+                name: name.to_string(),
+                container_id: self.runtime.latest(name).map(|c| c.id.clone()),
+            });
+            self.actions
+                .ephemeral_containers_to_start
+                .push(EphemeralStart {
+                    name: ec.name.clone(),
+                    target,
+                });
         }
     }
 

@@ -121,6 +121,16 @@ fn summary(a: &PodActions) -> String {
     for s in &a.containers_to_start {
         out.push(format!("start:{}", start(s)));
     }
+    for e in &a.ephemeral_containers_to_start {
+        match &e.target {
+            Some(t) => out.push(format!(
+                "ephemeral:{}->{}",
+                e.name,
+                t.container_id.as_deref().unwrap_or("?")
+            )),
+            None => out.push(format!("ephemeral:{}", e.name)),
+        }
+    }
     for k in &a.containers_to_kill {
         out.push(format!("kill:{}:{:?}", k.id, k.reason));
     }
@@ -631,4 +641,82 @@ fn sidecars_start_in_turn_and_keep_running() {
         ),
     ];
     check_cases(&cases);
+}
+
+fn with_ephemeral(mut pod: Pod, names: &[(&str, Option<&str>)]) -> Pod {
+    let list = names
+        .iter()
+        .map(|(name, target)| {
+            serde_json::from_value(json!({
+                "name": name, "image": "busybox:1", "targetContainerName": target,
+            }))
+            .unwrap()
+        })
+        .collect();
+    pod.spec.as_mut().unwrap().ephemeral_containers = Some(list);
+    pod
+}
+
+#[test]
+fn ephemeral_containers_start_once_in_the_existing_sandbox() {
+    let debug = |policy: &str| with_ephemeral(pod(policy, &["app"]), &[("debug", None)]);
+    let targeted = with_ephemeral(
+        pod_with("Always", &["init"], &["app"], json!({})),
+        &[("debug", Some("app")), ("early", Some("init"))],
+    );
+    let deleted = {
+        let mut p = debug("Always");
+        p.metadata.deletion_timestamp = serde_json::from_value(json!("2026-11-29T22:00:00Z")).ok();
+        p
+    };
+    check_cases(&[
+        case(
+            "added to a running pod: started",
+            debug("Always"),
+            view(ready(), vec![running("app")]),
+            "ephemeral:debug",
+        ),
+        case(
+            "running: left alone",
+            debug("Always"),
+            view(ready(), vec![running("app"), running("debug")]),
+            "",
+        ),
+        case(
+            "exited: never restarted, whatever the restart policy",
+            debug("Always"),
+            view(ready(), vec![running("app"), exited("debug", 1)]),
+            "",
+        ),
+        case(
+            "with a regular container to restart, still only once",
+            debug("Always"),
+            view(ready(), vec![exited("app", 1), exited("debug", 0)]),
+            "start:app/restart/#1",
+        ),
+        case(
+            "before initialization is done, with its target's instance; a target without one has none",
+            targeted,
+            view(ready(), vec![running("init")]),
+            "ephemeral:debug->? ephemeral:early->init-0",
+        ),
+        case(
+            "a new pod: the sandbox and its containers first",
+            debug("Always"),
+            view(vec![], vec![]),
+            "create-sandbox(0) start:app/new/#0",
+        ),
+        case(
+            "regular containers done (Never): the pod is killed, nothing new starts",
+            debug("Never"),
+            view(ready(), vec![exited("app", 0)]),
+            "kill-pod",
+        ),
+        case(
+            "deleted: the running ephemeral container is stopped with the pod",
+            deleted,
+            view(ready(), vec![running("app"), running("debug")]),
+            "kill-pod",
+        ),
+    ]);
 }

@@ -35,12 +35,14 @@ use crate::pods::cri_config::env::{
 use crate::pods::cri_config::env::{EnvSources, PodFacts};
 use crate::pods::cri_config::hostname::pod_hostname;
 use crate::pods::cri_config::sandbox::{is_host_network, sandbox_config, SandboxContext};
+use crate::pods::ephemeral;
 use crate::pods::etc_hosts;
 use crate::pods::events::PodEvents;
 use crate::pods::hooks::handler::{failure_message, MINIMUM_GRACE_SECONDS};
 use crate::pods::hooks::{hook_action, run_hook, stop_grace, HookKind, HookTarget};
 use crate::pods::plan::{
-    compute_pod_actions, container_spec_hash, is_sidecar, ContainerStart, PodActions, ProbeFailures,
+    compute_pod_actions, container_spec_hash, is_sidecar, ContainerStart, PidTarget, PodActions,
+    ProbeFailures, StartReason,
 };
 use crate::pods::pod_files;
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
@@ -461,10 +463,22 @@ impl PodWorker {
             result?;
         }
 
+        // Ephemeral containers start as new containers, once, in the sandbox there is.
+        let ephemeral_starts: Vec<ContainerStart> = actions
+            .ephemeral_containers_to_start
+            .iter()
+            .map(|e| ContainerStart {
+                name: e.name.clone(),
+                reason: StartReason::NotCreated,
+                restart_count: 0,
+                previous_exit: None,
+            })
+            .collect();
         let starts: Vec<&ContainerStart> = actions
             .init_containers_to_start
             .iter()
             .chain(actions.containers_to_start.iter())
+            .chain(ephemeral_starts.iter())
             .collect();
         let mut attempt = rt.view.sandboxes.first().map_or(0, |s| s.attempt);
         // What containers need from the API (volume contents, env sources,
@@ -569,10 +583,32 @@ impl PodWorker {
         };
         let mut retry = None;
         for start in starts {
-            let Some(container) = find_container(pod, &start.name) else {
+            let Some(container) = find_container(pod, &start.name)
+                .cloned()
+                .or_else(|| ephemeral::container(pod, &start.name))
+            else {
                 continue;
             };
-            match self.start_container(pod, container, start, &target).await {
+            let pid_target = actions
+                .ephemeral_containers_to_start
+                .iter()
+                .find(|e| e.name == start.name)
+                .and_then(|e| e.target.as_ref());
+            let started = match pid_target {
+                Some(PidTarget {
+                    name,
+                    container_id: None,
+                }) => Err(Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: format!("unable to find target container {name}"),
+                }),
+                _ => {
+                    let pid_target = pid_target.and_then(|t| t.container_id.as_deref());
+                    self.start_container(pod, &container, start, &target, pid_target)
+                        .await
+                }
+            };
+            match started {
                 Ok(()) => {
                     self.waiting.remove(&start.name);
                     if let Some(exit) = start.previous_exit {
@@ -628,6 +664,7 @@ impl PodWorker {
         container: &Container,
         start: &ContainerStart,
         target: &StartTarget<'_>,
+        pid_target: Option<&str>,
     ) -> Result<(), Waiting> {
         let StartTarget {
             sandbox_id,
@@ -731,6 +768,7 @@ impl PodWorker {
                 image_user: image_user
                     .as_ref()
                     .map(|u| ImageUser::from_status(u.uid, &u.username)),
+                pid_target,
             },
         )
         .map_err(|e| config_error(e.to_string()))?;
@@ -1117,8 +1155,14 @@ impl PodWorker {
         });
         // Everything stopped: the pod is terminal (the kubelet reports Failed
         // unless every container succeeded).
-        let all_succeeded =
-            rt.view.containers.iter().all(|c| c.exit_code == 0) && !rt.view.containers.is_empty();
+        // Ephemeral containers, killed with the pod, do not count.
+        let regular: Vec<_> = rt
+            .view
+            .containers
+            .iter()
+            .filter(|c| !ephemeral::is_ephemeral(pod, &c.name))
+            .collect();
+        let all_succeeded = regular.iter().all(|c| c.exit_code == 0) && !regular.is_empty();
         status.phase = Some(if all_succeeded { "Succeeded" } else { "Failed" }.into());
         status.host_ip = None;
         status.host_ips = None;

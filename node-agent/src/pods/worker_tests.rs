@@ -885,3 +885,46 @@ async fn run_as_non_root_reads_the_images_user_and_refuses_root() {
         Some("CreateContainerConfigError")
     );
 }
+
+#[tokio::test]
+async fn an_ephemeral_container_starts_once_in_the_running_sandbox_with_its_targets_processes() {
+    let h = harness();
+    let mut spec = pod_json();
+    spec["spec"]["ephemeralContainers"] = serde_json::json!([
+        {"name": "debug", "image": "busybox:1.36", "targetContainerName": "app",
+         "stdin": true, "tty": true},
+    ]);
+    let pod: Arc<Pod> = Arc::new(serde_json::from_value(spec).expect("a valid pod"));
+    let sandbox = h.runtime.add_sandbox(UID, true, 0);
+    let app = h
+        .runtime
+        .add_running_container(UID, &sandbox, "app", &hash_of(&pod, "app"));
+    h.runtime
+        .add_running_container(UID, &sandbox, "sidecar", &hash_of(&pod, "sidecar"));
+
+    let mut worker = h.worker();
+    h.sync(&mut worker, Some(pod.clone())).await;
+    assert_eq!(creates(&h.runtime), ["debug"]);
+    assert_eq!(h.runtime.calls_of(Op::RunSandbox), []);
+    let view = h.view();
+    assert_eq!(running(&view).get("debug"), Some(&vec![sandbox.as_str()]));
+    let debug = view.latest("debug").expect("debug").id.clone();
+    let namespaces = h.runtime.namespaces_of(&debug).expect("namespaces");
+    assert_eq!(
+        (namespaces.pid, namespaces.target_id.as_str()),
+        (k8s_cri::v1::NamespaceMode::Target as i32, app.as_str())
+    );
+    {
+        let patches = h.api.patches.locked();
+        let status = &patches.last().expect("a status written")["status"];
+        let debug_status = &status["ephemeralContainerStatuses"][0];
+        assert_eq!(debug_status["name"], "debug");
+        assert!(debug_status["state"]["running"].is_object(), "{status}");
+    }
+
+    // It exits: never started again.
+    h.runtime.exit(&debug, 0);
+    h.sync(&mut worker, Some(pod.clone())).await;
+    h.sync(&mut worker, Some(pod)).await;
+    assert_eq!(creates(&h.runtime), ["debug"]);
+}

@@ -29,6 +29,9 @@ pub struct ContainerContext<'a> {
     /// The user the image runs as, from its `ImageStatus` (uid, or a
     /// non-numeric username); `None` when not known.
     pub image_user: Option<ImageUser<'a>>,
+    /// For an ephemeral container with `targetContainerName`: the CRI id of
+    /// that container, whose process namespace it joins.
+    pub pid_target: Option<&'a str>,
 }
 
 /// The user an image's config says it runs as.
@@ -168,7 +171,7 @@ pub fn container_config(
         tty: container.tty == Some(true),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(resources(pod, container, ctx.node_memory_capacity)),
-            security_context: Some(security_context(pod, container)),
+            security_context: Some(security_context(pod, container, ctx.pid_target)),
         }),
         envs: ctx.env,
         mounts: ctx.mounts,
@@ -338,8 +341,14 @@ fn verify_run_as_non_root(
 }
 
 /// The container's security context over the pod's, as the kubelet's
-/// `determineEffectiveSecurityContext`.
-fn security_context(pod: &Pod, container: &Container) -> cri::LinuxContainerSecurityContext {
+/// `determineEffectiveSecurityContext`. A `pid_target` takes the place of
+/// the container's own process namespace only (the kubelet's
+/// `NamespaceMode_TARGET`); a pod sharing one (or the host's) keeps it.
+fn security_context(
+    pod: &Pod,
+    container: &Container,
+    pid_target: Option<&str>,
+) -> cri::LinuxContainerSecurityContext {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = container.security_context.as_ref();
     let privileged = sc.and_then(|sc| sc.privileged) == Some(true);
@@ -372,6 +381,13 @@ fn security_context(pod: &Pod, container: &Container) -> cri::LinuxContainerSecu
             .unwrap_or_default(),
     );
     let int64 = |value: Option<i64>| value.map(|value| cri::Int64Value { value });
+    let mut namespaces = namespace_options(pod);
+    if let Some(id) = pid_target {
+        if namespaces.pid == cri::NamespaceMode::Container as i32 {
+            namespaces.pid = cri::NamespaceMode::Target as i32;
+            namespaces.target_id = id.to_string();
+        }
+    }
     cri::LinuxContainerSecurityContext {
         capabilities: (!add.is_empty() || !drop.is_empty()).then(|| cri::Capability {
             add_capabilities: add,
@@ -379,7 +395,7 @@ fn security_context(pod: &Pod, container: &Container) -> cri::LinuxContainerSecu
             ..Default::default()
         }),
         privileged,
-        namespace_options: Some(namespace_options(pod)),
+        namespace_options: Some(namespaces),
         run_as_user: int64(
             sc.and_then(|sc| sc.run_as_user)
                 .or(pod_sc.and_then(|sc| sc.run_as_user)),

@@ -40,6 +40,7 @@ fn context(env: &[(&str, &str)]) -> ContainerContext<'static> {
         spec_hash: "abc123",
         node_memory_capacity: 4 * GI,
         image_user: None,
+        pid_target: None,
     }
 }
 
@@ -249,6 +250,34 @@ fn container_security_context_overrides_the_pods() {
     );
     assert_eq!(sc.masked_paths.len(), 11);
     assert!(sc.readonly_paths.contains(&"/proc/sys".to_string()));
+}
+
+#[test]
+fn an_ephemeral_container_joins_its_targets_processes_unless_the_pod_shares_them() {
+    let pid = |pod: &Pod| {
+        let ctx = ContainerContext {
+            pid_target: Some("c-target"),
+            ..context(&[])
+        };
+        let sc = build_with(pod, ctx)
+            .unwrap()
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap();
+        let ns = sc.namespace_options.unwrap();
+        (ns.pid, ns.target_id)
+    };
+    assert_eq!(
+        pid(&pod(json!({"name": "debug"}))),
+        (cri::NamespaceMode::Target as i32, "c-target".to_string())
+    );
+    let shared =
+        pod_with(json!({"shareProcessNamespace": true, "containers": [{"name": "debug"}]}));
+    assert_eq!(
+        pid(&shared),
+        (cri::NamespaceMode::Pod as i32, String::new())
+    );
 }
 
 #[test]

@@ -61,14 +61,21 @@ fn referenced(
     from_env: impl Fn(&EnvVarSource) -> Option<String>,
     from_env_from: impl Fn(&k8s_openapi::api::core::v1::EnvFromSource) -> Option<String>,
 ) -> BTreeSet<String> {
+    // Ephemeral containers have their own env too.
+    let ephemeral = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .map(|e| (&e.env, &e.env_from));
     all_containers(pod)
-        .flat_map(|c| {
-            let env = c
-                .env
+        .map(|c| (&c.env, &c.env_from))
+        .chain(ephemeral)
+        .flat_map(|(env, env_from)| {
+            let env = env
                 .iter()
                 .flatten()
                 .filter_map(|e| e.value_from.as_ref().and_then(&from_env));
-            let env_from = c.env_from.iter().flatten().filter_map(&from_env_from);
+            let env_from = env_from.iter().flatten().filter_map(&from_env_from);
             env.chain(env_from).collect::<Vec<_>>()
         })
         .filter(|name| !name.is_empty())
