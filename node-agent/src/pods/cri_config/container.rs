@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod, SeccompProfile};
+use k8s_openapi::api::core::v1::{AppArmorProfile, Container, Pod, SeccompProfile};
 
 use crate::pods::cri_config::env::expand;
 use crate::pods::cri_config::error::ConfigError;
@@ -344,6 +344,8 @@ fn verify_run_as_non_root(
 /// `determineEffectiveSecurityContext`. A `pid_target` takes the place of
 /// the container's own process namespace only (the kubelet's
 /// `NamespaceMode_TARGET`); a pod sharing one (or the host's) keeps it.
+// `apparmor_profile` is deprecated in CRI, but containerd 1.6 reads only it.
+#[allow(deprecated)]
 fn security_context(
     pod: &Pod,
     container: &Container,
@@ -388,6 +390,7 @@ fn security_context(
             namespaces.target_id = id.to_string();
         }
     }
+    let (apparmor, apparmor_profile) = apparmor(pod, container).unzip();
     cri::LinuxContainerSecurityContext {
         capabilities: (!add.is_empty() || !drop.is_empty()).then(|| cri::Capability {
             add_capabilities: add,
@@ -413,7 +416,65 @@ fn security_context(
             sc.and_then(|sc| sc.seccomp_profile.as_ref())
                 .or(pod_sc.and_then(|sc| sc.seccomp_profile.as_ref())),
         )),
+        apparmor,
+        apparmor_profile: apparmor_profile.unwrap_or_default(),
         ..Default::default()
+    }
+}
+
+/// The container's AppArmor profile as the kubelet's `getAppArmorProfile`
+/// hands it to the runtime: the CRI profile and the older string form
+/// (`runtime/default`, `localhost/<name>`, `unconfined`), which containerd
+/// 1.6 reads. The container's field, else its annotation, else the pod's
+/// field; none set lets the runtime choose. (The node admits a confining
+/// profile only where AppArmor is enabled: `pods::apparmor`.)
+fn apparmor(pod: &Pod, container: &Container) -> Option<(cri::SecurityProfile, String)> {
+    use cri::security_profile::ProfileType;
+    let annotation = || {
+        let key = format!(
+            "container.apparmor.security.beta.kubernetes.io/{}",
+            container.name
+        );
+        let value = pod.metadata.annotations.as_ref()?.get(&key)?;
+        Some(match value.as_str() {
+            "runtime/default" => ("RuntimeDefault", None),
+            "unconfined" => ("Unconfined", None),
+            other => ("Localhost", Some(other.strip_prefix("localhost/")?)),
+        })
+    };
+    let field = |p: &'_ AppArmorProfile| (p.type_.clone(), p.localhost_profile.clone());
+    let (type_, localhost) = container
+        .security_context
+        .as_ref()
+        .and_then(|sc| sc.app_armor_profile.as_ref())
+        .map(field)
+        .or_else(|| annotation().map(|(t, l)| (t.to_string(), l.map(str::to_string))))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.security_context.as_ref())
+                .and_then(|sc| sc.app_armor_profile.as_ref())
+                .map(field)
+        })?;
+    let profile = |profile_type: ProfileType, localhost_ref: String| cri::SecurityProfile {
+        profile_type: profile_type as i32,
+        localhost_ref,
+    };
+    match (type_.as_str(), localhost) {
+        ("RuntimeDefault", _) => Some((
+            profile(ProfileType::RuntimeDefault, String::new()),
+            "runtime/default".into(),
+        )),
+        ("Unconfined", _) => Some((
+            profile(ProfileType::Unconfined, String::new()),
+            "unconfined".into(),
+        )),
+        // The API server refuses Localhost without a name.
+        ("Localhost", Some(name)) if !name.is_empty() => Some((
+            profile(ProfileType::Localhost, name.clone()),
+            format!("localhost/{name}"),
+        )),
+        _ => None,
     }
 }
 

@@ -391,3 +391,57 @@ fn run_as_non_root_refuses_root() {
         pod(json!({"name": "app", "securityContext": {"runAsNonRoot": false, "runAsUser": 0}}));
     assert!(build(&allowed).is_ok());
 }
+
+#[test]
+#[allow(deprecated)] // the string form containerd 1.6 reads
+fn apparmor_profiles_go_to_the_runtime_in_both_forms() {
+    let profile_of = |p: &Pod| {
+        let sc = security(p);
+        (
+            sc.apparmor.map(|a| (a.profile_type, a.localhost_ref)),
+            sc.apparmor_profile,
+        )
+    };
+    use cri::security_profile::ProfileType;
+    assert_eq!(
+        profile_of(&pod(json!({"name": "app"}))),
+        (None, String::new()),
+        "none set: the runtime's choice"
+    );
+    let localhost = pod(json!({"name": "app",
+        "securityContext": {"appArmorProfile": {"type": "Localhost", "localhostProfile": "k8s-deny"}}}));
+    assert_eq!(
+        profile_of(&localhost),
+        (
+            Some((ProfileType::Localhost as i32, "k8s-deny".into())),
+            "localhost/k8s-deny".into()
+        )
+    );
+    let pod_level = pod_with(json!({
+        "securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "app"}]
+    }));
+    assert_eq!(
+        profile_of(&pod_level),
+        (
+            Some((ProfileType::RuntimeDefault as i32, String::new())),
+            "runtime/default".into()
+        )
+    );
+    let mut annotated = pod_level.clone();
+    annotated.metadata.annotations = Some(
+        [(
+            "container.apparmor.security.beta.kubernetes.io/app".to_string(),
+            "unconfined".to_string(),
+        )]
+        .into(),
+    );
+    assert_eq!(
+        profile_of(&annotated),
+        (
+            Some((ProfileType::Unconfined as i32, String::new())),
+            "unconfined".into()
+        ),
+        "the container's annotation comes before the pod's field"
+    );
+}
