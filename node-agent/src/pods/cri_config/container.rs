@@ -57,6 +57,12 @@ impl<'a> ImageUser<'a> {
 /// without a `runAsUser` (pod or container), where only the image says who
 /// runs.
 pub fn needs_image_user(pod: &Pod, container: &Container) -> bool {
+    let (run_as_non_root, run_as_user) = non_root_policy(pod, container);
+    run_as_non_root && run_as_user.is_none()
+}
+
+/// The effective `runAsNonRoot` and `runAsUser` (the container's over the pod's).
+fn non_root_policy(pod: &Pod, container: &Container) -> (bool, Option<i64>) {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = container.security_context.as_ref();
     let run_as_non_root = sc
@@ -65,7 +71,7 @@ pub fn needs_image_user(pod: &Pod, container: &Container) -> bool {
     let run_as_user = sc
         .and_then(|sc| sc.run_as_user)
         .or(pod_sc.and_then(|sc| sc.run_as_user));
-    run_as_non_root == Some(true) && run_as_user.is_none()
+    (run_as_non_root == Some(true), run_as_user)
 }
 
 /// Quality of service class of a pod (the kubelet's `GetPodQOS`).
@@ -295,12 +301,8 @@ fn verify_run_as_non_root(
     container: &Container,
     image_user: Option<ImageUser<'_>>,
 ) -> Result<(), ConfigError> {
-    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let sc = container.security_context.as_ref();
-    let run_as_non_root = sc
-        .and_then(|sc| sc.run_as_non_root)
-        .or(pod_sc.and_then(|sc| sc.run_as_non_root));
-    if run_as_non_root != Some(true) {
+    let (run_as_non_root, run_as_user) = non_root_policy(pod, container);
+    if !run_as_non_root {
         return Ok(());
     }
     let who = || {
@@ -315,9 +317,6 @@ fn verify_run_as_non_root(
             container.name.clone(),
         )
     };
-    let run_as_user = sc
-        .and_then(|sc| sc.run_as_user)
-        .or(pod_sc.and_then(|sc| sc.run_as_user));
     match (run_as_user, image_user) {
         (Some(0), _) => {
             let (pod, container) = who();
