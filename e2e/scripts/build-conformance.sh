@@ -10,6 +10,7 @@
 #   sample-apiserver  nnp       (the aggregator test's server; the nonewprivs image's program)
 #   registry                    distribution REGISTRY_VERSION  -> $cache/registry-REGISTRY_VERSION/bin
 #   coredns                     coredns COREDNS_VERSION        -> $cache/coredns-COREDNS_VERSION/bin
+#   busybox                     BusyBox BUSYBOX_VERSION (C, defconfig, static) -> $cache/busybox-BUSYBOX_VERSION/bin
 #
 # e2e.test, ginkgo and agnhost build in their own module dir (not the control
 # plane's, which another build may be using) with the same replace directives;
@@ -27,6 +28,7 @@ cache="${NODECONFIG_CACHE:-/var/cache/nodeconfig}"
 kdir="$cache/conformance-$K8S_VERSION"
 rdir="$cache/registry-$REGISTRY_VERSION"
 cdir="$cache/coredns-$COREDNS_VERSION"
+bdir="$cache/busybox-$BUSYBOX_VERSION"
 
 die() { echo "build-conformance: $*" >&2; exit 1; }
 say() { echo "build-conformance: $*" >&2; }
@@ -34,7 +36,7 @@ command -v go >/dev/null || die "go is not installed"
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0 GOTOOLCHAIN=local
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(e2e.test ginkgo agnhost sample-apiserver nnp registry coredns)
+[ ${#components[@]} -gt 0 ] || components=(e2e.test ginkgo agnhost sample-apiserver nnp registry coredns busybox)
 
 k8s_ldflags="$(k8s_ldflags)"
 
@@ -105,7 +107,23 @@ for c in "${components[@]}"; do
       go get "github.com/coredns/coredns@$COREDNS_VERSION" || die "go get of coredns $COREDNS_VERSION failed"
       timed coredns go build -trimpath -ldflags "-s -w" -o "$cdir/bin/coredns.tmp" github.com/coredns/coredns
       mv "$cdir/bin/coredns.tmp" "$cdir/bin/coredns" ;;
+    busybox)
+      # The suite's busybox image is upstream's BusyBox built with defconfig.
+      # Debian's busybox reverts upstream's ash change that passes environment
+      # variables whose names are not identifiers (`data-1`) on to children;
+      # the relaxed env name tests print them with `sh -c env`.
+      [ -x "$bdir/bin/busybox" ] && continue
+      rm -rf "$bdir/src"; mkdir -p "$bdir/src" "$bdir/bin"; cd "$bdir/src"
+      curl -fsSL -o busybox.tar.bz2 "$BUSYBOX_URL" || die "download of $BUSYBOX_URL failed"
+      echo "$BUSYBOX_SHA256  busybox.tar.bz2" | sha256sum -c --quiet - || die "busybox tarball checksum mismatch"
+      tar -xjf busybox.tar.bz2 && cd "busybox-$BUSYBOX_VERSION" || die "cannot unpack busybox"
+      make -s defconfig >/dev/null || die "busybox defconfig failed"
+      sed -i -e 's/^# CONFIG_STATIC is not set$/CONFIG_STATIC=y/' .config
+      grep -q '^CONFIG_STATIC=y$' .config || die "busybox: CONFIG_STATIC not set"
+      timed busybox make -s -j"$(nproc)" busybox >/dev/null 2>"$bdir/src/build.log"
+      install -m 0755 busybox "$bdir/bin/busybox.tmp" && mv "$bdir/bin/busybox.tmp" "$bdir/bin/busybox"
+      cd "$bdir" && rm -rf "$bdir/src" ;;
     *) die "unknown component '$c'" ;;
   esac
 done
-say "ready: $kdir/bin $rdir/bin $cdir/bin"
+say "ready: $kdir/bin $rdir/bin $cdir/bin $bdir/bin"

@@ -11,7 +11,7 @@ declare -A packages=(
   [iptables]=iptables [conntrack]=conntrack [ip]=iproute2 [nsenter]=util-linux
   [flock]=util-linux [ss]=iproute2 [pkill]=procps [protoc]=protobuf-compiler
   [gcc]=gcc [/usr/include/stdio.h]=libc6-dev [jq]=jq [curl]=curl [openssl]=openssl
-  [objcopy]=binutils [python3]=python3 [/etc/ssl/certs/ca-certificates.crt]=ca-certificates
+  [objcopy]=binutils [make]=make [bzip2]=bzip2 [python3]=python3 [/etc/ssl/certs/ca-certificates.crt]=ca-certificates
 )
 missing=()
 for c in "${!packages[@]}"; do

@@ -23,6 +23,7 @@ ADDONS_RUN="$NC_RUN/addons"
 CONF_BIN="$NC_CACHE/conformance-$K8S_VERSION/bin"          # e2e.test, ginkgo, agnhost
 REGISTRY_BIN="$NC_CACHE/registry-$REGISTRY_VERSION/bin/registry"
 COREDNS_BIN="$NC_CACHE/coredns-$COREDNS_VERSION/bin/coredns"
+BUSYBOX_BIN="$NC_CACHE/busybox-$BUSYBOX_VERSION/bin/busybox"  # upstream BusyBox (the suite's busybox image)
 CONF_IMAGES="$NC_CACHE/images-conformance"                  # OCI archives of the suite's images
 CONF_DEBS="$NC_CACHE/debs"                                   # .debs unpacked, not installed (nginx)
 _ADDONS_SCRIPT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -175,12 +176,15 @@ _addons_root_glibc_dns() {
   echo 'hosts: files dns' >"$root/etc/nsswitch.conf"
 }
 
-# The upstream busybox image has every applet in /bin (the suite calls
-# /bin/sysctl, for one); Debian's layout puts some in /sbin and /usr/bin.
+# The upstream busybox image: BusyBox built from its release with defconfig
+# (build-conformance.sh busybox), every applet in /bin (the suite calls
+# /bin/sysctl, for one). Not Debian's busybox: its ash drops environment
+# variables whose names are not identifiers.
 _addons_root_busybox() {
   local p
-  _addons_base_root "$1"; _addons_busybox_into "$1"
-  for p in $(busybox --list); do [ -e "$1/bin/$p" ] || ln -s busybox "$1/bin/$p"; done
+  _addons_base_root "$1"
+  install -m 0755 "$BUSYBOX_BIN" "$1/bin/busybox"
+  for p in $("$BUSYBOX_BIN" --list); do [ -e "$1/bin/$p" ] || ln -s busybox "$1/bin/$p"; done
   install -m 0644 "$_NC_IMAGES_SRC/busybox/etc/passwd" "$1/etc/passwd"
   install -m 0644 "$_NC_IMAGES_SRC/busybox/etc/group" "$1/etc/group"
 }
@@ -317,7 +321,8 @@ _addons_inputs_hash() {
                dpkg-query -W "${_ADDONS_HOST_PKGS[@]}" 2>/dev/null ;;
       sample-apiserver) sha256sum <"$CONF_BIN/sample-apiserver" ;;
       etcd) sha256sum <"$ETCD_BIN/etcd" ;;
-      nonewprivs) sha256sum <"$CONF_BIN/nnp" ;;
+      nonewprivs) sha256sum <"$CONF_BIN/nnp"; sha256sum <"$BUSYBOX_BIN" ;;
+      busybox|nonroot) sha256sum <"$BUSYBOX_BIN" ;;
       glibc-dns) sha256sum <"$COREDNS_BIN"; dpkg-query -W "${_ADDONS_HOST_PKGS[@]}" 2>/dev/null ;;
       nginx) apt-cache policy nginx 2>/dev/null | awk '/Candidate:/ {print $2}' ;;
       pause) sha256sum <"$_NC_IMAGES_SRC/pause.c" ;;
@@ -335,6 +340,7 @@ _addons_images_build() {
   [ -x "$COREDNS_BIN" ] || { log "addons: coredns not built (e2e/scripts/build-conformance.sh coredns)"; return 1; }
   if [ "$set" = suite ]; then
     [ -x "$CONF_BIN/agnhost" ] || { log "addons: agnhost not built (e2e/scripts/build-conformance.sh agnhost)"; return 1; }
+    [ -x "$BUSYBOX_BIN" ] || { log "addons: busybox not built (e2e/scripts/build-conformance.sh busybox)"; return 1; }
     _addons_host_pkgs || { log "addons: installing the Debian packages of the agnhost image failed"; return 1; }
   fi
   mkdir -p "$CONF_IMAGES" "$NC_IMAGES"
@@ -439,7 +445,7 @@ _addons_up() {
 
 # The suite's images, built and pushed into the running cluster's registry.
 _addons_suite_images() {
-  "$_ADDONS_E2E/scripts/build-conformance.sh" registry coredns agnhost sample-apiserver nnp || return 1
+  "$_ADDONS_E2E/scripts/build-conformance.sh" registry coredns agnhost sample-apiserver nnp busybox || return 1
   _addons_images_build suite || return 1
   _registry_up || return 1
   _addons_push suite
