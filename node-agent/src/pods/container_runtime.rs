@@ -74,6 +74,14 @@ pub trait ContainerRuntime: Send + Sync {
 
     fn remove_container<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), CriError>>;
 
+    /// Changes a running container's cgroup settings in place
+    /// (`UpdateContainerResources`), for an in-place resize.
+    fn update_container_resources<'a>(
+        &'a self,
+        id: &'a str,
+        resources: cri::LinuxContainerResources,
+    ) -> BoxFuture<'a, Result<(), CriError>>;
+
     /// Runs `command` in the container and waits for it (`ExecSync`), at
     /// most `timeout` when given (the runtime kills it then); the lifecycle
     /// hooks' exec, which the kubelet runs without a timeout.

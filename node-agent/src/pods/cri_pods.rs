@@ -381,6 +381,26 @@ impl ContainerRuntime for CriPods {
         })
     }
 
+    fn update_container_resources<'a>(
+        &'a self,
+        id: &'a str,
+        resources: cri::LinuxContainerResources,
+    ) -> BoxFuture<'a, Result<(), CriError>> {
+        Box::pin(async move {
+            let mut client = self.cri.current();
+            client
+                .runtime
+                .update_container_resources(cri::UpdateContainerResourcesRequest {
+                    container_id: id.to_string(),
+                    linux: Some(resources),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| client.call_error("UpdateContainerResources", s))
+        })
+    }
+
     fn exec_sync<'a>(
         &'a self,
         id: &'a str,

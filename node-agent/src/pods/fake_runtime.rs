@@ -40,6 +40,7 @@ pub enum Call {
     StopContainer(String),
     RemoveContainer(String),
     ExecSync { id: String, command: Vec<String> },
+    UpdateContainerResources(String),
 }
 
 /// The kind of a [`Call`], to aim a fault at.
@@ -58,6 +59,7 @@ pub enum Op {
     StopContainer,
     RemoveContainer,
     ExecSync,
+    UpdateContainerResources,
 }
 
 impl Call {
@@ -76,6 +78,7 @@ impl Call {
             Self::StopContainer(_) => Op::StopContainer,
             Self::RemoveContainer(_) => Op::RemoveContainer,
             Self::ExecSync { .. } => Op::ExecSync,
+            Self::UpdateContainerResources(_) => Op::UpdateContainerResources,
         }
     }
 
@@ -94,6 +97,7 @@ impl Call {
             Op::StopContainer => "StopContainer",
             Op::RemoveContainer => "RemoveContainer",
             Op::ExecSync => "ExecSync",
+            Op::UpdateContainerResources => "UpdateContainerResources",
         }
     }
 }
@@ -600,6 +604,23 @@ impl ContainerRuntime for FakeRuntime {
             s.containers.retain(|(_, c)| c.id != id);
             Ok(())
         }))
+    }
+
+    fn update_container_resources<'a>(
+        &'a self,
+        id: &'a str,
+        resources: cri::LinuxContainerResources,
+    ) -> BoxFuture<'a, Result<(), CriError>> {
+        Box::pin(
+            self.call(Call::UpdateContainerResources(id.into()), move |s| {
+                let c = s.container(id).ok_or_else(|| not_found("container", id))?;
+                c.resources = Some(cri::ContainerResources {
+                    linux: Some(resources),
+                    ..Default::default()
+                });
+                Ok(())
+            }),
+        )
     }
 
     fn exec_sync<'a>(

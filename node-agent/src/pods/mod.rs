@@ -50,6 +50,9 @@ pub mod pod_files;
 pub mod pod_requests;
 pub mod probes;
 pub mod report;
+pub mod resize;
+pub mod resize_store;
+pub mod resize_sync;
 pub mod run;
 pub mod runtime_view;
 pub mod sysctls;
@@ -65,6 +68,8 @@ mod fake_runtime;
 mod phase_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod resize_tests;
 #[cfg(test)]
 mod worker_tests;
 

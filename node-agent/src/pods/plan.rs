@@ -10,7 +10,9 @@
 //! their turn, let the next init container start once they run (and their
 //! startup probe passed), and are kept running afterwards. Ephemeral
 //! containers start once in the existing sandbox, initialized or not, and
-//! never again ([`EphemeralStart`]). Not covered yet: in-place resize.
+//! never again ([`EphemeralStart`]). In-place resize is decided in
+//! [`crate::pods::resize`] (the shell plans with the allocated Pod and adds
+//! its restarts).
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -80,6 +82,9 @@ pub enum KillReason {
     StartupFailed,
     /// CRI reports its state as unknown: stop it before anything else.
     UnknownState,
+    /// An in-place resize changed a resource whose `resizePolicy` is
+    /// `RestartContainer` ([`crate::pods::resize`]).
+    ResizeRestart,
 }
 
 impl KillReason {
@@ -90,6 +95,7 @@ impl KillReason {
             Self::LivenessFailed => "Container failed liveness probe, will be restarted",
             Self::StartupFailed => "Container failed startup probe, will be restarted",
             Self::UnknownState => "Container is in unknown state, try killing it before restarting",
+            Self::ResizeRestart => "Container resize requires restart",
         }
     }
 }

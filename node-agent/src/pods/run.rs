@@ -186,6 +186,7 @@ impl PodsLoop {
             admission: tokio::sync::Mutex::new(()),
             node_cache: Mutex::new(None),
             services_cache: Mutex::new(BTreeMap::new()),
+            allocations: Default::default(),
         });
 
         let api = Api::<Pod>::all(self.client.clone());

@@ -46,6 +46,8 @@ use crate::pods::plan::{
 };
 use crate::pods::pod_files;
 use crate::pods::probes::manager::{ProbeManager, RunningContainer};
+use crate::pods::resize::{self, add_restarts, allocated_pod, plan_resize, Requests};
+use crate::pods::resize_sync::{self, Allocations, ResizeSync};
 use crate::pods::runtime_view::{ContainerState, SandboxState};
 use crate::pods::sysctls::admit_sysctls;
 use crate::pods::volumes::manager::prepare_mounts;
@@ -103,6 +105,8 @@ pub struct PodEnv {
     pub node_cache: Mutex<Option<(std::time::Instant, Arc<Node>)>>,
     /// Services per namespace as last listed for service variables, and when.
     pub services_cache: Mutex<BTreeMap<String, ServicesSnapshot>>,
+    /// What each pod was allocated and its containers given (in-place resize).
+    pub allocations: Allocations,
 }
 
 /// One namespace's Services and when they were listed.
@@ -253,7 +257,7 @@ impl PodWorker {
         if active_deadline::exceeded(&pod, Timestamp::now()) {
             return self.fail_past_deadline(&pod).await;
         }
-        match self.sync_running(&pod).await {
+        match self.sync_running(&pod, pods_on_node).await {
             Ok(next) => next,
             Err(err) => {
                 tracing::warn!(error = %err, "pod sync failed; retrying");
@@ -318,21 +322,48 @@ impl PodWorker {
         }
     }
 
-    async fn sync_running(&mut self, pod: &Pod) -> Result<Next, SyncError> {
+    async fn sync_running(
+        &mut self,
+        pod: &Pod,
+        pods_on_node: &[Arc<Pod>],
+    ) -> Result<Next, SyncError> {
         let env = self.env.clone();
         let mut rt = match self.prefetched.take() {
             Some(rt) => rt,
             None => env.cri.pod(&self.uid).await?,
         };
+        let uid = self.uid.clone();
+        let resize = resize_sync_of(&env, &uid);
+        let (mut allocation, pending) = {
+            let admitted = env.admitted.locked().clone();
+            let others: Vec<Arc<Pod>> = pods_on_node
+                .iter()
+                .filter(|p| {
+                    p.metadata
+                        .uid
+                        .as_ref()
+                        .is_some_and(|u| admitted.contains(u))
+                })
+                .cloned()
+                .collect();
+            resize.begin(pod, &rt.view, &others)
+        };
+        // The planner and the containers it starts see the allocated
+        // resources, not a resize that waits.
+        let allocated = allocated_pod(pod, &allocation).into_owned();
         let results = env.probes.results(&self.uid);
         let probes = ProbeFailures {
             not_started: results.not_started.clone(),
             ..results.failures.clone()
         };
-        let actions = {
+        let mut actions = {
             let backoff = env.backoff.locked();
-            compute_pod_actions(pod, &rt.view, &probes, &backoff, SystemTime::now())
+            compute_pod_actions(&allocated, &rt.view, &probes, &backoff, SystemTime::now())
         };
+        add_restarts(
+            &mut actions,
+            &plan_resize(&allocated, &allocation, &rt.view).restarts,
+        );
         // Wake when the active deadline comes, if nothing else does first.
         let mut requeue = min_opt(
             actions.requeue_after(),
@@ -341,7 +372,7 @@ impl PodWorker {
         self.note_backoffs(pod, &actions);
 
         if !actions.is_noop() {
-            if let Some(r) = self.run_actions(pod, &rt, &actions).await? {
+            if let Some(r) = self.run_actions(&allocated, &rt, &actions).await? {
                 requeue = min_opt(requeue, Some(r));
             }
             rt = env.cri.pod(&self.uid).await?;
@@ -382,7 +413,13 @@ impl PodWorker {
         env.probes.update_pod(pod, &running, pod_ip);
         let results = env.probes.results(&self.uid);
 
-        self.write_status(pod, &rt, &results.ready, &results.not_started)
+        let in_progress = resize.actuate(pod, &mut allocation, &rt.view).await;
+        let resized = (
+            &allocated,
+            &allocation,
+            resize_sync::conditions(pending, in_progress),
+        );
+        self.write_status(pod, &rt, &results.ready, &results.not_started, resized)
             .await?;
         self.collect_garbage(&rt).await;
         Ok(Next::Requeue(requeue))
@@ -1017,6 +1054,7 @@ impl PodWorker {
         rt: &PodRuntime,
         probe_ready: &BTreeSet<String>,
         not_started: &BTreeSet<String>,
+        resized: (&Pod, &resize::PodAllocation, resize::ResizeConditions),
     ) -> Result<(), SyncError> {
         let host_ip = self.env.node_ip.map(|ip| ip.to_string());
         // A pod on the host's network has the node's address, as the kubelet reports it.
@@ -1024,7 +1062,8 @@ impl PodWorker {
             Some(ip) if is_host_network(pod) && !rt.view.sandboxes.is_empty() => vec![ip.clone()],
             _ => rt.ips.clone(),
         };
-        let status = api_status(&StatusInputs {
+        let now = Timestamp::now();
+        let mut status = api_status(&StatusInputs {
             pod,
             runtime: &rt.view,
             probe_ready,
@@ -1032,8 +1071,19 @@ impl PodWorker {
             waiting: &self.waiting,
             pod_ips: &pod_ips,
             host_ip: host_ip.as_deref(),
-            now: Timestamp::now(),
+            now,
         });
+        let (allocated, allocation, conditions) = resized;
+        let mut with_status = allocated.clone();
+        with_status.status = pod.status.clone();
+        resize::apply_status(
+            &mut status,
+            &with_status,
+            allocation,
+            &rt.view,
+            &conditions,
+            now,
+        );
         if !status_differs(pod.status.as_ref(), &status) {
             return Ok(());
         }
@@ -1244,6 +1294,7 @@ impl PodWorker {
     }
 
     fn forget(&self) {
+        self.env.allocations.locked().remove(&self.uid);
         self.env.backoff.locked().forget_pod(&self.uid);
         self.env.image_backoff.locked().forget_pod(&self.uid);
         self.env.admitted.locked().remove(&self.uid);
@@ -1275,6 +1326,22 @@ impl PodWorker {
                 }
             }
         }
+    }
+}
+
+/// The resize shell for one sync of the pod `uid`.
+fn resize_sync_of<'a>(env: &'a PodEnv, uid: &'a str) -> ResizeSync<'a> {
+    ResizeSync {
+        cri: env.cri.as_ref(),
+        events: &env.events,
+        allocations: &env.allocations,
+        uid,
+        pod_dir: env.volumes.pod_dir(uid),
+        allocatable: Requests {
+            milli_cpu: env.node_milli_cpu,
+            memory: env.node_memory,
+        },
+        node_memory_capacity: env.node_memory_capacity,
     }
 }
 
@@ -1419,6 +1486,7 @@ fn kill_note(reason: crate::pods::plan::KillReason) -> &'static str {
         KillReason::LivenessFailed => "failed liveness probe, will be restarted",
         KillReason::StartupFailed => "failed startup probe, will be restarted",
         KillReason::UnknownState => "is in unknown state, will be restarted",
+        KillReason::ResizeRestart => "resize requires restart, will be restarted",
     }
 }
 

@@ -199,6 +199,7 @@ fn harness() -> Harness {
         admission: tokio::sync::Mutex::new(()),
         node_cache: Mutex::new(None),
         services_cache: Mutex::new(BTreeMap::new()),
+        allocations: Default::default(),
     });
     Harness {
         runtime,

@@ -186,8 +186,9 @@ pub fn container_config(
 }
 
 /// cgroup settings from the container's requests and limits, as the
-/// kubelet's `calculateLinuxResources`.
-fn resources(
+/// kubelet's `calculateLinuxResources` (also what an in-place resize sends
+/// to `UpdateContainerResources`).
+pub fn resources(
     pod: &Pod,
     container: &Container,
     node_memory_capacity: i64,
