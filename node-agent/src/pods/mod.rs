@@ -18,7 +18,7 @@
 //! ephemeral containers as containers ([`ephemeral`]),
 //! the pod's `/etc/hosts` ([`etc_hosts`]), a container's termination
 //! message ([`termination_message`]), the active deadline
-//! ([`active_deadline`]),
+//! ([`active_deadline`]), in-place resize ([`resize`]),
 //! the probes' thresholds ([`probes::state`]), what each volume holds
 //! ([`volumes::plan`]) and the node's counts ([`report`]). All pure.
 //!
@@ -26,7 +26,8 @@
 //! [`cri_pods`]), the probes ([`probes::check`], [`probes::manager`]), the
 //! volumes written on the node ([`volumes::manager`]), the kubelet's own
 //! per-pod files ([`pod_files`]), the [`worker`] that
-//! runs the planner's actions, the kubelet's [`events`], and the loop
+//! runs the planner's actions with its resize shell ([`resize_sync`],
+//! [`resize_store`]), the kubelet's [`events`], and the loop
 //! ([`run`]). The shell's hard cases run the real worker against a recording
 //! fake runtime (`fake_runtime`, `worker_tests`).
 pub mod active_deadline;
