@@ -280,6 +280,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                     allowed_unsafe_sysctls: config.allowed_unsafe_sysctls.clone(),
                     config: config_rx.clone(),
                     report: pods_tx,
+                    metrics: metrics.clone(),
                     heartbeat: health.register("pods"),
                 }
                 .run(cancel.clone()),

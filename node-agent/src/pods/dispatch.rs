@@ -21,6 +21,10 @@
 //!   termination; a relist that still finds the UID in CRI starts a worker anyway.
 //! - **Orphans**: a UID that CRI holds and no Pod has gets a worker without
 //!   a Pod, which removes what CRI holds.
+//! - **A worker that panics** is started again at the next resync, for the
+//!   same Pod, so the pod is synced again (the kubelet recovers its pod
+//!   workers from a crash; the resync period bounds how fast one that keeps
+//!   panicking turns).
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -67,6 +71,8 @@ pub struct Dispatch {
     desired: HashMap<String, u64>,
     /// What the last relist saw per UID.
     relisted: BTreeMap<String, Fingerprint>,
+    /// Workers that panicked, started again at the next resync.
+    panicked: BTreeMap<String, Option<ObjectRef<Pod>>>,
 }
 
 // === impl Dispatch ===
@@ -187,7 +193,15 @@ impl Dispatch {
         }
         self.finished
             .retain(|_, at| now.saturating_duration_since(*at) < FINISHED_MEMORY);
-        self.workers.iter().cloned().map(Order::Poke).collect()
+        let mut orders: Vec<Order> = self.workers.iter().cloned().map(Order::Poke).collect();
+        for (uid, pod) in std::mem::take(&mut self.panicked) {
+            // A watch or relist event may have started one meanwhile.
+            orders.extend(
+                self.poke_or_start(uid, pod)
+                    .filter(|o| matches!(o, Order::Start { .. })),
+            );
+        }
+        orders
     }
 
     /// Of the UIDs left on disk (log directories, volume directories), those
@@ -204,6 +218,13 @@ impl Dispatch {
             .into_iter()
             .filter(|uid| !self.workers.contains(uid) && !known.contains(uid))
             .collect()
+    }
+
+    /// The worker of this UID (for the Pod at `pod`) panicked: it no longer
+    /// runs, and starts again at the next [`Dispatch::resync`].
+    pub fn worker_panicked(&mut self, uid: &str, pod: Option<ObjectRef<Pod>>) {
+        self.workers.remove(uid);
+        self.panicked.insert(uid.to_string(), pod);
     }
 
     /// The worker of this UID ended (its pod is gone and cleaned up).

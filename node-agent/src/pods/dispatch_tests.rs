@@ -236,3 +236,24 @@ fn leftover_directories_are_those_of_no_worker_and_no_pod() {
     let on_disk = ["a", "b", "c", "d"].map(String::from);
     assert_eq!(d.leftovers(on_disk, &known(&["a", "d"])), ["c"]);
 }
+
+#[test]
+fn a_panicked_worker_starts_again_at_the_next_resync() {
+    let mut d = listed(&["a", "b"]);
+    d.worker_panicked("a", Some(key("a")));
+    assert!(!d.has_worker("a"));
+    // Nothing wakes it before the resync: the probe flip finds no worker.
+    assert_eq!(d.probe_flipped("a"), []);
+    assert_eq!(d.resync(Instant::now()), [poke("b"), start("a")]);
+    assert!(d.has_worker("a"));
+    // Once only.
+    assert_eq!(d.resync(Instant::now()), [poke("a"), poke("b")]);
+}
+
+#[test]
+fn a_panicked_worker_restarted_by_an_event_is_not_started_twice() {
+    let mut d = listed(&["a"]);
+    d.worker_panicked("a", Some(key("a")));
+    assert_eq!(d.pod_applied(update("a", 5)), [start("a")]);
+    assert_eq!(d.resync(Instant::now()), [poke("a")]);
+}

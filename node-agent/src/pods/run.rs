@@ -45,6 +45,7 @@ use crate::pods::volumes::manager::VolumeManager;
 use crate::pods::worker::{remove_pod_logs, PodEnv, PodWorker};
 use crate::reports::{ConfigReport, PodsReport};
 use crate::serve::health::LoopHeartbeat;
+use crate::serve::metrics::Metrics;
 
 /// How often CRI is relisted to notice containers that changed (PLEG).
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
@@ -135,6 +136,8 @@ pub struct PodsLoop {
     /// The NodeConfig in force (cluster DNS for new sandboxes).
     pub config: watch::Receiver<ConfigReport>,
     pub report: watch::Sender<PodsReport>,
+    /// Counts pod workers that panicked.
+    pub metrics: Metrics,
     pub heartbeat: LoopHeartbeat,
 }
 
@@ -206,6 +209,9 @@ impl PodsLoop {
         let mut dispatch = Dispatch::new();
         let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
         let mut tasks: JoinSet<String> = JoinSet::new();
+        // Which pod each worker task runs for, to start it again if it panics.
+        let mut task_pods: HashMap<tokio::task::Id, (String, Option<ObjectRef<Pod>>)> =
+            HashMap::new();
         let mut relists = spawn_relist(env.clone(), cancel.clone());
         let mut resync = tokio::time::interval(RESYNC_PERIOD);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -282,10 +288,28 @@ impl PodsLoop {
                     self.publish(&store);
                     orders
                 }
-                Some(done) = tasks.join_next() => {
-                    if let Ok(uid) = done {
-                        workers.remove(&uid);
-                        dispatch.worker_finished(&uid, Instant::now());
+                Some(done) = tasks.join_next_with_id() => {
+                    match done {
+                        Ok((id, uid)) => {
+                            task_pods.remove(&id);
+                            workers.remove(&uid);
+                            dispatch.worker_finished(&uid, Instant::now());
+                        }
+                        Err(err) if err.is_panic() => {
+                            if let Some((uid, pod)) = task_pods.remove(&err.id()) {
+                                tracing::error!(
+                                    %uid, error = %err,
+                                    "the pod's worker panicked; it starts again at the next resync"
+                                );
+                                self.metrics.pod_worker_panic();
+                                workers.remove(&uid);
+                                dispatch.worker_panicked(&uid, pod);
+                            }
+                        }
+                        // Cancelled: only at shutdown (abort_all).
+                        Err(err) => {
+                            task_pods.remove(&err.id());
+                        }
                     }
                     Vec::new()
                 }
@@ -304,7 +328,9 @@ impl PodsLoop {
                         }
                     }
                     Order::Start { uid, pod } => {
-                        let handle = self.spawn(&env, &store, &mut tasks, uid.clone(), pod);
+                        let (handle, id) =
+                            self.spawn(&env, &store, &mut tasks, uid.clone(), pod.clone());
+                        task_pods.insert(id, (uid.clone(), pod));
                         workers.insert(uid, handle);
                     }
                 }
@@ -331,7 +357,7 @@ impl PodsLoop {
         tasks: &mut JoinSet<String>,
         uid: String,
         key: Option<ObjectRef<Pod>>,
-    ) -> WorkerHandle {
+    ) -> (WorkerHandle, tokio::task::Id) {
         let (tx, rx) = mpsc::channel::<()>(1);
         let _ = tx.try_send(());
         let span = tracing::info_span!("pod", pod = tracing::field::Empty, %uid);
@@ -357,14 +383,14 @@ impl PodsLoop {
             (pod, on_node)
         };
         let done = worker.uid().to_string();
-        tasks.spawn(
+        let task = tasks.spawn(
             async move {
                 worker.run(rx, lookup).await;
                 done
             }
             .instrument(span),
         );
-        WorkerHandle { poke: tx }
+        (WorkerHandle { poke: tx }, task.id())
     }
 }
 

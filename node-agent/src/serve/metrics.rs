@@ -146,6 +146,8 @@ pub struct Metrics {
     node_status_updates: Family<ResultLabels, Counter>,
     /// 1 when the runtime reports RuntimeReady and NetworkReady.
     pub runtime_ready: Gauge,
+    /// Pod workers that panicked (each is started again at the next resync).
+    pod_worker_panics: Counter,
     /// The service proxy's metrics, named like kube-proxy's.
     pub proxy: ProxyMetrics,
     /// The kubelet server's (:10250) connections and token reviews.
@@ -300,6 +302,7 @@ impl Metrics {
         let lease_renew_errors = Family::<LeaseLabels, Counter>::default();
         let node_status_updates = Family::<ResultLabels, Counter>::default();
         let runtime_ready = Gauge::default();
+        let pod_worker_panics = Counter::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -331,6 +334,11 @@ impl Metrics {
             "1 when the container runtime is ready (CRI RuntimeReady and NetworkReady)",
             runtime_ready.clone(),
         );
+        registry.register(
+            "pod_worker_panics",
+            "Pod workers that panicked; each is started again at the next resync (Kubelet mode)",
+            pod_worker_panics.clone(),
+        );
         registry.register("build_info", "The agent's version; always 1", build_info);
         let proxy = ProxyMetrics::new(&mut registry);
         let kubelet_server = KubeletServerMetrics::new(&mut registry);
@@ -341,9 +349,14 @@ impl Metrics {
             lease_renew_errors,
             node_status_updates,
             runtime_ready,
+            pod_worker_panics,
             proxy,
             kubelet_server,
         }
+    }
+
+    pub fn pod_worker_panic(&self) {
+        self.pod_worker_panics.inc();
     }
 
     pub fn status_write(&self, result: WriteResult) {
