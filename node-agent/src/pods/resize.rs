@@ -553,6 +553,28 @@ fn set_container_resources(
     });
 }
 
+/// The `PodResizeInProgress`/`Error` message of a failed in-place update of
+/// `container`: runc's refusal to set a memory limit below the usage
+/// (`unable to set memory limit to L (current usage: U, ...`) in the
+/// kubelet's words, which it checks before the update; anything else as
+/// the runtime said it.
+pub fn update_error_message(container: &str, error: &str) -> String {
+    let number_after = |text: &str, marker: &str| -> Option<u64> {
+        let rest = &text[text.find(marker)? + marker.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    match (
+        number_after(error, "unable to set memory limit to "),
+        number_after(error, "(current usage: "),
+    ) {
+        (Some(limit), Some(usage)) => format!(
+            "attempting to set container {container:?} memory limit ({limit}) below current usage ({usage})"
+        ),
+        _ => format!("container {container}: {error}"),
+    }
+}
+
 /// The event note of a resize, as the kubelet's `podResizeMessage`:
 /// what it is about and the allocated containers' resources.
 pub fn event_note(prefix: &str, pod: &Pod, generation: Option<i64>, error: Option<&str>) -> String {

@@ -168,7 +168,7 @@ impl ResizeSync<'_> {
                     changed = true;
                 }
                 Err(err) => {
-                    let message = format!("container {}: {err}", update.name);
+                    let message = resize::update_error_message(&update.name, &err.to_string());
                     tracing::warn!(%message, "cannot resize a container in place");
                     self.events.warning(
                         pod,

@@ -373,3 +373,18 @@ fn the_status_shows_allocated_and_applied_resources_and_the_resize_conditions() 
         "resize conditions gone"
     );
 }
+
+#[test]
+fn a_memory_limit_below_the_usage_is_reported_in_the_kubelets_words() {
+    let runc = "CRI UpdateContainerResources on unix:///run/x.sock failed: Unknown error: failed to update resources: \
+                runc did not terminate successfully: exit status 1: unable to set memory limit to 10240 \
+                (current usage: 1126400, peak usage: 1351680)";
+    assert_eq!(
+        update_error_message("c1", runc),
+        "attempting to set container \"c1\" memory limit (10240) below current usage (1126400)"
+    );
+    assert_eq!(
+        update_error_message("c1", "unavailable"),
+        "container c1: unavailable"
+    );
+}
