@@ -2,8 +2,9 @@
 //! running pod through its `ephemeralcontainers` subresource (a replace, as
 //! client-go's `UpdateEphemeralContainers`, and `kubectl debug`) runs in the
 //! pod's sandbox, is reported in `status.ephemeralContainerStatuses`, answers
-//! `kubectl exec` and `kubectl logs -c`, shares its target's processes when it
-//! names one, is not restarted when it exits, and goes with the pod.
+//! `kubectl exec`, `kubectl logs -c` and `kubectl attach`, shares its
+//! target's processes when it names one, is not restarted when it exits, and
+//! goes with the pod.
 
 use std::time::{Duration, Instant};
 
@@ -164,6 +165,24 @@ fn an_ephemeral_container_runs_in_the_pod_answers_exec_and_logs_and_is_not_resta
         .as_array()
         .map(Vec::len);
     assert_eq!(statuses, Some(3));
+
+    // kubectl attach reaches one by name: what goes in comes back out of
+    // `cat`, which ends when the stdin it was given once is closed.
+    add_through_subresource(
+        ns,
+        "target",
+        json!({"name": "catter", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+               "command": ["cat"], "stdin": true, "stdinOnce": true}),
+    );
+    await_pod(ns, "target", "catter running", |p| {
+        ephemeral_status(p, "catter").is_some_and(|s| s["state"]["running"].is_object())
+    });
+    let echoed = kubectl_with_stdin(
+        &["attach", "-i", "-n", ns, "target", "-c", "catter"],
+        Some("through attach\n"),
+    )
+    .expect_ok("kubectl attach");
+    assert!(echoed.contains("through attach"), "{echoed}");
 
     // Deleting the pod stops its ephemeral containers with it.
     kubectl(&["delete", "pod", "-n", ns, "target", "--timeout=60s"]).expect_ok("delete the pod");
