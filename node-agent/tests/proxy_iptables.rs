@@ -222,12 +222,21 @@ fn arb_service() -> impl Strategy<Value = (Service, Vec<Endpoint>)> {
         )
 }
 
+fn cluster_ip(svc: &Service) -> Option<&str> {
+    svc.spec.as_ref()?.cluster_ip.as_deref()
+}
+
 /// Services with one EndpointSlice each, carrying every port of the Service.
+/// Each Service has a cluster IP of its own, as the API server allocates them.
 fn arb_objects() -> impl Strategy<Value = (Vec<Service>, Vec<EndpointSlice>)> {
     proptest::collection::vec(arb_service(), 0..10).prop_map(|items| {
         let mut services = Vec::new();
         let mut slices = Vec::new();
+        let mut ips = std::collections::BTreeSet::new();
         for (svc, endpoints) in items {
+            if !ips.insert(cluster_ip(&svc).unwrap_or_default().to_string()) {
+                continue;
+            }
             let name = svc.metadata.name.clone().unwrap_or_default();
             let spec = svc.spec.as_ref().expect("built with a spec");
             let ports = spec.ports.iter().flatten().map(|p| EndpointPort {
@@ -308,8 +317,16 @@ proptest! {
         // One set of inputs throughout, as the proxy loop keeps it.
         let mut watched = ProxyInputs::from_objects(&services, &slices);
         proxier.sync(&mut watched, &node(), &cfg(), false).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        // Keep some of the first set, delete the others, change or add the rest.
+        // Keep some of the first set, delete the others, change or add the rest
+        // (those of the second set whose cluster IP a kept one holds are left
+        // out: the API server never gives two Services one cluster IP).
         let keep = keep.min(services.len());
+        let held: Vec<&str> = services[..keep].iter().filter_map(cluster_ip).collect();
+        let (more_services, more_slices): (Vec<Service>, Vec<EndpointSlice>) = more_services
+            .into_iter()
+            .zip(more_slices)
+            .filter(|(svc, _)| !cluster_ip(svc).is_some_and(|ip| held.contains(&ip)))
+            .unzip();
         for svc in &services[keep..] {
             watched.delete_service(svc);
         }
