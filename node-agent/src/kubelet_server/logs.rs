@@ -44,12 +44,10 @@ where
     Fut: Future<Output = bool>,
 {
     let mut file = tokio::fs::File::open(path).await?;
-    let mut inode = file.metadata().await?.ino();
+    let meta = file.metadata().await?;
+    let mut inode = meta.ino();
     let start = match options.tail_lines {
-        Some(tail) => {
-            let len = file.metadata().await?.len();
-            find_tail_start(&mut file, len, tail).await?
-        }
+        Some(tail) => find_tail_start(&mut file, meta.len(), tail).await?,
         None => 0,
     };
     file.seek(SeekFrom::Start(start)).await?;

@@ -52,7 +52,7 @@ pub fn plan(
     let Some(size) = size else {
         return Rotation::Reopen;
     };
-    if size < policy.max_size {
+    if !due(policy, size) {
         return Rotation::Nothing;
     }
     let prefix = format!("{log}.");
@@ -85,6 +85,12 @@ pub fn plan(
         rotated: format!("{log}.{timestamp}"),
     });
     Rotation::Rotate(steps)
+}
+
+/// Whether a log of `size` bytes is at the policy's limit (only then is its
+/// directory worth reading).
+pub fn due(policy: &LogPolicy, size: u64) -> bool {
+    size >= policy.max_size
 }
 
 /// Whether a rotated file is kept: not a temporary file, and not an

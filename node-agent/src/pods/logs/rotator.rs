@@ -129,6 +129,10 @@ async fn rotate_container(
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(source) => return Err(RotateError::File { path, source }),
     };
+    // Most rounds find the file under the limit: no directory read then.
+    if size.is_some_and(|size| !rotation::due(policy, size)) {
+        return Ok(());
+    }
     let siblings = list_dir(dir).await?;
     let timestamp = chrono::Utc::now().format(TIMESTAMP_FORMAT).to_string();
     match rotation::plan(policy, name, size, &siblings, &timestamp) {
