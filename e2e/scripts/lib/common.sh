@@ -9,6 +9,7 @@ NC_STATE="${NODECONFIG_STATE:-/var/lib/nodeconfig-e2e}"      # one cluster: cert
 NC_RUN="${NODECONFIG_RUN:-/run/nodeconfig-e2e}"              # pids and sockets
 NC_LOGS="$NC_STATE/logs"
 NC_NODES="${NODECONFIG_NODES:-2}"                            # number of node namespaces
+NC_KUBELET_NODES="${NODECONFIG_KUBELET_NODES:-0}"            # nodes run by the real kubelet (kubelet.sh)
 
 K8S_BIN="$NC_CACHE/k8s-$K8S_VERSION/bin"
 ETCD_BIN="$NC_CACHE/etcd-$ETCD_VERSION/bin"
@@ -28,13 +29,21 @@ NC_DNS_IP="10.96.0.10"                 # kube-dns, the conventional address
 NC_REGISTRY="$NC_API_IP:5000"          # the image registry on the host (addons.sh)
 NC_CLUSTER_CIDR="10.244.0.0/16"        # node i gets 10.244.i.0/24
 NC_NODE_LINK_CIDR="10.200.0.0/16"      # node i: host 10.200.i.1/24, node 10.200.i.2/24
+NC_KUBELET_LINK_CIDR="10.201.0.0/16"   # kubelet node k: host 10.201.k.1/24, node 10.201.k.2/24
 NC_KUBECONFIG="$NC_STATE/admin.kubeconfig"
 
-node_name()     { echo "nc-node-$1"; }            # node index -> name (= netns name)
-node_ip()       { echo "10.200.$1.2"; }
-node_host_ip()  { echo "10.200.$1.1"; }
+# A node is named by its index: i (1, 2, ...) for the agent's nodes nc-node-i,
+# kK (k1, k2, ...) for the kubelet's nodes nc-kubelet-K. Kubelet node K has
+# its own link range and the pod CIDR 10.244.(200+K).0/24, so nodes up to
+# nc-node-199 and nc-kubelet-55 never share an address.
+node_name()     { case "$1" in k*) echo "nc-kubelet-${1#k}" ;; *) echo "nc-node-$1" ;; esac; }
+node_ip()       { case "$1" in k*) echo "10.201.${1#k}.2" ;; *) echo "10.200.$1.2" ;; esac; }
+node_host_ip()  { case "$1" in k*) echo "10.201.${1#k}.1" ;; *) echo "10.200.$1.1" ;; esac; }
 node_host_if()  { echo "ncveth$1"; }               # host side of the node's veth pair
-node_pod_cidr() { echo "10.244.$1.0/24"; }
+node_pod_cidr() { case "$1" in k*) echo "10.244.$((200 + ${1#k})).0/24" ;; *) echo "10.244.$1.0/24" ;; esac; }
+# Pods get .2-.199 of the pod CIDR (.200-.250 are the proxy tests' backends).
+node_pod_range_end() { local c; c="$(node_pod_cidr "$1")"; echo "${c%.0/24}.199"; }
+kubelet_node_indexes() { local k; for k in $(seq 1 "$NC_KUBELET_NODES"); do echo "k$k"; done; }
 node_dir()      { echo "$NC_STATE/nodes/$(node_name "$1")"; }
 node_run_dir()  { echo "$NC_RUN/nodes/$(node_name "$1")"; }
 node_cri_socket() { echo "$(node_run_dir "$1")/containerd.sock"; }

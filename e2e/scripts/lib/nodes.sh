@@ -46,10 +46,11 @@ node_cni_network()        { echo "$(node_name "$1")-pods"; }   # CNI network nam
 # containerd's CRI plugin keeps pod network namespaces here (netns_mounts_under_state_dir).
 node_pod_netns_dir()      { echo "$(node_run_dir "$1")/containerd/io.containerd.grpc.v1.cri/netns"; }
 
-# node index from a name or an index: nc-node-2 -> 2, 2 -> 2
+# node index from a name or an index: nc-node-2 -> 2, 2 -> 2, nc-kubelet-1 -> k1
 _node_index() {
   case "$1" in
     nc-node-*) echo "${1#nc-node-}" ;;
+    nc-kubelet-*) echo "k${1#nc-kubelet-}" ;;
     *) echo "$1" ;;
   esac
 }
@@ -169,6 +170,7 @@ _nodes_host_record() {
   [ -d /var/lib/cni ] || touch "$_NC_HOST_BEFORE/created-var-lib-cni"
   [ -d /run/containerd ] || touch "$_NC_HOST_BEFORE/created-run-containerd"
   [ -d /run/mount ] || touch "$_NC_HOST_BEFORE/created-run-mount"   # util-linux's utab, made by umount
+  [ -d /var/log/containers ] || touch "$_NC_HOST_BEFORE/created-var-log-containers"   # a kubelet's (kubelet.sh)
 }
 
 # Does the host's FORWARD chain need our ACCEPT rules? (policy DROP, or any rule
@@ -191,7 +193,7 @@ _nodes_host_up() {
   iptables -w 5 -S "$NC_EGRESS_CHAIN" >/dev/null 2>&1 || iptables -w 5 -N "$NC_EGRESS_CHAIN" || return 1
   iptables -w 5 -F "$NC_EGRESS_CHAIN" || return 1
   local r
-  for r in "$NC_NODE_LINK_CIDR" "$NC_CLUSTER_CIDR" "$NC_SERVICE_CIDR"; do
+  for r in "$NC_NODE_LINK_CIDR" "$NC_KUBELET_LINK_CIDR" "$NC_CLUSTER_CIDR" "$NC_SERVICE_CIDR"; do
     iptables -w 5 -A "$NC_EGRESS_CHAIN" -d "$r" -j RETURN || return 1
   done
   iptables -w 5 -A "$NC_EGRESS_CHAIN" -j REJECT --reject-with icmp-net-prohibited || return 1
@@ -201,8 +203,8 @@ _nodes_host_up() {
     iptables -w 5 -S "$NC_FWD_CHAIN" >/dev/null 2>&1 || iptables -w 5 -N "$NC_FWD_CHAIN" || return 1
     iptables -w 5 -F "$NC_FWD_CHAIN" || return 1
     local s d
-    for s in "$NC_NODE_LINK_CIDR" "$NC_CLUSTER_CIDR"; do
-      for d in "$NC_NODE_LINK_CIDR" "$NC_CLUSTER_CIDR"; do
+    for s in "$NC_NODE_LINK_CIDR" "$NC_KUBELET_LINK_CIDR" "$NC_CLUSTER_CIDR"; do
+      for d in "$NC_NODE_LINK_CIDR" "$NC_KUBELET_LINK_CIDR" "$NC_CLUSTER_CIDR"; do
         iptables -w 5 -A "$NC_FWD_CHAIN" -i 'ncveth+' -o 'ncveth+' -s "$s" -d "$d" -j ACCEPT || return 1
       done
     done
@@ -246,6 +248,7 @@ _nodes_host_down() {
     rm -rf --one-file-system /run/containerd
   fi
   [ -f "$_NC_HOST_BEFORE/created-run-mount" ] && rmdir /run/mount 2>/dev/null
+  [ -f "$_NC_HOST_BEFORE/created-var-log-containers" ] && rmdir /var/log/containers 2>/dev/null
   rm -rf "$_NC_HOST_BEFORE"
   true
 }
@@ -362,7 +365,7 @@ EOF
       "ipam": {
         "type": "host-local",
         "dataDir": "$dir/cni/ipam",
-        "ranges": [[{ "subnet": "$(node_pod_cidr "$i")", "rangeEnd": "10.244.$i.199" }]],
+        "ranges": [[{ "subnet": "$(node_pod_cidr "$i")", "rangeEnd": "$(node_pod_range_end "$i")" }]],
         "routes": [{ "dst": "0.0.0.0/0" }]
       }
     },
@@ -501,7 +504,9 @@ _node_down() {
     [ -e "$f" ] && ids+="$(basename "$f") "
   done
 
-  # containerd first (gracefully), then everything else of the node.
+  # A kubelet first (it would restart what goes), containerd next (gracefully),
+  # then everything else of the node.
+  stop_pidfile "$run/kubelet.pid"
   stop_pidfile "$(node_containerd_pidfile "$i")"
   for _ in 1 2 3; do
     pids="$(_node_pids "$i" | tr '\n' ' ')"
@@ -518,6 +523,9 @@ _node_down() {
 
   _nodes_unmount_under "$run" || log "$ns: some mounts under $run would not go"
   _nodes_unmount_under "$dir" || log "$ns: some mounts under $dir would not go"
+
+  # What a kubelet leaves outside the node's dirs (kubelet.sh), once its processes are gone.
+  declare -F _kubelet_node_cleanup >/dev/null && _kubelet_node_cleanup "$i"
 
   ip route del "$(node_pod_cidr "$i")" 2>/dev/null
   ip link del "$(node_host_if "$i")" 2>/dev/null
@@ -536,10 +544,11 @@ _node_down() {
 _nodes_known() {
   {
     seq 1 "$NC_NODES"
-    ls /var/run/netns 2>/dev/null | sed -n 's/^nc-node-\([0-9][0-9]*\)$/\1/p'
-    ip -o link show 2>/dev/null | sed -n 's/^[0-9]*: ncveth\([0-9][0-9]*\)[@:].*/\1/p'
-    ls "$NC_STATE/nodes" "$NC_RUN/nodes" 2>/dev/null | sed -n 's/^nc-node-\([0-9][0-9]*\)$/\1/p'
-  } | sort -n | uniq
+    kubelet_node_indexes
+    ls /var/run/netns 2>/dev/null | sed -n -e 's/^nc-node-\([0-9][0-9]*\)$/\1/p' -e 's/^nc-kubelet-\([0-9][0-9]*\)$/k\1/p'
+    ip -o link show 2>/dev/null | sed -n 's/^[0-9]*: ncveth\(k\{0,1\}[0-9][0-9]*\)[@:].*/\1/p'
+    ls "$NC_STATE/nodes" "$NC_RUN/nodes" 2>/dev/null | sed -n -e 's/^nc-node-\([0-9][0-9]*\)$/\1/p' -e 's/^nc-kubelet-\([0-9][0-9]*\)$/k\1/p'
+  } | sort -u
 }
 
 _nodes_down() {
