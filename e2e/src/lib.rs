@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod kubectl;
 pub mod namespace;
 pub mod node;
+pub mod websocket;
 
 use std::path::PathBuf;
 

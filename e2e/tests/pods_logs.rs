@@ -3,7 +3,9 @@
 //! fast keeps a bounded number of files of bounded size on the node (older
 //! ones gzip-compressed), `kubectl logs --tail` still answers with its latest
 //! lines, and `kubectl logs -f` goes on across rotations without losing a
-//! line. Bad rotation settings are refused by the API server's schema.
+//! line. Bad rotation settings are refused by the API server's schema. A
+//! finished container's log read over a websocket through the API server (as
+//! the upstream conformance test reads it) is whole at every read.
 //!
 //! The test changes nc-node-2's NodeConfig and puts it back when done.
 
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use nodeconfig_e2e::kubectl::{eventually, get_json, kubectl};
 use nodeconfig_e2e::namespace::{apply_json, Namespace};
+use nodeconfig_e2e::websocket::ApiWebsocket;
 use nodeconfig_e2e::{admin_kubeconfig, k8s_bin, state_dir};
 use serde_json::{json, Value};
 
@@ -212,4 +215,65 @@ fn bad_rotation_settings_are_refused_by_the_api_server() {
             run.stderr
         );
     }
+}
+
+/// Reads in a row of each log over a websocket.
+const WEBSOCKET_READS: usize = 25;
+
+#[test]
+fn a_finished_pods_log_read_over_a_websocket_is_whole_at_every_read() {
+    let ns = Namespace::new("logws");
+    // A short log, as the upstream test's, and one of several websocket messages.
+    apply_json(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "said", "namespace": ns.0},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "short", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+                 "command": ["sh", "-c", "echo container is alive"]},
+                {"name": "long", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+                 "command": ["sh", "-c", "echo container is alive; seq 1 3000"]},
+            ],
+        },
+    }));
+    eventually(Duration::from_secs(90), "the pod Succeeded", || {
+        get_json("pod", "said", Some(&ns.0)).filter(|p| p["status"]["phase"] == "Succeeded")
+    });
+    let long: String = std::iter::once("container is alive".to_string())
+        .chain((1..=3000).map(|i| i.to_string()))
+        .map(|line| line + "\n")
+        .collect();
+    let client = ApiWebsocket::admin().expect("the admin's TLS client of the API server");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let mut failures = Vec::new();
+    for (container, expected) in [("short", "container is alive\n"), ("long", long.as_str())] {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/said/log?container={container}",
+            ns.0
+        );
+        let mut whole = 0;
+        for i in 0..WEBSOCKET_READS {
+            let log = runtime
+                .block_on(client.read_all(&path))
+                .unwrap_or_else(|e| panic!("websocket read {i} of {container}: {e:#}"));
+            if log == expected.as_bytes() {
+                whole += 1;
+            } else {
+                failures.push(format!(
+                    "{container} read {i}: {} of {} bytes, ending {:?}",
+                    log.len(),
+                    expected.len(),
+                    String::from_utf8_lossy(&log[log.len().saturating_sub(40)..])
+                ));
+            }
+        }
+        println!("{container}: {whole} of {WEBSOCKET_READS} websocket reads whole");
+    }
+    assert!(
+        failures.is_empty(),
+        "websocket reads not whole:\n{}",
+        failures.join("\n")
+    );
 }
