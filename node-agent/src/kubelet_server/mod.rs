@@ -5,13 +5,15 @@
 //! Every request goes through [`auth::filter`] (client certificate or bearer token,
 //! then a decision on `nodes/<subresource>` of this node). Containers are found
 //! through CRI by the pod loop's labels ([`locate`]); logs are read from the CRI
-//! log file ([`logs`], format in [`cri_log`]); exec, attach and port-forward are
+//! log file ([`logs`], format in [`cri_log`], the response's end flushed apart
+//! from its data by [`end_apart`]); exec, attach and port-forward are
 //! proxied to the runtime's streaming server ([`upgrade`]). How many connections
 //! are held, and for how long before they authenticate, is [`connections`]'s.
 
 pub mod auth;
 pub mod connections;
 pub mod cri_log;
+pub mod end_apart;
 pub mod exec;
 pub mod locate;
 pub mod logs;

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::cri_log::{InvalidLogOptions, LogOptions};
+use super::end_apart::EndApart;
 use super::exec::{self, InvalidStreamRequest, StreamOptions};
 use super::locate::{self, ContainerRef, Instance, LocateError};
 use super::logs;
@@ -137,9 +138,11 @@ pub async fn container_logs(
             .await
             .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
     });
+    // The end in a write of its own, never in one TLS record with the last
+    // records: the API server's websocket stream would drop them (end_apart).
     Ok((
         [(header::CONTENT_TYPE, "text/plain")],
-        Body::from_stream(body),
+        Body::from_stream(EndApart::new(Box::pin(body))),
     )
         .into_response())
 }
