@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-/// Condition types an agent reports.
+/// Condition types of a NodeConfig: the agent reports all but `AGENT_UP_TO_DATE`.
 pub mod types {
     /// Summary: the node's agent is up and everything it was asked to do works.
     pub const READY: &str = "Ready";
@@ -16,6 +16,9 @@ pub mod types {
     pub const PROXY_READY: &str = "ProxyReady";
     /// Something works only in part; the message says what.
     pub const DEGRADED: &str = "Degraded";
+    /// Set by the operator, not the agent: whether the agent version the node reports is the one
+    /// the operator's defaults ask for (`agent.version`, else the tag of `agent.image`).
+    pub const AGENT_UP_TO_DATE: &str = "AgentUpToDate";
 }
 
 /// Status of a condition, as Kubernetes spells it.

@@ -33,6 +33,7 @@ const DURATION_RULE: &str = "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))
     printcolumn(name = "Services", type_ = "integer", json_path = ".status.proxy.services", description = "Services the proxy programs"),
     printcolumn(name = "Rules", type_ = "integer", json_path = ".status.proxy.rules", description = "iptables rules the proxy owns"),
     printcolumn(name = "Agent", type_ = "string", json_path = ".status.agent.version", description = "Version of the node's agent"),
+    printcolumn(name = "Up-To-Date", type_ = "string", json_path = ".status.conditions[?(@.type==\"AgentUpToDate\")].status", description = "Whether the node's agent runs the version the operator's defaults ask for"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Runtime", type_ = "string", json_path = ".status.runtime.version", priority = "1", description = "Container runtime name and version"),
     printcolumn(name = "Config", type_ = "string", json_path = ".status.conditions[?(@.type==\"ConfigApplied\")].reason", priority = "1", description = "Reason of the ConfigApplied condition"),

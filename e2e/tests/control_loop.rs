@@ -42,6 +42,50 @@ fn reports_applied(name: &str) -> Option<Value> {
     (applied && ready && current).then_some(nc)
 }
 
+/// The operator's defaults document (`config.yaml` of its ConfigMap).
+fn read_defaults() -> String {
+    kubectl(&[
+        "get",
+        "configmap",
+        "nodeconfig-defaults",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.data.config\\.yaml}",
+    ])
+    .expect_ok("read defaults")
+}
+
+fn set_defaults(yaml: &str) {
+    let cm = json!({"data": {"config.yaml": yaml}}).to_string();
+    kubectl(&[
+        "patch",
+        "configmap",
+        "nodeconfig-defaults",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        &cm,
+    ])
+    .expect_ok("patch defaults");
+}
+
+/// The status, reason and message of NodeConfig `name`'s AgentUpToDate condition.
+fn up_to_date(name: &str) -> Option<(String, String, String)> {
+    let nc = nodeconfig(name)?;
+    let c = nc["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "AgentUpToDate")?
+        .clone();
+    Some((
+        c["status"].as_str()?.to_string(),
+        c["reason"].as_str()?.to_string(),
+        c["message"].as_str()?.to_string(),
+    ))
+}
+
 /// A Node object with no agent behind it, as a Companion node looks before its agent runs.
 fn create_bare_node(name: &str, labels: Value) {
     let _ = kubectl(&["delete", "node", name, "--ignore-not-found"]);
@@ -116,33 +160,13 @@ fn spec_edits_are_applied_and_a_persons_edit_survives_reconcile() {
     });
 
     // A changed default makes the operator reconcile every NodeConfig...
-    let original = kubectl(&[
-        "get",
-        "configmap",
-        "nodeconfig-defaults",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={.data.config\\.yaml}",
-    ])
-    .expect_ok("read defaults");
+    let original = read_defaults();
     assert!(
         !original.contains("syncPeriod"),
         "the cluster's defaults leave syncPeriod to the server: {original}"
     );
     let defaults = "nodeSelector: {}\nspec:\n  proxy:\n    syncPeriod: 45s\nagent:\n  image: nodeconfig.local/node-agent:0.1.0\n  maxUnavailable: 1\nheartbeatGracePeriod: 50s\n";
-    let cm = json!({"data": {"config.yaml": defaults}}).to_string();
-    kubectl(&[
-        "patch",
-        "configmap",
-        "nodeconfig-defaults",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        &cm,
-    ])
-    .expect_ok("patch defaults");
+    set_defaults(defaults);
     let nc = eventually(
         Duration::from_secs(30),
         "the new default to reach the NodeConfig",
@@ -162,18 +186,7 @@ fn spec_edits_are_applied_and_a_persons_edit_survives_reconcile() {
     );
 
     // Put the defaults back; the operator gives the field up and the server default returns.
-    let cm = json!({"data": {"config.yaml": original}}).to_string();
-    kubectl(&[
-        "patch",
-        "configmap",
-        "nodeconfig-defaults",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        &cm,
-    ])
-    .expect_ok("restore defaults");
+    set_defaults(&original);
     eventually(
         Duration::from_secs(30),
         "syncPeriod back to its default",
@@ -333,5 +346,68 @@ fn get_nodeconfigs_shows_every_node() {
             row.contains(&version),
             "agent version {version} missing:\n{table}"
         );
+    }
+}
+
+#[test]
+fn version_skew_shows_in_get_nodeconfigs() {
+    let _turn = take_turn();
+    let version = env!("CARGO_PKG_VERSION");
+    for node in node_names() {
+        eventually(
+            Duration::from_secs(90),
+            "the agent's version is the desired one",
+            || up_to_date(&node).filter(|(status, _, _)| status == "True"),
+        );
+    }
+    // The defaults ask for another version: every Kubelet-mode node lags, and says how to catch up.
+    let original = read_defaults();
+    assert!(
+        !original.contains("version:"),
+        "the cluster's defaults take the version from the image tag: {original}"
+    );
+    let wanted = "9.9.9";
+    set_defaults(&original.replace("agent:\n", &format!("agent:\n  version: {wanted}\n")));
+    for node in node_names() {
+        let (_, reason, message) =
+            eventually(Duration::from_secs(30), "AgentUpToDate=False", || {
+                up_to_date(&node).filter(|(status, _, _)| status == "False")
+            });
+        assert_eq!(reason, "VersionSkew");
+        assert!(
+            message.contains(version)
+                && message.contains(wanted)
+                && message.contains("system service"),
+            "{message}"
+        );
+    }
+    let table = kubectl(&["get", "nodeconfigs"]).expect_ok("get nodeconfigs");
+    println!("{table}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let column = header
+        .iter()
+        .position(|h| *h == "UP-TO-DATE")
+        .unwrap_or_else(|| panic!("no UP-TO-DATE column:\n{table}"));
+    for node in node_names() {
+        let row: Vec<&str> = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{node} ")))
+            .unwrap_or_else(|| panic!("{node} missing:\n{table}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(row.get(column), Some(&"False"), "{table}");
+    }
+    // Back to the image's tag: up to date again, the lag forgotten.
+    set_defaults(&original);
+    for node in node_names() {
+        let (_, reason, _) = eventually(Duration::from_secs(30), "AgentUpToDate=True", || {
+            up_to_date(&node).filter(|(status, _, _)| status == "True")
+        });
+        assert_eq!(reason, "DesiredVersion");
     }
 }

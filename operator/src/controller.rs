@@ -18,6 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
+use nodeconfig_crds::conditions::{find_condition, types};
 use nodeconfig_crds::NodeConfig;
 use tokio::sync::broadcast;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -28,6 +29,7 @@ use crate::error::{kube as kube_err, Error};
 use crate::liveness::{self, Verdict};
 use crate::metrics::{Metrics, ReconcileResult};
 use crate::nodeconfig::{self, NodeConfigPlan, NodeFacts, FIELD_MANAGER};
+use crate::skew;
 
 /// A Node is reconciled at least this often, whatever happens.
 const RESYNC: Duration = Duration::from_secs(600);
@@ -228,13 +230,57 @@ async fn reconcile_node(node: Arc<NodeMeta>, ctx: Arc<Context>) -> Result<Action
         ctx.remember(&name, |m| m.failures = 0);
 
         let recheck = match current {
-            Some(nc) => watch_liveness(&ctx, &api, &nc, defaults.heartbeat_grace_period).await?,
+            Some(nc) => {
+                report_version_skew(&ctx, &api, &nc, &defaults.agent.version).await?;
+                watch_liveness(&ctx, &api, &nc, defaults.heartbeat_grace_period).await?
+            }
             None => None,
         };
         Ok(Action::requeue(recheck.map_or(RESYNC, |r| r.min(RESYNC))))
     }
     .instrument(span)
     .await
+}
+
+/// Sets the NodeConfig's AgentUpToDate condition when the agent's reported version and the
+/// desired one no longer agree with it.
+async fn report_version_skew(
+    ctx: &Context,
+    api: &Api<NodeConfig>,
+    nc: &NodeConfig,
+    desired: &str,
+) -> Result<(), Error> {
+    let status = nc.status.as_ref();
+    let current = status.and_then(|s| find_condition(&s.conditions, types::AGENT_UP_TO_DATE));
+    let reported = status.and_then(|s| s.agent.as_ref());
+    let Some(condition) = skew::up_to_date_condition(desired, reported, current, Timestamp::now())
+    else {
+        return Ok(());
+    };
+    let name = nc.name_any();
+    let params = PatchParams::apply(skew::FIELD_MANAGER).force();
+    api.patch_status(
+        &name,
+        &params,
+        &Patch::Apply(nodeconfig::condition_patch(&name, &condition)),
+    )
+    .await
+    .map_err(kube_err("apply status", format!("NodeConfig {name}")))?;
+    info!(status = %condition.status, message = %condition.message, "agent version");
+    if condition.reason == skew::VERSION_SKEW
+        && current.is_none_or(|c| c.reason != skew::VERSION_SKEW)
+    {
+        publish(
+            ctx,
+            &nc.object_ref(&()),
+            EventType::Normal,
+            skew::VERSION_SKEW,
+            "CompareAgentVersion",
+            condition.message,
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Sets Ready=Unknown when the agent's Leases have expired; returns when to look again.
@@ -291,7 +337,7 @@ async fn watch_liveness(
             api.patch_status(
                 &name,
                 &params,
-                &Patch::Apply(liveness::status_patch(&name, &condition)),
+                &Patch::Apply(nodeconfig::condition_patch(&name, &condition)),
             )
             .await
             .map_err(kube_err("apply status", format!("NodeConfig {name}")))?;

@@ -14,7 +14,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use nodeconfig_crds::conditions::{find_condition, types, ConditionStatus};
 use nodeconfig_crds::{NodeConfig, NodeConfigStatus, NodeMode};
-use serde_json::{json, Value};
 
 use nodeconfig_crds::duration::format_duration;
 
@@ -89,10 +88,15 @@ pub fn judge(
     }
 }
 
-/// Whether an agent ever wrote this status.
+/// Whether an agent ever wrote this status. The operator's own condition (`AgentUpToDate`, set
+/// even before any agent reports) does not count.
 pub fn has_reported(status: Option<&NodeConfigStatus>) -> bool {
     status.is_some_and(|s| {
-        s.observed_generation.is_some() || !s.conditions.is_empty() || s.agent.is_some()
+        s.observed_generation.is_some()
+            || s.agent.is_some()
+            || s.conditions
+                .iter()
+                .any(|c| c.type_ != types::AGENT_UP_TO_DATE)
     })
 }
 
@@ -130,18 +134,6 @@ pub fn heartbeat_lost_condition(
     })
 }
 
-/// The status apply patch that carries only `condition`, so the agent's other conditions and
-/// fields stay the agent's.
-pub fn status_patch(name: &str, condition: &Condition) -> Value {
-    use kube::Resource;
-    json!({
-        "apiVersion": NodeConfig::api_version(&()),
-        "kind": NodeConfig::kind(&()),
-        "metadata": { "name": name },
-        "status": { "conditions": [condition] },
-    })
-}
-
 /// The Ready condition of a NodeConfig, if it has one.
 pub fn ready_condition(nc: &NodeConfig) -> Option<&Condition> {
     nc.status
@@ -152,6 +144,7 @@ pub fn ready_condition(nc: &NodeConfig) -> Option<&Condition> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const GRACE: Duration = Duration::from_secs(50);
 
@@ -265,6 +258,12 @@ mod tests {
             conditions: vec![ready("True", "AgentReady", 0)],
             ..Default::default()
         })));
+        let mut operators_own = ready("Unknown", "AgentNotReported", 0);
+        operators_own.type_ = types::AGENT_UP_TO_DATE.into();
+        assert!(!has_reported(Some(&NodeConfigStatus {
+            conditions: vec![operators_own],
+            ..Default::default()
+        })));
     }
 
     #[test]
@@ -325,7 +324,7 @@ mod tests {
     #[test]
     fn status_patch_carries_only_the_ready_condition() {
         let condition = ready("Unknown", HEARTBEAT_LOST, 0);
-        let patch = status_patch("n1", &condition);
+        let patch = crate::nodeconfig::condition_patch("n1", &condition);
         assert_eq!(patch["kind"], "NodeConfig");
         assert_eq!(patch["metadata"], json!({"name": "n1"}));
         let status = patch["status"].as_object().expect("status");

@@ -12,6 +12,7 @@ mod liveness;
 mod metrics;
 mod nodeconfig;
 mod server;
+mod skew;
 
 use std::sync::Arc;
 

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use nodeconfig_crds::{NodeConfig, NodeMode};
 use serde_json::{json, Value};
@@ -20,6 +21,17 @@ pub const FIELD_MANAGER: &str = "nodeconfig-operator";
 pub const MANAGED_BY_LABEL: &str = "nodeconfig.dev/managed-by";
 /// Nodes registered by node-agent carry this label with value `true`; they get mode Kubelet.
 pub const AGENT_MANAGED_LABEL: &str = "nodeconfig.dev/agent-managed";
+
+/// The status apply patch that carries only `condition`, so the agent's other conditions and
+/// fields stay the agent's (and the operator's other conditions their field manager's).
+pub fn condition_patch(name: &str, condition: &Condition) -> Value {
+    json!({
+        "apiVersion": NodeConfig::api_version(&()),
+        "kind": NodeConfig::kind(&()),
+        "metadata": { "name": name },
+        "status": { "conditions": [condition] },
+    })
+}
 
 /// What the operator knows of a Node: its metadata, stripped of everything else.
 #[derive(Clone, Copy, Debug)]
