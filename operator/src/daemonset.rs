@@ -1,5 +1,13 @@
 //! The `node-agent` DaemonSet that runs the agent on Companion nodes (nodes whose kubelet is
 //! not node-agent). Agent-managed nodes run node-agent from systemd instead.
+//!
+//! The pod has what a Companion agent needs and no more: the node's network namespace
+//! (host network: it programs the node's Service rules in place of kube-proxy), the
+//! capabilities `NET_ADMIN` (iptables, conntrack) and `NET_RAW` (iptables' raw sockets)
+//! with every other one dropped, not privileged, no privilege escalation, a read-only root
+//! filesystem, the runtime's default seccomp profile, and two host paths: the directory of
+//! the container runtime's socket (the agent only reads through CRI: status, inventory) and
+//! the xtables lock it shares with every other iptables user of the node.
 
 use std::collections::BTreeMap;
 
@@ -7,9 +15,10 @@ use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, NodeAffinity,
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+    Affinity, Capabilities, Container, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -55,11 +64,7 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
         mount_path: path.to_string(),
         ..VolumeMount::default()
     };
-    let env = |name: &str, value: &str| EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    };
+    let env = env_var;
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             host: Some("127.0.0.1".into()),
@@ -72,32 +77,56 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
         ..Probe::default()
     };
 
+    // The operator's defaults refuse an endpoint without a socket directory.
+    let cri_dir = agent
+        .cri_socket_host_dir()
+        .unwrap_or_else(|| "/run/containerd".to_string());
+    let mut env = vec![
+        EnvVar {
+            name: "NODE_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "spec.nodeName".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        // A kubelet runs these nodes: the agent must never start or stop pods there.
+        env("NODECONFIG_MODE", "companion"),
+        env("NODECONFIG_LISTEN", &format!("127.0.0.1:{AGENT_PORT}")),
+        // After NODE_NAME, so that `$(NODE_NAME)` in it is expanded.
+        env("NODECONFIG_CRI_ENDPOINT", &agent.cri_endpoint),
+    ];
+    if let Some(api) = &agent.api_server {
+        // Read by the in-cluster configuration; set here, they win over the kubelet's
+        // service variables of the same names.
+        env.push(env_var("KUBERNETES_SERVICE_HOST", &api.host));
+        env.push(env_var("KUBERNETES_SERVICE_PORT", &api.port.to_string()));
+    }
+
     let container = Container {
         name: NAME.into(),
         image: Some(agent.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        env: Some(vec![
-            EnvVar {
-                name: "NODE_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "spec.nodeName".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
-            // A kubelet runs these nodes: the agent must never start or stop pods there.
-            env("NODECONFIG_MODE", "companion"),
-            env("NODECONFIG_LISTEN", &format!("127.0.0.1:{AGENT_PORT}")),
-        ]),
+        env: Some(env),
         security_context: Some(SecurityContext {
-            privileged: Some(true),
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![
-            mount("cri-socket-dir", "/run/containerd"),
+            mount("cri-socket-dir", &cri_dir),
             mount("xtables-lock", "/run/xtables.lock"),
         ]),
         liveness_probe: Some(probe("/healthz")),
@@ -178,7 +207,7 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
                     }),
                     containers: vec![container],
                     volumes: Some(vec![
-                        host_path("cri-socket-dir", "/run/containerd", "Directory"),
+                        host_path("cri-socket-dir", &cri_dir, "Directory"),
                         host_path("xtables-lock", "/run/xtables.lock", "FileOrCreate"),
                     ]),
                     ..PodSpec::default()
@@ -187,6 +216,14 @@ pub fn desired(namespace: &str, defaults: &Defaults) -> DaemonSet {
             ..DaemonSetSpec::default()
         },
         ..DaemonSet::default()
+    }
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
     }
 }
 
@@ -206,6 +243,7 @@ mod tests {
                 image: image.into(),
                 version: version.into(),
                 max_unavailable,
+                ..Defaults::default().agent
             },
             node_selector: selector
                 .iter()
@@ -279,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn pod_is_a_privileged_host_network_agent_that_tolerates_every_taint() {
+    fn pod_is_a_host_network_agent_that_tolerates_every_taint() {
         let ds = desired("nodeconfig-system", &Defaults::default());
         assert_eq!(ds.metadata.name.as_deref(), Some("node-agent"));
         assert_eq!(ds.metadata.namespace.as_deref(), Some("nodeconfig-system"));
@@ -297,7 +335,7 @@ mod tests {
                 .security_context
                 .as_ref()
                 .and_then(|s| s.privileged),
-            Some(true)
+            Some(false)
         );
         let node_name = container
             .env
@@ -413,5 +451,95 @@ mod tests {
                 .all(|(k, v)| template_labels.get(k) == Some(v)),
             "the selector selects the template"
         );
+    }
+}
+
+#[cfg(test)]
+mod privilege_tests {
+    use super::*;
+    use crate::defaults::ApiServer;
+
+    fn container(ds: &DaemonSet) -> &Container {
+        &ds.spec.template.spec.as_ref().expect("pod spec").containers[0]
+    }
+
+    fn env_value<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+        c.env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_deref())
+    }
+
+    #[test]
+    fn the_agent_gets_net_admin_and_net_raw_and_nothing_else() {
+        let ds = desired("ns", &Defaults::default());
+        let sc = container(&ds)
+            .security_context
+            .clone()
+            .expect("securityContext");
+        let caps = sc.capabilities.expect("capabilities");
+        assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            caps.add,
+            Some(vec!["NET_ADMIN".to_string(), "NET_RAW".to_string()])
+        );
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_),
+            Some("RuntimeDefault".to_string())
+        );
+    }
+
+    #[test]
+    fn the_cri_endpoint_and_its_directory_come_from_the_defaults() {
+        let mut defaults = Defaults::default();
+        defaults.agent.cri_endpoint =
+            "unix:///run/nodeconfig-e2e/nodes/$(NODE_NAME)/containerd.sock".into();
+        let ds = desired("ns", &defaults);
+        let c = container(&ds);
+        assert_eq!(
+            env_value(c, "NODECONFIG_CRI_ENDPOINT"),
+            Some("unix:///run/nodeconfig-e2e/nodes/$(NODE_NAME)/containerd.sock")
+        );
+        let names: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        let position = |n: &str| names.iter().position(|x| *x == n);
+        assert!(
+            position("NODE_NAME") < position("NODECONFIG_CRI_ENDPOINT"),
+            "NODE_NAME comes first, so $(NODE_NAME) expands: {names:?}"
+        );
+        let pod = ds.spec.template.spec.as_ref().expect("pod spec");
+        let cri = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "cri-socket-dir")
+            .and_then(|v| v.host_path.as_ref())
+            .map(|h| h.path.as_str());
+        assert_eq!(cri, Some("/run/nodeconfig-e2e/nodes"));
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "cri-socket-dir")
+            .map(|m| m.mount_path.as_str());
+        assert_eq!(mount, Some("/run/nodeconfig-e2e/nodes"));
+    }
+
+    #[test]
+    fn an_api_server_address_replaces_the_kubernetes_service() {
+        let ds = desired("ns", &Defaults::default());
+        assert_eq!(env_value(container(&ds), "KUBERNETES_SERVICE_HOST"), None);
+        let mut defaults = Defaults::default();
+        defaults.agent.api_server = Some(ApiServer {
+            host: "10.200.0.1".into(),
+            port: 6443,
+        });
+        let ds = desired("ns", &defaults);
+        let c = container(&ds);
+        assert_eq!(env_value(c, "KUBERNETES_SERVICE_HOST"), Some("10.200.0.1"));
+        assert_eq!(env_value(c, "KUBERNETES_SERVICE_PORT"), Some("6443"));
     }
 }

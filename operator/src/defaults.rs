@@ -7,6 +7,8 @@
 //!   image: nodeconfig.local/node-agent:0.1.0
 //!   version: 0.1.0          # optional; the image tag when absent
 //!   maxUnavailable: 1       # or a percentage such as "10%"
+//!   criEndpoint: unix:///run/containerd/containerd.sock   # may name $(NODE_NAME)
+//!   apiServer: 10.0.0.1:6443  # optional: host:port the agent pods reach the API server at
 //! heartbeatGracePeriod: 50s
 //! ```
 //!
@@ -29,6 +31,7 @@ pub const CONFIG_MAP_NAME: &str = "nodeconfig-defaults";
 pub const CONFIG_KEY: &str = "config.yaml";
 
 const DEFAULT_AGENT_IMAGE: &str = "nodeconfig.local/node-agent:0.1.0";
+const DEFAULT_CRI_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(50);
 
 /// What the operator applies to the cluster, from its ConfigMap.
@@ -51,6 +54,41 @@ pub struct AgentDefaults {
     /// Shown as the pods' `app.kubernetes.io/version` label.
     pub version: String,
     pub max_unavailable: IntOrString,
+    /// The container runtime's socket on Companion nodes, as the agent pod's CRI endpoint
+    /// (`unix://` path on the host; `$(NODE_NAME)` in it stands for the node's name).
+    pub cri_endpoint: String,
+    /// `host:port` of the API server for the agent pods, instead of the `kubernetes`
+    /// Service's ClusterIP: on a node without kube-proxy that address works only once the
+    /// agent itself programs it (as Cilium's `k8sServiceHost` and `k8sServicePort`).
+    pub api_server: Option<ApiServer>,
+}
+
+/// An API server address the agent pods reach directly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiServer {
+    /// A host name or IP address (an IPv6 address without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl AgentDefaults {
+    /// The host directory mounted into the agent pod for the CRI socket: the socket's
+    /// directory, cut before the first part that names a variable (`$(NODE_NAME)`), so one
+    /// DaemonSet serves nodes whose sockets differ by node name. `None` for an endpoint that
+    /// is not a `unix://` path under a directory other than `/`.
+    pub fn cri_socket_host_dir(&self) -> Option<String> {
+        let path = self.cri_endpoint.strip_prefix("unix://")?;
+        if !path.starts_with('/') || path.split('/').any(|part| part == "..") {
+            return None;
+        }
+        let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        parts.pop()?; // the socket itself
+        let fixed: Vec<&str> = parts
+            .into_iter()
+            .take_while(|p| !p.contains("$("))
+            .collect();
+        (!fixed.is_empty()).then(|| format!("/{}", fixed.join("/")))
+    }
 }
 
 impl Default for Defaults {
@@ -62,6 +100,8 @@ impl Default for Defaults {
                 image: DEFAULT_AGENT_IMAGE.to_string(),
                 version: version_of_image(DEFAULT_AGENT_IMAGE),
                 max_unavailable: IntOrString::Int(1),
+                cri_endpoint: DEFAULT_CRI_ENDPOINT.to_string(),
+                api_server: None,
             },
             heartbeat_grace_period: DEFAULT_GRACE_PERIOD,
         }
@@ -126,6 +166,21 @@ impl Defaults {
                 validate_max_unavailable(&max_unavailable)?;
                 defaults.agent.max_unavailable = max_unavailable;
             }
+            if let Some(endpoint) = agent.cri_endpoint {
+                defaults.agent.cri_endpoint = endpoint;
+                if defaults.agent.cri_socket_host_dir().is_none() {
+                    return Err(invalid(
+                        "agent.criEndpoint",
+                        format!(
+                            "{:?} must be a unix:// socket path in a directory below /",
+                            defaults.agent.cri_endpoint
+                        ),
+                    ));
+                }
+            }
+            if let Some(address) = agent.api_server {
+                defaults.agent.api_server = Some(parse_api_server(&address)?);
+            }
         }
 
         if let Some(grace) = raw.heartbeat_grace_period {
@@ -171,6 +226,39 @@ struct RawAgent {
     image: Option<String>,
     version: Option<String>,
     max_unavailable: Option<IntOrString>,
+    cri_endpoint: Option<String>,
+    api_server: Option<String>,
+}
+
+/// `host:port`, `[v6]:port`.
+fn parse_api_server(address: &str) -> Result<ApiServer, DefaultsError> {
+    let refuse = || {
+        invalid(
+            "agent.apiServer",
+            format!("{address:?} is not host:port (an IPv6 address in brackets)"),
+        )
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(refuse)?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(refuse)?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+            .ok_or_else(refuse)?,
+        None if !host.is_empty()
+            && !host.contains(':')
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') =>
+        {
+            host
+        }
+        None => return Err(refuse()),
+    };
+    Ok(ApiServer {
+        host: host.to_string(),
+        port,
+    })
 }
 
 /// The spec fields must be NodeConfigSpec fields of the right types, and never the ones the
@@ -315,7 +403,66 @@ mod tests {
         assert_eq!(d.agent.image, "nodeconfig.local/node-agent:0.1.0");
         assert_eq!(d.agent.version, "0.1.0");
         assert_eq!(d.agent.max_unavailable, IntOrString::Int(1));
+        assert_eq!(
+            d.agent.cri_endpoint,
+            "unix:///run/containerd/containerd.sock"
+        );
+        assert_eq!(d.agent.api_server, None);
         assert_eq!(d.heartbeat_grace_period, Duration::from_secs(50));
+    }
+
+    #[test]
+    fn cri_endpoint_and_api_server_are_read() {
+        let d = Defaults::from_yaml(
+            "agent:\n  criEndpoint: unix:///run/e2e/nodes/$(NODE_NAME)/containerd.sock\n  apiServer: 10.200.0.1:6443\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            d.agent.cri_endpoint,
+            "unix:///run/e2e/nodes/$(NODE_NAME)/containerd.sock"
+        );
+        assert_eq!(
+            d.agent.api_server,
+            Some(ApiServer {
+                host: "10.200.0.1".into(),
+                port: 6443
+            })
+        );
+        let v6 = Defaults::from_yaml("agent: {apiServer: \"[fd00::1]:443\"}").expect("valid");
+        assert_eq!(
+            v6.agent.api_server.map(|a| (a.host, a.port)),
+            Some(("fd00::1".to_string(), 443))
+        );
+    }
+
+    #[test]
+    fn the_cri_socket_directory_stops_before_the_first_variable() {
+        let cases = [
+            (
+                "unix:///run/containerd/containerd.sock",
+                Some("/run/containerd"),
+            ),
+            (
+                "unix:///run/e2e/nodes/$(NODE_NAME)/containerd.sock",
+                Some("/run/e2e/nodes"),
+            ),
+            (
+                "unix:///run/k3s/containerd/containerd.sock",
+                Some("/run/k3s/containerd"),
+            ),
+            ("unix:///containerd.sock", None),
+            ("unix:///$(NODE_NAME)/containerd.sock", None),
+            ("unix://run/containerd.sock", None),
+            ("unix:///run/../containerd.sock", None),
+            ("tcp://127.0.0.1:1234", None),
+        ];
+        for (endpoint, want) in cases {
+            let agent = AgentDefaults {
+                cri_endpoint: endpoint.into(),
+                ..Defaults::default().agent
+            };
+            assert_eq!(agent.cri_socket_host_dir().as_deref(), want, "{endpoint}");
+        }
     }
 
     #[test]
@@ -395,6 +542,15 @@ heartbeatGracePeriod: 1m
             ("agent: {maxUnavailable: lots}", "agent.maxUnavailable"),
             ("agent: {version: 'not a label'}", "agent.version"),
             ("agent: {imag: x}", "imag"),
+            ("agent: {criEndpoint: /run/c.sock}", "agent.criEndpoint"),
+            (
+                "agent: {criEndpoint: 'unix:///c.sock'}",
+                "agent.criEndpoint",
+            ),
+            ("agent: {apiServer: 10.0.0.1}", "agent.apiServer"),
+            ("agent: {apiServer: '10.0.0.1:0'}", "agent.apiServer"),
+            ("agent: {apiServer: 'fd00::1:443'}", "agent.apiServer"),
+            ("agent: {apiServer: '[nope]:443'}", "agent.apiServer"),
             ("heartbeatGracePeriod: soon", "heartbeatGracePeriod"),
             ("heartbeatGracePeriod: 10ms", "heartbeatGracePeriod"),
             ("heartbeatGracePeriode: 50s", "heartbeatGracePeriode"),

@@ -177,13 +177,57 @@ _images_build_pause() {
   echo "$hash" >"$out.inputs"
 }
 
+# Copies programs and the shared libraries they (and the given dlopen'd
+# modules) link into a rootfs, at their own paths.
+_images_copy_with_libs() {
+  local root="$1" f lib; shift
+  for f in "$@"; do
+    mkdir -p "$root$(dirname "$f")"
+    [ -e "$root$f" ] || cp -L "$f" "$root$f" || return 1
+    for lib in $(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*'); do
+      [ -e "$root$lib" ] && continue
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib" || return 1
+    done
+  done
+}
+
+# The node agent's tools as a Companion pod, where the host's are out of reach:
+# iptables (Debian's xtables multi-binaries, nf_tables and legacy, with their
+# extension modules; plain `iptables*` is the backend this host's `iptables`
+# is, as the agent programs the backend the node uses) and conntrack.
+_NC_AGENT_TOOLS=(/usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi /usr/sbin/conntrack)
+_images_agent_tools_hash() { sha256sum "${_NC_AGENT_TOOLS[@]}" "$(readlink -f /usr/sbin/iptables)" 2>/dev/null; }
+_images_agent_tools() {
+  local root="$1" multi x n
+  for x in "${_NC_AGENT_TOOLS[@]}"; do
+    [ -x "$x" ] || { log "images: $x missing (Debian's iptables and conntrack packages)"; return 1; }
+  done
+  multi="$(readlink -f /usr/sbin/iptables)"
+  case "$multi" in */xtables-nft-multi|*/xtables-legacy-multi) ;; *) log "images: /usr/sbin/iptables is $multi, not an xtables multi-binary"; return 1 ;; esac
+  x="$(dirname "$(find /usr/lib -path '*/xtables/libxt_standard.so' 2>/dev/null | head -1)")"
+  [ -d "$x" ] || { log "images: iptables' extension modules (xtables/libxt_*.so) not found under /usr/lib"; return 1; }
+  _images_copy_with_libs "$root" "${_NC_AGENT_TOOLS[@]}" "$x"/*.so || return 1
+  for n in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+    ln -sfn "$(basename "$multi")" "$root/usr/sbin/$n"
+    ln -sfn xtables-nft-multi "$root/usr/sbin/${n/tables/tables-nft}"
+    ln -sfn xtables-legacy-multi "$root/usr/sbin/${n/tables/tables-legacy}"
+  done
+  mkdir -p "$root/etc"
+  [ -f /etc/protocols ] && install -m 0644 /etc/protocols "$root/etc/protocols"
+  true
+}
+
 # An image of one of nodeconfig's binaries: the stripped binary and the shared
-# libraries it links (glibc, libgcc_s), so no base image or registry is needed.
+# libraries it links (glibc, libgcc_s), so no base image or registry is needed;
+# the agent's also has its tools (_images_agent_tools).
 _images_build_binary() {
-  local ref="$1" bin="$2" user="$3" out hash root lib
+  local ref="$1" bin="$2" user="$3" out hash root lib tools=0
   out="$(images_archive "$ref")"
   [ -x "$bin" ] || { log "images: $bin is not built"; return 1; }
-  hash="$( { echo "$ref $user"; sha256sum <"$_NC_IMAGES_SCRIPT"; sha256sum <"$bin"; } | sha256sum | cut -d' ' -f1)"
+  [ "$ref" = "$NC_IMAGE_AGENT" ] && tools=1
+  hash="$( { echo "$ref $user"; sha256sum <"$_NC_IMAGES_SCRIPT"; sha256sum <"$bin";
+             [ "$tools" = 1 ] && _images_agent_tools_hash; } | sha256sum | cut -d' ' -f1)"
   _images_fresh "$out" "$hash" && return 0
   log "images: building $ref from $bin"
   root="$(mktemp -d "$NC_IMAGES/.rootfs.XXXXXX")"
@@ -195,8 +239,12 @@ _images_build_binary() {
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
   done
+  if [ "$tools" = 1 ]; then
+    _images_agent_tools "$root" || { rm -rf "$root"; return 1; }
+  fi
   if ! _images_pack "$ref" "$root" \
-      "$(jq -cn --arg b "/usr/local/bin/$(basename "$bin")" --arg u "$user" '{Entrypoint: [$b], User: $u, WorkingDir: "/"}')" "$out"; then
+      "$(jq -cn --arg b "/usr/local/bin/$(basename "$bin")" --arg u "$user" \
+          '{Entrypoint: [$b], User: $u, WorkingDir: "/", Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}')" "$out"; then
     rm -rf "$root"; log "images: building $ref failed"; return 1
   fi
   rm -rf "$root"
