@@ -167,6 +167,29 @@ pub struct PodsSpec {
     #[schemars(length(min = 1, max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('3s')").message("containerLogMonitorInterval must be a duration of at least 3s, such as 10s"))]
     pub container_log_monitor_interval: String,
+
+    /// Hard eviction thresholds (the kubelet's `evictionHard`): for each
+    /// signal, the level of what is left below which the node is under
+    /// pressure (MemoryPressure, DiskPressure, PIDPressure) and evicts pods,
+    /// one every 10 s, until it is above again. Signals: `memory.available`,
+    /// `nodefs.available`, `nodefs.inodesFree`, `imagefs.available`,
+    /// `imagefs.inodesFree`, `pid.available`; a threshold is a quantity such
+    /// as `100Mi` or a percentage of the capacity such as `10%` (`0%` and
+    /// `100%` turn the signal off). As with the kubelet, a map that is set
+    /// replaces the defaults whole: a signal left out has no threshold.
+    #[serde(default = "default_eviction_hard")]
+    #[schemars(extend("maxProperties" = 6, "additionalProperties" = {"type": "string", "minLength": 1, "maxLength": 32}))]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['memory.available', 'nodefs.available', 'nodefs.inodesFree', 'imagefs.available', 'imagefs.inodesFree', 'pid.available'])").message("evictionHard signals are memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree and pid.available"))]
+    #[x_kube(validation = Rule::new("self.all(k, self[k].matches('^([0-9]{1,2}([.][0-9]+)?|100([.]0+)?)%$') || (isQuantity(self[k]) && quantity(self[k]).isGreaterThan(quantity('0'))))").message("evictionHard thresholds are positive quantities such as 100Mi or percentages from 0% to 100%"))]
+    pub eviction_hard: BTreeMap<String, String>,
+
+    /// How long a pressure condition stays True after its signal went back
+    /// above the threshold (the kubelet's `evictionPressureTransitionPeriod`),
+    /// so a node near a threshold does not flap; a duration such as `5m`.
+    #[serde(default = "default_eviction_pressure_transition_period")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("evictionPressureTransitionPeriod must be a duration such as 5m or 30s"))]
+    pub eviction_pressure_transition_period: String,
 }
 
 /// A taint to register on the Node.
@@ -383,6 +406,21 @@ fn default_container_log_max_files() -> i32 {
 fn default_container_log_monitor_interval() -> String {
     "10s".into()
 }
+/// The kubelet's default `evictionHard` on Linux.
+pub fn default_eviction_hard() -> BTreeMap<String, String> {
+    [
+        ("memory.available", "100Mi"),
+        ("nodefs.available", "10%"),
+        ("nodefs.inodesFree", "5%"),
+        ("imagefs.available", "15%"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+fn default_eviction_pressure_transition_period() -> String {
+    "5m".into()
+}
 fn default_true() -> bool {
     true
 }
@@ -415,6 +453,8 @@ impl Default for PodsSpec {
             container_log_max_size: default_container_log_max_size(),
             container_log_max_files: default_container_log_max_files(),
             container_log_monitor_interval: default_container_log_monitor_interval(),
+            eviction_hard: default_eviction_hard(),
+            eviction_pressure_transition_period: default_eviction_pressure_transition_period(),
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod eviction;
 pub mod kubelet_server;
 pub mod locked;
 pub mod node;

@@ -8,6 +8,7 @@
 
 use nodeconfig_crds::{NodeConfigSpec, NodeMode, PodsSpec, ProxySpec, RuntimeSpec};
 
+use crate::eviction::thresholds::EvictionPolicy;
 use crate::pods::logs::policy::LogPolicy;
 
 /// The label that marks a Node registered by the agent; the agent owns it.
@@ -136,8 +137,8 @@ pub fn plan(
 
 /// Checks what the schema cannot: that the Node the agent registers will take
 /// these labels and taints (syntax, and NodeRestriction's rules for what a
-/// node may set on itself), and the container log rotation settings again
-/// (the schema's rules may be older than this agent).
+/// node may set on itself), and the container log rotation and eviction
+/// settings again (the schema's rules may be older than this agent).
 pub fn validate_pods(pods: &PodsSpec) -> Result<(), Rejection> {
     let mut problems = Vec::new();
     for (key, value) in &pods.labels {
@@ -166,6 +167,9 @@ pub fn validate_pods(pods: &PodsSpec) -> Result<(), Rejection> {
     }
     if let Err(log_problems) = LogPolicy::from_spec(pods) {
         problems.extend(log_problems);
+    }
+    if let Err(eviction_problems) = EvictionPolicy::from_spec(pods) {
+        problems.extend(eviction_problems);
     }
     if problems.is_empty() {
         Ok(())
@@ -535,6 +539,18 @@ mod tests {
         pods.taints.clear();
         pods.labels = BTreeMap::from([(AGENT_MANAGED_LABEL.to_string(), "false".to_string())]);
         assert!(validate_pods(&pods).is_err());
+
+        let pods = PodsSpec {
+            eviction_hard: BTreeMap::from([("memory.available".to_string(), "-1Mi".to_string())]),
+            ..Default::default()
+        };
+        let err = validate_pods(&pods).expect_err("a negative eviction threshold");
+        assert_eq!(err.reason, "InvalidNodeSettings");
+        assert!(
+            err.message.contains("evictionHard memory.available"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
