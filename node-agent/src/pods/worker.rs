@@ -773,9 +773,9 @@ impl PodWorker {
         };
         let envs = container_env(pod, container, &facts, &inputs.sources, &inputs.service_env)
             .map_err(|e| config_error(e.to_string()))?;
-        let mut mounts = prepare_mounts(container, &self.volume_paths, &envs)
-            .map_err(|e| config_error(e.to_string()))?;
         let pod_dir = env.volumes.pod_dir(&self.uid);
+        let mut mounts = prepare_mounts(container, &self.volume_paths, &envs, &pod_dir)
+            .map_err(|e| config_error(e.to_string()))?;
         if etc_hosts::should_mount(pod, container, pod_ips) {
             let names = env.with_cluster_dns(|cluster| pod_hostname(pod, cluster.domain));
             mounts.push(

@@ -35,6 +35,8 @@ use crate::pods::volumes::plan::{
     EMPTY_DIR_PLUGIN_DIR,
 };
 use crate::pods::volumes::pod_certificates::PodCertificates;
+use crate::pods::volumes::sub_path;
+use crate::pods::volumes::sub_path_mount::{self, Fault};
 use crate::pods::volumes::tmpfs;
 
 /// `<pods_dir>/<uid>` (and `pods_dir` when missing), like the kubelet's pod directories.
@@ -437,19 +439,24 @@ fn check_host_path(path: &Path, type_: HostPathType) -> Result<(), String> {
 }
 
 /// [`container_mounts`] with each `subPath` (or expanded `subPathExpr`)
-/// made safe, as the kubelet does: a missing subPath is created as a
-/// directory (with its volume's mode), and the host path is resolved through
-/// any symlinks and must stay inside the volume, so a link a pod made in its
-/// emptyDir cannot mount the host's files into a container.
+/// made safe, as the kubelet's `doBindSubPath`: a missing subPath is created
+/// as a directory (with its volume's mode); the subPath is opened from the
+/// volume's root one component at a time without following links, must
+/// stay inside the volume, and is bind-mounted from the opened descriptor
+/// onto `<pod_dir>/volume-subpaths/<volume>/<container>/<index>`, the host
+/// path the runtime gets. A pod that swaps a component for a link to `/`
+/// meanwhile gets a refusal, never the host's files.
 pub fn prepare_mounts(
     container: &Container,
     host_paths: &BTreeMap<String, PathBuf>,
     envs: &[cri::KeyValue],
+    pod_dir: &Path,
 ) -> Result<Vec<cri::Mount>, VolumeError> {
     let mut mounts = container_mounts(container, host_paths, envs)?;
-    for (mount, spec) in mounts
+    for (index, (mount, spec)) in mounts
         .iter_mut()
         .zip(container.volume_mounts.iter().flatten())
+        .enumerate()
     {
         let (Some(sub_path), Some(volume_path)) = (
             mount_sub_path(container, spec, envs)?,
@@ -457,54 +464,21 @@ pub fn prepare_mounts(
         ) else {
             continue;
         };
-        let resolved =
-            resolve_sub_path(volume_path, &sub_path)?.ok_or_else(|| VolumeError::SubPath {
-                container: container.name.clone(),
-                volume: spec.name.clone(),
-                sub_path: sub_path.clone(),
-                reason: "resolves outside its volume",
-            })?;
-        mount.host_path = resolved.to_string_lossy().into_owned();
+        let refused = |reason| VolumeError::SubPath {
+            container: container.name.clone(),
+            volume: spec.name.clone(),
+            sub_path: sub_path.clone(),
+            reason,
+        };
+        let target = sub_path::bind_target(pod_dir, &spec.name, &container.name, index)
+            .ok_or_else(|| refused("has no usable mount target"))?;
+        match sub_path_mount::bind_sub_path(volume_path, &sub_path, &target) {
+            Ok(()) => mount.host_path = target.to_string_lossy().into_owned(),
+            Err(Fault::Refused(reason)) => return Err(refused(reason)),
+            Err(Fault::Io(e)) => return Err(e),
+        }
     }
     Ok(mounts)
-}
-
-/// The real path of `sub_path` in the volume, its missing directories
-/// created; `None` when it leads outside the volume.
-fn resolve_sub_path(volume_path: &Path, sub_path: &str) -> Result<Option<PathBuf>, VolumeError> {
-    let io = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| VolumeError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    let root = fs::canonicalize(volume_path).map_err(io("resolving", volume_path))?;
-    let mode = fs::metadata(&root)
-        .map_err(io("inspecting", &root))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    let mut current = root.clone();
-    for part in Path::new(sub_path).components() {
-        let next = current.join(part);
-        match fs::symlink_metadata(&next) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&next).map_err(io("creating", &next))?;
-                set_mode(&next, mode)?;
-                current = next;
-            }
-            Err(e) => return Err(io("inspecting", &next)(e)),
-            Ok(_) => {
-                current = fs::canonicalize(&next).map_err(io("resolving", &next))?;
-                if !current.starts_with(&root) {
-                    return Ok(None);
-                }
-            }
-        }
-    }
-    Ok(Some(current))
 }
 
 /// Removes `<pods_dir>/<uid>`. Refuses a UID that is not one path component.

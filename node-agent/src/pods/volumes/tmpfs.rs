@@ -53,18 +53,7 @@ fn is_mount_point(dir: &Path) -> Result<bool, VolumeError> {
 /// Unmounts everything mounted at or below `dir`, deepest first, detaching
 /// what is busy. Nothing to do when nothing is mounted there.
 pub fn unmount_under(dir: &Path) -> Result<(), VolumeError> {
-    let mountinfo = match fs::read_to_string("/proc/self/mountinfo") {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(VolumeError::Io {
-                action: "reading",
-                path: "/proc/self/mountinfo".into(),
-                source,
-            });
-        }
-    };
-    for target in mounts_under(&mountinfo, dir) {
+    for target in mounts_under(&read_mountinfo()?, dir) {
         rustix::mount::unmount(&target, UnmountFlags::DETACH).map_err(|e| VolumeError::Io {
             action: "unmounting",
             path: target.clone(),
@@ -72,6 +61,26 @@ pub fn unmount_under(dir: &Path) -> Result<(), VolumeError> {
         })?;
     }
     Ok(())
+}
+
+/// Whether `path` is a mount point in this process's mount table.
+pub fn is_listed_mount(path: &Path) -> Result<bool, VolumeError> {
+    Ok(mounts_under(&read_mountinfo()?, path)
+        .iter()
+        .any(|p| p == path))
+}
+
+/// This process's mount table (empty without /proc).
+fn read_mountinfo() -> Result<String, VolumeError> {
+    match fs::read_to_string("/proc/self/mountinfo") {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(VolumeError::Io {
+            action: "reading",
+            path: "/proc/self/mountinfo".into(),
+            source,
+        }),
+    }
 }
 
 /// The mount points at or below `dir` in a mountinfo text, deepest first.
