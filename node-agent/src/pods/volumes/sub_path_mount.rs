@@ -326,4 +326,54 @@ mod tests {
         let made = make_dir_at(&root_fd, OsStr::new("d"), 0o755, &volume.join("d"));
         assert!(matches!(made, Err(Fault::Refused(SWAPPED))), "{made:?}");
     }
+
+    /// Mounts for real, so it needs root: `cargo test -p node-agent -- --ignored bind_`.
+    #[test]
+    #[ignore = "mounts: needs root"]
+    fn bind_mounts_the_opened_file_reuses_it_and_goes_with_the_pod_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let volume = tmp.path().join("pod/volumes/v");
+        fs::create_dir_all(volume.join("d")).unwrap();
+        fs::write(volume.join("d/marker"), "real").unwrap();
+        fs::write(volume.join("file"), "a file").unwrap();
+        let pod_dir = tmp.path().join("pod");
+        let dir_target = pod_dir.join("volume-subpaths/v/app/0");
+        let file_target = pod_dir.join("volume-subpaths/v/app/1");
+
+        bind_sub_path(&volume, "d", &dir_target).unwrap();
+        bind_sub_path(&volume, "file", &file_target).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir_target.join("marker")).unwrap(),
+            "real"
+        );
+        assert_eq!(fs::read_to_string(&file_target).unwrap(), "a file");
+        // Again (a restart): the same mount, not a second one on top.
+        bind_sub_path(&volume, "d", &dir_target).unwrap();
+        let mounts = |dir: &Path| {
+            fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains(dir.to_str().unwrap()))
+                .count()
+        };
+        assert_eq!(mounts(&pod_dir), 2);
+        // The directory is replaced by a link to /: refused, and the old
+        // mount is left alone (it is what the previous instance saw).
+        fs::rename(volume.join("d"), volume.join("old")).unwrap();
+        symlink("/", volume.join("d")).unwrap();
+        assert!(matches!(
+            bind_sub_path(&volume, "d", &dir_target),
+            Err(Fault::Refused(OUTSIDE))
+        ));
+        // Another directory there now: the target is remounted from it.
+        fs::remove_file(volume.join("d")).unwrap();
+        fs::create_dir(volume.join("d")).unwrap();
+        bind_sub_path(&volume, "d", &dir_target).unwrap();
+        assert!(!dir_target.join("marker").exists());
+        assert_eq!(mounts(&pod_dir), 2);
+
+        super::super::manager::remove_pod_dir(tmp.path(), "pod").unwrap();
+        assert_eq!(mounts(&pod_dir), 0);
+        assert!(!pod_dir.exists());
+    }
 }
