@@ -1,27 +1,36 @@
-//! Benchmark: pod start-up latency of the agent in Kubelet mode, against the
-//! floor of the same CRI calls made by a bare client.
+//! Benchmark: pod start-up, memory and CPU of the agent in Kubelet mode against
+//! the real kubelet of the pinned version, side by side in one run, with the
+//! floor of the bare CRI calls as a third column.
 //!
-//! On one node (nc-node-1 by default), N pods one after another and N at once:
+//! Two nodes of the local cluster, each with its own containerd of the same
+//! version and the same images: nc-node-1 run by the agent (`--node`) and
+//! nc-kubelet-1 run by the kubelet (`--kubelet-node`). The same Pod spec on
+//! both (busybox `sleep 3600`, `spec.nodeName` set so the scheduler is out of
+//! the measure, a toleration of the kubelet node's taint), in namespace
+//! `bench-pods`. One sample: from sending the create request until a watch on
+//! the namespace shows the Pod Running with Ready=True.
 //!
-//! - *floor*: a bare CRI client on the node's containerd socket runs
+//! - *floor*: a bare CRI client on the agent node's containerd runs
 //!   RunPodSandbox, CreateContainer and StartContainer per pod, with the
 //!   sandbox and container configs the agent's own builders make for the same
 //!   Pod (labels replaced by `nodeconfig.dev/bench=floor`, so the agent leaves
-//!   them alone). One sample: from the first call until StartContainer returns.
-//! - *agent*: N Pods (busybox `sleep 3600`, `spec.nodeName` set, so the
-//!   scheduler is out of the measure as it is out of the floor) in namespace
-//!   `bench-pods`. One sample: from sending the create request until a watch on
-//!   the namespace shows the Pod Running with Ready=True.
+//!   them alone); timed from the first call until StartContainer returns.
 //!
-//! One after another, the floor's pods and the agent's take turns, so that the
-//! load of a shared machine falls on both alike; at once, the floor's batch
-//! runs just before the agent's. Also the agent's RSS with 0 and with N pods. Prints one table, and writes it
-//! as Markdown to `--table FILE` when given. Run it through `e2e/bench/pods.sh`.
+//! Phases, each with the CPU time (utime+stime) both processes spent in it and
+//! their RSS at its end: idle with 0 pods (`--hold` s); N pods one after
+//! another (a floor pod, then an agent Pod and a kubelet Pod, the two in turns
+//! of order, so that the load of a shared machine falls on all alike); those
+//! deleted; N at once (the floor's batch, the agent's, the kubelet's); idle
+//! with N; `--full` − N more at once (the kubelet's batch first, then the
+//! agent's); idle with `--full`; all deleted. Peak RSS is VmHWM, reset after
+//! the idle 0-pod phase. Prints the tables, and writes them as Markdown to
+//! `--table FILE` when given. Run it through `e2e/bench/pods.sh`.
 //!
-//!   bench-pods [--pods N] [--node NAME] [--table FILE] [--trace]
+//!   bench-pods [--pods N] [--full M] [--hold SECS] [--node NAME]
+//!              [--kubelet-node NAME] [--table FILE] [--trace]
 //!
-//! `--trace` prints each agent Pod's create and ready times (UTC, ms) on
-//! stderr, to set beside the agent's log.
+//! `--trace` prints each Pod's create and ready times (UTC, ms) on stderr, to
+//! set beside the agent's and the kubelet's logs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,7 +39,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, Node, Pod, PodSpec, ServiceAccount, Toleration,
+};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
@@ -50,21 +61,36 @@ const FLOOR_VALUE: &str = "floor";
 /// CRI metadata namespace of the floor's sandboxes (no such API namespace).
 const FLOOR_NS: &str = "bench-pods-floor";
 const IMAGE: &str = "nodeconfig.local/busybox:1.35";
+/// The taint of the cluster's kubelet nodes (`NC_KUBELET_TAINT` in e2e/scripts/lib/kubelet.sh).
+const KUBELET_NODE_TAINT: &str = "nodeconfig.dev/kubelet-node";
+/// The label the kubelet puts on a sandbox with its Pod's namespace.
+const KUBELET_LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 /// How long one pod may take before the run fails.
-const POD_TIMEOUT: Duration = Duration::from_secs(120);
+const POD_TIMEOUT: Duration = Duration::from_secs(180);
+/// Pause between two batches at once, so that one batch's tail of work does not
+/// fall on the next.
+const BETWEEN_BATCHES: Duration = Duration::from_secs(3);
+
+const USAGE: &str = "usage: bench-pods [--pods N] [--full M] [--hold SECS] [--node NAME] [--kubelet-node NAME] [--table FILE] [--trace]";
 
 struct Args {
     pods: usize,
+    full: usize,
+    hold: u64,
     node: String,
+    kubelet_node: String,
     table: Option<PathBuf>,
-    /// Print each agent Pod's create and ready times (UTC), to match with the agent's log.
+    /// Print each Pod's create and ready times (UTC), to match with the logs.
     trace: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         pods: 30,
+        full: 100,
+        hold: 20,
         node: "nc-node-1".into(),
+        kubelet_node: "nc-kubelet-1".into(),
         table: None,
         trace: false,
     };
@@ -73,18 +99,28 @@ fn parse_args() -> Result<Args> {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--pods" => args.pods = value()?.parse().context("--pods")?,
+            "--full" => args.full = value()?.parse().context("--full")?,
+            "--hold" => args.hold = value()?.parse().context("--hold")?,
             "--node" => args.node = value()?,
+            "--kubelet-node" => args.kubelet_node = value()?,
             "--table" => args.table = Some(value()?.into()),
             "--trace" => args.trace = true,
             "-h" | "--help" => {
-                println!("usage: bench-pods [--pods N] [--node NAME] [--table FILE] [--trace]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other:?} (usage: bench-pods [--pods N] [--node NAME] [--table FILE] [--trace])"),
+            other => bail!("unknown argument {other:?} ({USAGE})"),
         }
     }
     if args.pods == 0 {
         bail!("--pods must be at least 1");
+    }
+    if args.full < args.pods {
+        bail!(
+            "--full ({}) must be at least --pods ({})",
+            args.full,
+            args.pods
+        );
     }
     Ok(args)
 }
@@ -97,49 +133,355 @@ fn main() -> Result<()> {
         .block_on(bench(args))
 }
 
-/// Samples (ms) of one mode.
-#[derive(Default)]
-struct Samples {
-    sequential: Vec<f64>,
-    concurrent: Vec<f64>,
+// ---------------------------------------------------------------- the two peers
+
+/// Which of the two node programs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Peer {
+    Agent,
+    Kubelet,
 }
 
-/// The agent's memory at one moment, in MiB.
-#[derive(Clone, Copy)]
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Agent => "agent",
+            Peer::Kubelet => "kubelet",
+        }
+    }
+}
+
+/// The process of a peer, found through the pid file the cluster scripts write.
+struct Proc {
+    peer: Peer,
+    node: String,
+    pidfile: PathBuf,
+    pid: u32,
+}
+
+impl Proc {
+    fn find(peer: Peer, node: &str) -> Result<Self> {
+        let pidfile = match peer {
+            Peer::Agent => run_dir()
+                .join("nodeconfig")
+                .join(format!("agent-{node}.pid")),
+            Peer::Kubelet => run_dir().join("nodes").join(node).join("kubelet.pid"),
+        };
+        let pid = read_pid(&pidfile)?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .with_context(|| format!("the {} of {node} (pid {pid}) is not running", peer.name()))?;
+        let want = match peer {
+            Peer::Agent => "node-agent",
+            Peer::Kubelet => "kubelet",
+        };
+        if comm.trim() != want {
+            bail!(
+                "pid {pid} of {} is {:?}, not the {want}",
+                pidfile.display(),
+                comm.trim()
+            );
+        }
+        Ok(Self {
+            peer,
+            node: node.to_string(),
+            pidfile,
+            pid,
+        })
+    }
+
+    /// Fails when the node's program is no longer the process measured
+    /// (something restarted it: the figures would mix two processes).
+    fn same(&self) -> Result<()> {
+        let (name, node, pid) = (self.peer.name(), &self.node, self.pid);
+        match read_pid(&self.pidfile) {
+            Ok(now) if now == pid && std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+                Ok(())
+            }
+            Ok(now) => bail!("the {name} of {node} was restarted during the run (pid {pid}, now {now}); figures discarded"),
+            Err(e) => Err(e.context(format!("the {name} of {node} (pid {pid}) is gone; figures discarded"))),
+        }
+    }
+
+    fn mem(&self) -> Result<Mem> {
+        self.same()?;
+        read_mem(self.pid)
+    }
+
+    fn cpu(&self, ticks_per_s: f64) -> Result<Cpu> {
+        self.same()?;
+        read_cpu(self.pid, ticks_per_s)
+    }
+
+    /// Peak RSS (VmHWM) counts from now on.
+    fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5");
+    }
+
+    /// The build of the agent (release or debug), or the kubelet's binary.
+    fn build(&self) -> String {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match self.peer {
+            Peer::Agent if exe.contains("/release/") => "release build".into(),
+            Peer::Agent if exe.contains("/debug/") => "debug build".into(),
+            _ => exe,
+        }
+    }
+}
+
+fn read_pid(file: &std::path::Path) -> Result<u32> {
+    std::fs::read_to_string(file)
+        .with_context(|| format!("read {} (is the cluster up?)", file.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("pid in {}", file.display()))
+}
+
+/// A process's memory at one moment, in MiB.
+#[derive(Clone, Copy, Default)]
 struct Mem {
     rss: f64,
     hwm: f64,
 }
 
+/// A process's CPU time so far, in seconds: its own (utime+stime) and that of
+/// its children it waited for (cutime+cstime).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    own: f64,
+    children: f64,
+}
+
+fn read_mem(pid: u32) -> Result<Mem> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("pid {pid} exited"))?;
+    let field = |name: &str| -> Result<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(kib / 1024.0)
+    };
+    Ok(Mem {
+        rss: field("VmRSS:")?,
+        hwm: field("VmHWM:")?,
+    })
+}
+
+fn read_cpu(pid: u32, ticks_per_s: f64) -> Result<Cpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("pid {pid} exited"))?;
+    parse_stat_cpu(&stat, ticks_per_s).with_context(|| format!("/proc/{pid}/stat: {stat:?}"))
+}
+
+/// utime, stime, cutime and cstime (fields 14 to 17 of `/proc/PID/stat`),
+/// counted after the command name, which may hold spaces and parentheses.
+fn parse_stat_cpu(stat: &str, ticks_per_s: f64) -> Option<Cpu> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    (f.len() == 4).then(|| Cpu {
+        own: (f[0] + f[1]) / ticks_per_s,
+        children: (f[2] + f[3]) / ticks_per_s,
+    })
+}
+
+/// Clock ticks per second of `/proc/PID/stat` (`getconf CLK_TCK`, 100 on Linux).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Both peers' memory and CPU at one moment.
+#[derive(Clone, Copy)]
+struct Snap {
+    at: Instant,
+    mem: [Mem; 2],
+    cpu: [Cpu; 2],
+}
+
+/// The two processes, agent first.
+struct Peers {
+    procs: [Proc; 2],
+    ticks: f64,
+}
+
+impl Peers {
+    fn snap(&self) -> Result<Snap> {
+        let [a, k] = &self.procs;
+        Ok(Snap {
+            at: Instant::now(),
+            mem: [a.mem()?, k.mem()?],
+            cpu: [a.cpu(self.ticks)?, k.cpu(self.ticks)?],
+        })
+    }
+}
+
+/// One phase of the run: both peers' CPU over it and their RSS at its end.
+struct Phase {
+    name: String,
+    pods_after: usize,
+    start: Snap,
+    end: Snap,
+}
+
+impl Phase {
+    fn new(name: impl Into<String>, pods_after: usize, start: Snap, end: Snap) -> Self {
+        let p = Self {
+            name: name.into(),
+            pods_after,
+            start,
+            end,
+        };
+        eprintln!(
+            "   [{}: {:.1} s; CPU agent {:.2} s, kubelet {:.2} s; RSS agent {:.1} MiB, kubelet {:.1} MiB]",
+            p.name,
+            p.secs(),
+            p.cpu(0),
+            p.cpu(1),
+            p.end.mem[0].rss,
+            p.end.mem[1].rss
+        );
+        p
+    }
+
+    fn secs(&self) -> f64 {
+        self.end.at.duration_since(self.start.at).as_secs_f64()
+    }
+
+    fn cpu(&self, i: usize) -> f64 {
+        self.end.cpu[i].own - self.start.cpu[i].own
+    }
+}
+
+// ---------------------------------------------------------------- the run
+
+/// Start-up samples (ms) of one row.
+#[derive(Default)]
+struct Startup {
+    floor: Vec<f64>,
+    agent: Vec<f64>,
+    kubelet: Vec<f64>,
+}
+
+impl Startup {
+    fn of(&mut self, peer: Peer) -> &mut Vec<f64> {
+        match peer {
+            Peer::Agent => &mut self.agent,
+            Peer::Kubelet => &mut self.kubelet,
+        }
+    }
+}
+
+/// What [`measure`] found.
+struct Measured {
+    seq: Startup,
+    con: Startup,
+    more: Startup,
+    phases: Vec<Phase>,
+    /// Peak RSS of each peer from the end of the idle 0-pod phase to the end of the full one.
+    peak: [Mem; 2],
+    /// Memory once all Pods are deleted.
+    after: [Mem; 2],
+    /// CPU of reaped children over the whole run.
+    children: [f64; 2],
+}
+
 struct Report {
-    pods: usize,
+    args_pods: usize,
+    args_full: usize,
+    hold: u64,
     node: String,
-    floor: Samples,
-    agent: Samples,
-    agent_profile: String,
-    mem_0: Mem,
-    mem_seq: Mem,
-    mem_con: Mem,
-    mem_after: Option<Mem>,
+    kubelet_node: String,
+    agent_build: String,
+    kubelet_build: String,
+    m: Measured,
     machine: String,
     others: String,
 }
 
+/// The run's context: the API, the two nodes' runtimes and the floor.
+struct Ctx<'a> {
+    args: &'a Args,
+    pods: Api<Pod>,
+    readiness: Readiness,
+    agent_cri: CriClient,
+    kubelet_cri: CriClient,
+    floor: Floor,
+    peers: Peers,
+}
+
+impl Ctx<'_> {
+    fn node(&self, peer: Peer) -> &str {
+        match peer {
+            Peer::Agent => &self.args.node,
+            Peer::Kubelet => &self.args.kubelet_node,
+        }
+    }
+
+    async fn start(&self, peer: Peer, name: String) -> Result<f64> {
+        start_pod(
+            &self.pods,
+            &self.readiness,
+            name,
+            self.node(peer),
+            self.args.trace,
+        )
+        .await
+    }
+
+    /// `n` Pods of `peer` created at once; their start-up times.
+    async fn batch(
+        &self,
+        peer: Peer,
+        prefix: &str,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<f64>> {
+        let tag = &peer.name()[..1];
+        let started = futures::future::join_all(
+            range.map(|i| self.start(peer, format!("b{tag}-{prefix}-{i:03}"))),
+        )
+        .await;
+        let v = started.into_iter().collect::<Result<Vec<_>>>()?;
+        eprintln!("   {}: {}", peer.name(), summary(&v));
+        Ok(v)
+    }
+
+    async fn delete_all(&self) -> Result<()> {
+        delete_pods(
+            &self.pods,
+            &[
+                (&self.agent_cri, LABEL_POD_NAMESPACE),
+                (&self.kubelet_cri, KUBELET_LABEL_POD_NAMESPACE),
+            ],
+        )
+        .await
+    }
+}
+
 async fn bench(args: Args) -> Result<()> {
-    let agent_pid = agent_pid(&args.node)?;
-    let agent_profile = std::fs::read_link(format!("/proc/{agent_pid}/exe"))
-        .map(|p| {
-            if p.to_string_lossy().contains("/release/") {
-                "release"
-            } else {
-                "debug"
-            }
-        })
-        .unwrap_or("unknown")
-        .to_string();
+    let peers = Peers {
+        procs: [
+            Proc::find(Peer::Agent, &args.node)?,
+            Proc::find(Peer::Kubelet, &args.kubelet_node)?,
+        ],
+        ticks: clock_ticks(),
+    };
+    let (agent_build, kubelet_build) = (peers.procs[0].build(), peers.procs[1].build());
     eprintln!(
-        "agent of {}: pid {agent_pid} ({agent_profile} build)",
-        args.node
+        "agent of {}: pid {} ({agent_build}); kubelet of {}: pid {} ({kubelet_build})",
+        args.node, peers.procs[0].pid, args.kubelet_node, peers.procs[1].pid
     );
     let load_before = load_average();
 
@@ -149,46 +491,54 @@ async fn bench(args: Args) -> Result<()> {
     )
     .await?;
     let client = Client::try_from(config)?;
+    for node in [&args.node, &args.kubelet_node] {
+        check_node(&client, node, args.full).await?;
+    }
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let cri = CriClient::connect(&cri_endpoint(&args.node)).await?;
-    let floor = Floor::new(&args.node, cri.clone());
+    let agent_cri = CriClient::connect(&cri_endpoint(&args.node)).await?;
+    let kubelet_cri = CriClient::connect(&cri_endpoint(&args.kubelet_node)).await?;
+    let floor = Floor::new(&args.node, agent_cri.clone());
 
     // What a killed earlier run left behind.
     floor.cleanup().await?;
     ensure_namespace(&client).await?;
-    delete_pods(&pods, &cri).await?;
+    let readiness = Readiness::start(pods.clone()).await?;
+    let ctx = Ctx {
+        args: &args,
+        pods,
+        readiness,
+        agent_cri,
+        kubelet_cri,
+        floor,
+        peers,
+    };
+    ctx.delete_all().await?;
 
     let others = other_pods(&client)
         .await
         .unwrap_or_else(|e| format!("unknown ({e})"));
     eprintln!("other pods on the cluster: {others}");
 
-    let measured = measure(&args, agent_pid, &pods, &cri, &floor).await;
+    let measured = measure(&ctx).await;
     if measured.is_err() {
-        // Leave the node as it was found.
-        let _ = floor.cleanup().await;
-        let _ = delete_pods(&pods, &cri).await;
+        // Leave the nodes as they were found.
+        let _ = ctx.floor.cleanup().await;
+        let _ = ctx.delete_all().await;
     }
-    let Measured {
-        floor: floor_samples,
-        agent: agent_samples,
-        mem_0,
-        mem_seq,
-        mem_con,
-        mem_after,
-    } = measured?;
+    let m = measured?;
+    let Ctx { readiness, .. } = ctx;
+    readiness.stop();
 
     let load_after = load_average();
     let report = Report {
-        pods: args.pods,
+        args_pods: args.pods,
+        args_full: args.full,
+        hold: args.hold,
         node: args.node.clone(),
-        floor: floor_samples,
-        agent: agent_samples,
-        agent_profile,
-        mem_0,
-        mem_seq,
-        mem_con,
-        mem_after,
+        kubelet_node: args.kubelet_node.clone(),
+        agent_build,
+        kubelet_build,
+        m,
         machine: format!(
             "{} cores, kernel {}; load average {load_before} before, {load_after} after",
             std::thread::available_parallelism()
@@ -209,120 +559,164 @@ async fn bench(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// What [`measure`] found.
-struct Measured {
-    floor: Samples,
-    agent: Samples,
-    mem_0: Mem,
-    mem_seq: Mem,
-    mem_con: Mem,
-    mem_after: Option<Mem>,
+/// The node is Ready and takes at least `pods` pods (its allocatable: the
+/// agent's NodeConfig spec.pods.maxPods, the kubelet's maxPods).
+async fn check_node(client: &Client, name: &str, pods: usize) -> Result<()> {
+    let node = Api::<Node>::all(client.clone())
+        .get(name)
+        .await
+        .with_context(|| {
+            format!("node {name} (is it up? a kubelet node needs NODECONFIG_KUBELET_NODES=1)")
+        })?;
+    let status = node.status.unwrap_or_default();
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if !ready {
+        bail!("node {name} is not Ready");
+    }
+    let allocatable: usize = status
+        .allocatable
+        .as_ref()
+        .and_then(|a| a.get("pods"))
+        .and_then(|q| q.0.parse().ok())
+        .unwrap_or(0);
+    if allocatable < pods + 5 {
+        bail!("node {name} takes {allocatable} pods; the run needs {pods} and those already there (raise maxPods)");
+    }
+    Ok(())
 }
 
-/// The floor's and the agent's runs, one after another and at once.
-async fn measure(
-    args: &Args,
-    agent_pid: u32,
-    pods: &Api<Pod>,
-    cri: &CriClient,
-    floor: &Floor,
-) -> Result<Measured> {
-    let n = args.pods;
-    let (mut floor_samples, mut agent_samples) = (Samples::default(), Samples::default());
-    let readiness = Readiness::start(pods.clone()).await?;
-    same_agent(&args.node, agent_pid)?;
-    let mem_0 = read_mem(agent_pid)?;
-    eprintln!(
-        "agent with 0 pods: RSS {:.1} MiB (peak since start {:.1} MiB)",
-        mem_0.rss, mem_0.hwm
+/// The phases of the run (see the module's doc).
+async fn measure(ctx: &Ctx<'_>) -> Result<Measured> {
+    let (n, full, hold) = (
+        ctx.args.pods,
+        ctx.args.full,
+        Duration::from_secs(ctx.args.hold),
     );
-    // Peak RSS from here on.
-    let _ = std::fs::write(format!("/proc/{agent_pid}/clear_refs"), "5");
+    let (mut seq, mut con, mut more) = (Startup::default(), Startup::default(), Startup::default());
+    let mut phases = Vec::new();
+    let run_start = ctx.peers.snap()?;
 
-    // 1. One after another, the floor's and the agent's pods in turn, so that
-    // the load of a shared machine falls on both alike.
-    eprintln!(
-        "== {n} pods one after another, in turn: a bare CRI client (floor), then a Pod (agent)"
-    );
+    // 0. Idle, no bench pods.
+    eprintln!("== idle with 0 pods for {} s", hold.as_secs());
+    let s = ctx.peers.snap()?;
+    tokio::time::sleep(hold).await;
+    let e = ctx.peers.snap()?;
+    phases.push(Phase::new("idle, 0 pods", 0, s, e));
+    for p in &ctx.peers.procs {
+        p.reset_peak();
+    }
+
+    // 1. One after another: a floor pod, then the agent's and the kubelet's
+    // Pods in turns of order.
+    eprintln!("== {n} pods one after another: floor, then agent and kubelet in turns of order");
+    let s = ctx.peers.snap()?;
     let mut sandbox_ms = Vec::new();
     for i in 0..n {
-        let (ms, sandbox) = floor.start_one(&format!("fs-{i:03}")).await?;
-        floor_samples.sequential.push(ms);
+        let (ms, sandbox) = ctx.floor.start_one(&format!("fs-{i:03}")).await?;
+        seq.floor.push(ms);
         sandbox_ms.push(sandbox);
-        let ms = start_pod(
-            pods,
-            &readiness,
-            format!("bp-seq-{i:03}"),
-            &args.node,
-            args.trace,
-        )
-        .await?;
-        agent_samples.sequential.push(ms);
+        let order = if i % 2 == 0 {
+            [Peer::Agent, Peer::Kubelet]
+        } else {
+            [Peer::Kubelet, Peer::Agent]
+        };
+        for peer in order {
+            let tag = &peer.name()[..1];
+            let ms = ctx.start(peer, format!("b{tag}-seq-{i:03}")).await?;
+            seq.of(peer).push(ms);
+        }
     }
+    let e = ctx.peers.snap()?;
     eprintln!(
         "   floor: {}; of which RunPodSandbox {}",
-        summary(&floor_samples.sequential),
+        summary(&seq.floor),
         summary(&sandbox_ms)
     );
-    eprintln!("   agent: {}", summary(&agent_samples.sequential));
-    floor.cleanup().await?;
-    same_agent(&args.node, agent_pid)?;
-    let mem_seq = read_mem(agent_pid)?;
-    eprintln!("agent with {n} pods: RSS {:.1} MiB", mem_seq.rss);
-    delete_pods(pods, cri).await?;
+    eprintln!("   agent: {}", summary(&seq.agent));
+    eprintln!("   kubelet: {}", summary(&seq.kubelet));
+    phases.push(Phase::new(
+        format!("{n} started one after another"),
+        n,
+        s,
+        e,
+    ));
+    ctx.floor.cleanup().await?;
+    let s = ctx.peers.snap()?;
+    ctx.delete_all().await?;
+    let e = ctx.peers.snap()?;
+    phases.push(Phase::new(format!("{n} deleted"), 0, s, e));
 
-    // 2. All at once: the floor's batch, then the agent's.
-    eprintln!("== floor: {n} pods at once");
+    // 2. At once: the floor's batch, the agent's, the kubelet's.
+    eprintln!("== {n} pods at once: floor, agent, kubelet");
     let started =
-        futures::future::join_all((0..n).map(|i| floor.start_one_named(format!("fc-{i:03}"))))
+        futures::future::join_all((0..n).map(|i| ctx.floor.start_one_named(format!("fc-{i:03}"))))
             .await;
     let mut sandbox_ms = Vec::new();
     for r in started {
         let (ms, sandbox) = r?;
-        floor_samples.concurrent.push(ms);
+        con.floor.push(ms);
         sandbox_ms.push(sandbox);
     }
     eprintln!(
-        "   {}; of which RunPodSandbox {}",
-        summary(&floor_samples.concurrent),
+        "   floor: {}; of which RunPodSandbox {}",
+        summary(&con.floor),
         summary(&sandbox_ms)
     );
-    floor.cleanup().await?;
+    ctx.floor.cleanup().await?;
+    tokio::time::sleep(BETWEEN_BATCHES).await;
+    let s = ctx.peers.snap()?;
+    con.agent = ctx.batch(Peer::Agent, "con", 0..n).await?;
+    tokio::time::sleep(BETWEEN_BATCHES).await;
+    con.kubelet = ctx.batch(Peer::Kubelet, "con", 0..n).await?;
+    let e = ctx.peers.snap()?;
+    phases.push(Phase::new(format!("{n} started at once"), n, s, e));
+    tokio::time::sleep(hold).await;
+    let h = ctx.peers.snap()?;
+    phases.push(Phase::new(format!("idle, {n} pods"), n, e, h));
 
-    eprintln!("== agent: {n} Pods at once");
-    let started = futures::future::join_all((0..n).map(|i| {
-        start_pod(
-            pods,
-            &readiness,
-            format!("bp-con-{i:03}"),
-            &args.node,
-            args.trace,
-        )
-    }))
-    .await;
-    for r in started {
-        agent_samples.concurrent.push(r?);
+    // 3. Up to `full`: the rest at once, the kubelet's batch first this time.
+    let mut last = h;
+    if full > n {
+        eprintln!("== {} more pods at once: kubelet, agent", full - n);
+        more.kubelet = ctx.batch(Peer::Kubelet, "more", n..full).await?;
+        tokio::time::sleep(BETWEEN_BATCHES).await;
+        more.agent = ctx.batch(Peer::Agent, "more", n..full).await?;
+        let e = ctx.peers.snap()?;
+        phases.push(Phase::new(
+            format!("{} more started at once", full - n),
+            full,
+            h,
+            e,
+        ));
+        tokio::time::sleep(hold).await;
+        last = ctx.peers.snap()?;
+        phases.push(Phase::new(format!("idle, {full} pods"), full, e, last));
     }
-    eprintln!("   {}", summary(&agent_samples.concurrent));
-    same_agent(&args.node, agent_pid)?;
-    let mem_con = read_mem(agent_pid)?;
-    eprintln!(
-        "agent with {n} pods: RSS {:.1} MiB, peak {:.1} MiB",
-        mem_con.rss, mem_con.hwm
-    );
-    delete_pods(pods, cri).await?;
-    readiness.stop();
-    // The agent lets go of what it held for the pods.
+    let peak = last.mem;
+
+    // 4. All deleted.
+    let s = ctx.peers.snap()?;
+    ctx.delete_all().await?;
+    let e = ctx.peers.snap()?;
+    phases.push(Phase::new(format!("{full} deleted"), 0, s, e));
+    // Both let go of what they held for the pods.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    same_agent(&args.node, agent_pid)?;
-    let mem_after = read_mem(agent_pid).ok();
+    let after = ctx.peers.snap()?;
     Ok(Measured {
-        floor: floor_samples,
-        agent: agent_samples,
-        mem_0,
-        mem_seq,
-        mem_con,
-        mem_after,
+        seq,
+        con,
+        more,
+        phases,
+        peak: [peak[0], peak[1]],
+        after: after.mem,
+        children: [
+            after.cpu[0].children - run_start.cpu[0].children,
+            after.cpu[1].children - run_start.cpu[1].children,
+        ],
     })
 }
 
@@ -470,9 +864,10 @@ impl Floor {
     }
 }
 
-// ---------------------------------------------------------------- the agent
+// ---------------------------------------------------------------- the Pods
 
-/// The bench Pod: busybox `sleep 3600` on `node`, no probes (Ready = running).
+/// The bench Pod: busybox `sleep 3600` on `node`, no probes (Ready = running),
+/// tolerating the kubelet node's taint (on both nodes: the same spec).
 fn bench_pod(name: &str, node: &str) -> Pod {
     Pod {
         metadata: ObjectMeta {
@@ -487,6 +882,12 @@ fn bench_pod(name: &str, node: &str) -> Pod {
         spec: Some(PodSpec {
             node_name: Some(node.into()),
             termination_grace_period_seconds: Some(1),
+            tolerations: Some(vec![Toleration {
+                key: Some(KUBELET_NODE_TAINT.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoSchedule".into()),
+                ..Default::default()
+            }]),
             containers: vec![Container {
                 name: "sleep".into(),
                 image: Some(IMAGE.into()),
@@ -590,7 +991,7 @@ async fn start_pod(
     let ready = tokio::time::timeout(POD_TIMEOUT, readiness.ready_at(&uid))
         .await
         .map_err(|_| {
-            anyhow!("pod {name} not Running and Ready after {POD_TIMEOUT:?}; see the agent's log")
+            anyhow!("pod {name} on {node} not Running and Ready after {POD_TIMEOUT:?}; see the node's log")
         })??;
     let took = ready.saturating_duration_since(t0);
     if trace {
@@ -641,12 +1042,24 @@ async fn ensure_namespace(client: &Client) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Nor do the Pods' token volumes mount before the controller-manager
+    // published the cluster's CA there.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    while cms.get_opt("kube-root-ca.crt").await?.is_none() {
+        if Instant::now() > deadline {
+            bail!("no ConfigMap kube-root-ca.crt in namespace {NS} after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 
 /// Deletes the bench Pods, waits until they are gone from the API server and
-/// their sandboxes from the node's runtime.
-async fn delete_pods(pods: &Api<Pod>, cri: &CriClient) -> Result<()> {
+/// no sandbox of theirs is ready in the nodes' runtimes (each runtime given
+/// with the sandbox label its node program writes the Pod's namespace in). The
+/// kubelet removes a stopped sandbox only at its next container GC (every
+/// minute), so stopped sandboxes are not waited for, on either node.
+async fn delete_pods(pods: &Api<Pod>, runtimes: &[(&CriClient, &str)]) -> Result<()> {
     let lp = ListParams::default().labels(&format!("{LABEL}={AGENT_VALUE}"));
     let t0 = Instant::now();
     let n = pods.list_metadata(&lp).await?.items.len();
@@ -666,36 +1079,42 @@ async fn delete_pods(pods: &Api<Pod>, cri: &CriClient) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let gone_api = t0.elapsed().as_secs_f64();
-    let mut rt = cri.runtime.clone();
-    let filter = cri::PodSandboxFilter {
-        label_selector: [(LABEL_POD_NAMESPACE.to_string(), NS.to_string())].into(),
-        ..Default::default()
-    };
-    let left = loop {
-        let left = rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest {
-                filter: Some(filter.clone()),
-            })
-            .await
-            .map_err(|s| anyhow!("ListPodSandbox: {s}"))?
-            .into_inner()
-            .items
-            .len();
-        if left == 0 || t0.elapsed() > Duration::from_secs(120) {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let mut left = 0;
+    for (cri, label) in runtimes {
+        let mut rt = cri.runtime.clone();
+        let filter = cri::PodSandboxFilter {
+            label_selector: [(label.to_string(), NS.to_string())].into(),
+            state: Some(cri::PodSandboxStateValue {
+                state: cri::PodSandboxState::SandboxReady as i32,
+            }),
+            ..Default::default()
+        };
+        left += loop {
+            let left = rt
+                .list_pod_sandbox(cri::ListPodSandboxRequest {
+                    filter: Some(filter.clone()),
+                })
+                .await
+                .map_err(|s| anyhow!("ListPodSandbox: {s}"))?
+                .into_inner()
+                .items
+                .len();
+            if left == 0 || t0.elapsed() > Duration::from_secs(120) {
+                break left;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+    }
     eprintln!(
         "   {n} Pods deleted: gone from the API server after {gone_api:.1} s, {}",
         if left == 0 {
             format!(
-                "their sandboxes removed after {:.1} s",
+                "no sandbox of theirs ready after {:.1} s",
                 t0.elapsed().as_secs_f64()
             )
         } else {
             format!(
-                "{left} sandboxes still in the runtime after {:.0} s",
+                "{left} sandboxes still ready after {:.0} s",
                 t0.elapsed().as_secs_f64()
             )
         }
@@ -716,7 +1135,13 @@ async fn other_pods(client: &Client) -> Result<String> {
             .spec
             .and_then(|s| s.node_name)
             .unwrap_or_else(|| "unscheduled".into());
-        *counts.entry(format!("{ns} on {node}")).or_default() += 1;
+        let phase = p
+            .status
+            .and_then(|s| s.phase)
+            .unwrap_or_else(|| "no phase".into());
+        *counts
+            .entry(format!("{ns} on {node} ({phase})"))
+            .or_default() += 1;
     }
     if counts.is_empty() {
         return Ok("none".into());
@@ -726,49 +1151,6 @@ async fn other_pods(client: &Client) -> Result<String> {
         .map(|(k, n)| format!("{n} in {k}"))
         .collect::<Vec<_>>()
         .join(", "))
-}
-
-// ---------------------------------------------------------------- measures
-
-fn agent_pid(node: &str) -> Result<u32> {
-    let file = run_dir()
-        .join("nodeconfig")
-        .join(format!("agent-{node}.pid"));
-    let pid: u32 = std::fs::read_to_string(&file)
-        .with_context(|| format!("read {} (is the cluster up?)", file.display()))?
-        .trim()
-        .parse()
-        .with_context(|| format!("pid in {}", file.display()))?;
-    std::fs::metadata(format!("/proc/{pid}"))
-        .with_context(|| format!("agent of {node} (pid {pid}) is not running"))?;
-    Ok(pid)
-}
-
-/// Fails when the node's agent is no longer the process measured (something
-/// else restarted it: the figures would mix two processes, maybe two builds).
-fn same_agent(node: &str, pid: u32) -> Result<()> {
-    match agent_pid(node) {
-        Ok(now) if now == pid => Ok(()),
-        Ok(now) => bail!("the agent of {node} was restarted during the run (pid {pid}, now {now}); figures discarded"),
-        Err(e) => Err(e.context(format!("the agent of {node} (pid {pid}) is gone; figures discarded"))),
-    }
-}
-
-fn read_mem(pid: u32) -> Result<Mem> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("agent (pid {pid}) exited"))?;
-    let field = |name: &str| -> Result<f64> {
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
-        Ok(kib / 1024.0)
-    };
-    Ok(Mem {
-        rss: field("VmRSS:")?,
-        hwm: field("VmHWM:")?,
-    })
 }
 
 fn load_average() -> String {
@@ -804,11 +1186,15 @@ fn fmt(v: Option<f64>, prec: usize) -> String {
     v.map_or("-".into(), |x| format!("{x:.prec$}"))
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+fn quotient(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "-".into(),
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
     }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    fmt(quotient(a, b), 2)
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -819,88 +1205,249 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-impl Report {
-    /// Table rows: mode, floor p50, floor p99, agent p50, agent p99, ratio p50, ratio p99.
-    fn rows(&self) -> Vec<[String; 7]> {
-        let row = |mode: &str, f: &[f64], a: &[f64]| {
-            let (f50, f99, a50, a99) = (pct(f, 50.0), pct(f, 99.0), pct(a, 50.0), pct(a, 99.0));
-            [
-                mode.to_string(),
-                fmt(f50, 0),
-                fmt(f99, 0),
-                fmt(a50, 0),
-                fmt(a99, 0),
-                ratio(a50, f50),
-                ratio(a99, f99),
-            ]
+/// A table: header and rows, printed as text or Markdown. The first column is
+/// left-aligned, the others right-aligned.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn text(&self) -> String {
+        let cols = self.header.len();
+        let width: Vec<usize> = (0..cols)
+            .map(|c| {
+                std::iter::once(&self.header)
+                    .chain(&self.rows)
+                    .map(|r| r[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |r: &[String]| {
+            let mut s = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c == 0 {
+                    s.push_str(&format!("{cell:<w$}", w = width[c]));
+                } else {
+                    s.push_str(&format!("  {cell:>w$}", w = width[c]));
+                }
+            }
+            s.push('\n');
+            s
         };
-        vec![
-            row(
-                "one after another",
-                &self.floor.sequential,
-                &self.agent.sequential,
-            ),
-            row(
-                "all at once",
-                &self.floor.concurrent,
-                &self.agent.concurrent,
-            ),
-        ]
+        let mut s = line(&self.header);
+        for r in &self.rows {
+            s.push_str(&line(r));
+        }
+        s
     }
 
-    fn mem_lines(&self) -> Vec<String> {
+    fn markdown(&self) -> String {
+        let mut s = format!("| {} |\n|---|", self.header.join(" | "));
+        s.push_str(&"---:|".repeat(self.header.len() - 1));
+        s.push('\n');
+        for r in &self.rows {
+            s.push_str(&format!("| {} |\n", r.join(" | ")));
+        }
+        s
+    }
+}
+
+impl Report {
+    fn startup_rows(&self) -> Vec<(String, &Startup)> {
+        let m = &self.m;
         let mut v = vec![
-            format!("agent RSS with 0 pods: {:.1} MiB (VmRSS; peak since its start {:.1} MiB)", self.mem_0.rss, self.mem_0.hwm),
-            format!(
-                "agent RSS with {} pods: {:.1} MiB after the ones one after another, {:.1} MiB after the ones at once; peak during the agent runs {:.1} MiB (VmHWM)",
-                self.pods, self.mem_seq.rss, self.mem_con.rss, self.mem_con.hwm
-            ),
+            (format!("{} one after another", self.args_pods), &m.seq),
+            (format!("{} at once", self.args_pods), &m.con),
         ];
-        if let Some(m) = self.mem_after {
-            v.push(format!(
-                "agent RSS after all were deleted: {:.1} MiB",
-                m.rss
+        if !m.more.agent.is_empty() {
+            v.push((
+                format!(
+                    "{} more at once ({} → {})",
+                    self.args_full - self.args_pods,
+                    self.args_pods,
+                    self.args_full
+                ),
+                &m.more,
             ));
         }
         v
     }
 
+    fn startup_table(&self) -> Table {
+        let header = [
+            "pods (ms)",
+            "floor p50",
+            "floor p99",
+            "agent p50",
+            "agent p99",
+            "kubelet p50",
+            "kubelet p99",
+            "agent / kubelet p50",
+            "agent / kubelet p99",
+        ];
+        let rows = self
+            .startup_rows()
+            .into_iter()
+            .map(|(name, s)| {
+                let (f50, f99) = (pct(&s.floor, 50.0), pct(&s.floor, 99.0));
+                let (a50, a99) = (pct(&s.agent, 50.0), pct(&s.agent, 99.0));
+                let (k50, k99) = (pct(&s.kubelet, 50.0), pct(&s.kubelet, 99.0));
+                vec![
+                    name,
+                    fmt(f50, 0),
+                    fmt(f99, 0),
+                    fmt(a50, 0),
+                    fmt(a99, 0),
+                    fmt(k50, 0),
+                    fmt(k99, 0),
+                    ratio(a50, k50),
+                    ratio(a99, k99),
+                ]
+            })
+            .collect();
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows,
+        }
+    }
+
+    fn resource_table(&self) -> Table {
+        let header = [
+            "phase",
+            "s",
+            "pods at its end",
+            "agent RSS (MiB)",
+            "kubelet RSS (MiB)",
+            "RSS agent / kubelet",
+            "agent CPU (s)",
+            "kubelet CPU (s)",
+            "CPU agent / kubelet",
+        ];
+        let mut rows: Vec<Vec<String>> = self
+            .m
+            .phases
+            .iter()
+            .map(|p| {
+                let (ar, kr) = (p.end.mem[0].rss, p.end.mem[1].rss);
+                let (ac, kc) = (p.cpu(0), p.cpu(1));
+                vec![
+                    p.name.clone(),
+                    format!("{:.0}", p.secs()),
+                    p.pods_after.to_string(),
+                    format!("{ar:.1}"),
+                    format!("{kr:.1}"),
+                    ratio(Some(ar), Some(kr)),
+                    format!("{ac:.2}"),
+                    format!("{kc:.2}"),
+                    ratio(Some(ac), Some(kc)),
+                ]
+            })
+            .collect();
+        let [ap, kp] = self.m.peak;
+        rows.push(vec![
+            "peak (VmHWM) from 0 to full".into(),
+            "".into(),
+            "".into(),
+            format!("{:.1}", ap.hwm),
+            format!("{:.1}", kp.hwm),
+            ratio(Some(ap.hwm), Some(kp.hwm)),
+            "".into(),
+            "".into(),
+            "".into(),
+        ]);
+        let [aa, ka] = self.m.after;
+        rows.push(vec![
+            "3 s after all were deleted".into(),
+            "".into(),
+            "0".into(),
+            format!("{:.1}", aa.rss),
+            format!("{:.1}", ka.rss),
+            ratio(Some(aa.rss), Some(ka.rss)),
+            "".into(),
+            "".into(),
+            "".into(),
+        ]);
+        let total = |i: usize| self.m.phases.iter().map(|p| p.cpu(i)).sum::<f64>();
+        rows.push(vec![
+            "all phases".into(),
+            format!("{:.0}", self.m.phases.iter().map(Phase::secs).sum::<f64>()),
+            "".into(),
+            "".into(),
+            "".into(),
+            "".into(),
+            format!("{:.2}", total(0)),
+            format!("{:.2}", total(1)),
+            ratio(Some(total(0)), Some(total(1))),
+        ]);
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows,
+        }
+    }
+
     fn goal_lines(&self) -> Vec<String> {
-        let seq99 = pct(&self.agent.sequential, 99.0);
-        let r = |a: &[f64], f: &[f64], p: f64| Some(pct(a, p)? / pct(f, p)?);
-        let worst_ratio = [
-            r(&self.agent.sequential, &self.floor.sequential, 50.0),
-            r(&self.agent.sequential, &self.floor.sequential, 99.0),
-            r(&self.agent.concurrent, &self.floor.concurrent, 50.0),
-            r(&self.agent.concurrent, &self.floor.concurrent, 99.0),
-        ]
-        .into_iter()
-        .flatten()
-        .fold(0.0_f64, f64::max);
-        let rss = self.mem_seq.rss.max(self.mem_con.rss);
-        vec![
-            format!(
-                "p99 one after another under 1 s: {} ms, {}",
-                fmt(seq99, 0),
-                verdict(seq99.is_some_and(|v| v < 1000.0))
-            ),
-            format!(
-                "overhead at most 1.3x the floor: worst ratio {worst_ratio:.2}, {}",
-                verdict(worst_ratio <= 1.3)
-            ),
-            format!(
-                "RSS under 30 MiB with {} pods: {rss:.1} MiB, {}",
-                self.pods,
-                verdict(rss < 30.0)
-            ),
-        ]
+        let m = &self.m;
+        let p99 = |s: &Startup| quotient(pct(&s.agent, 99.0), pct(&s.kubelet, 99.0));
+        let (seq, con) = (p99(&m.seq), p99(&m.con));
+        let start_ok = [seq, con].iter().all(|r| r.is_some_and(|r| r <= 0.8));
+        let mut lines = vec![format!(
+            "p99 start-up at most 0.8x the kubelet's ({} one after another and {} at once): {} and {}, {}",
+            self.args_pods,
+            self.args_pods,
+            fmt(seq, 2),
+            fmt(con, 2),
+            verdict(start_ok)
+        )];
+        if !m.more.agent.is_empty() {
+            lines.push(format!(
+                "  (not a goal: the {} more at once, p99 ratio {})",
+                self.args_full - self.args_pods,
+                fmt(p99(&m.more), 2)
+            ));
+        }
+        // RSS at every size: each RSS reading taken with 0, N or `full` pods
+        // running (the ends of the idle phases and of the start-up phases).
+        let mut by_size: BTreeMap<usize, f64> = BTreeMap::new();
+        for p in &m.phases {
+            if p.name.contains("deleted") {
+                continue;
+            }
+            let r = p.end.mem[0].rss / p.end.mem[1].rss;
+            let e = by_size.entry(p.pods_after).or_insert(0.0);
+            *e = e.max(r);
+        }
+        let rss_ok = by_size.values().all(|&r| r <= 0.25);
+        lines.push(format!(
+            "RSS at most 0.25x the kubelet's at every size (worst ratio at each): {}, {}",
+            by_size
+                .iter()
+                .map(|(n, r)| format!("{n} pods {r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            verdict(rss_ok)
+        ));
+        let [ap, kp] = m.peak;
+        lines.push(format!(
+            "  (peak RSS, VmHWM: {:.1} vs {:.1} MiB, ratio {})",
+            ap.hwm,
+            kp.hwm,
+            ratio(Some(ap.hwm), Some(kp.hwm))
+        ));
+        lines
     }
 
     fn notes(&self) -> Vec<String> {
         vec![
             format!(
-                "node {}, agent {} build; {} pods per row; image {IMAGE} already imported; scheduler out of the measure (spec.nodeName set)",
-                self.node, self.agent_profile, self.pods
+                "agent: {}, {}; kubelet: {}, {}; {} pods per start-up row, {} at the largest size; idle phases {} s",
+                self.node, self.agent_build, self.kubelet_node, self.kubelet_build, self.args_pods, self.args_full, self.hold
+            ),
+            format!("image {IMAGE} already in both nodes' containerd; scheduler out of the measure (spec.nodeName set)"),
+            format!(
+                "CPU of reaped child processes (cutime+cstime, not in the table) over the run: agent {:.2} s, kubelet {:.2} s",
+                self.m.children[0], self.m.children[1]
             ),
             format!("machine: {}", self.machine),
             format!("other pods on the cluster during the run: {}", self.others),
@@ -908,29 +1455,11 @@ impl Report {
     }
 
     fn text(&self) -> String {
-        let mut s = format!(
-            "{:<18} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n",
-            "pods (ms)",
-            "floor p50",
-            "floor p99",
-            "agent p50",
-            "agent p99",
-            "ratio p50",
-            "ratio p99"
-        );
-        for r in self.rows() {
-            s.push_str(&format!(
-                "{:<18} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n",
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6]
-            ));
-        }
+        let mut s = self.startup_table().text();
         s.push('\n');
-        for l in self
-            .mem_lines()
-            .into_iter()
-            .chain(self.goal_lines())
-            .chain(self.notes())
-        {
+        s.push_str(&self.resource_table().text());
+        s.push('\n');
+        for l in self.goal_lines().into_iter().chain(self.notes()) {
             s.push_str(&l);
             s.push('\n');
         }
@@ -938,28 +1467,43 @@ impl Report {
     }
 
     fn markdown(&self) -> String {
-        let mut s = String::from(
-            "| pods | floor p50 (ms) | floor p99 (ms) | agent p50 (ms) | agent p99 (ms) | agent / floor p50 | agent / floor p99 |\n\
-             |---|---:|---:|---:|---:|---:|---:|\n",
-        );
-        for r in self.rows() {
-            s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6]
-            ));
-        }
-        s.push('\n');
-        for l in self.mem_lines() {
-            s.push_str(&format!("- {l}\n"));
-        }
-        s.push_str("\nGoals:\n\n");
+        let mut s =
+            String::from("Pod start-up, Pod created → Running and Ready seen by a watch:\n\n");
+        s.push_str(&self.startup_table().markdown());
+        s.push_str("\nMemory and CPU of the two processes, by phase (RSS at the phase's end, CPU time spent in it):\n\n");
+        s.push_str(&self.resource_table().markdown());
+        s.push_str("\nGoals (issue 13):\n\n");
         for l in self.goal_lines() {
-            s.push_str(&format!("- {l}\n"));
+            match l.strip_prefix("  ") {
+                Some(sub) => s.push_str(&format!("  - {sub}\n")),
+                None => s.push_str(&format!("- {l}\n")),
+            }
         }
         s.push('\n');
         for l in self.notes() {
             s.push_str(&format!("- {l}\n"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cpu_counts_fields_after_the_command_name() {
+        let stat =
+            "42 (kube let) (x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 12 0 100 0 0";
+        let cpu = parse_stat_cpu(stat, 100.0).unwrap();
+        assert_eq!(cpu.own, 3.0);
+        assert_eq!(cpu.children, 0.1);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=30).map(f64::from).collect();
+        assert_eq!(pct(&v, 50.0), Some(15.0));
+        assert_eq!(pct(&v, 99.0), Some(30.0));
     }
 }
