@@ -36,6 +36,7 @@ const DURATION_RULE: &str = "self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))
     printcolumn(name = "Up-To-Date", type_ = "string", json_path = ".status.conditions[?(@.type==\"AgentUpToDate\")].status", description = "Whether the node's agent runs the version the operator's defaults ask for"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Runtime", type_ = "string", json_path = ".status.runtime.version", priority = "1", description = "Container runtime name and version"),
+    printcolumn(name = "Image-FS", type_ = "integer", json_path = ".status.runtime.imageFs.usedPercent", priority = "1", description = "Percent of the image filesystem in use"),
     printcolumn(name = "Config", type_ = "string", json_path = ".status.conditions[?(@.type==\"ConfigApplied\")].reason", priority = "1", description = "Reason of the ConfigApplied condition"),
     printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused", priority = "1", description = "Whether the agent keeps its last applied configuration"),
     printcolumn(name = "Last-Sync", type_ = "date", json_path = ".status.proxy.lastSyncTime", priority = "1", description = "Time of the proxy's last successful sync")
@@ -104,6 +105,12 @@ pub struct RuntimeSpec {
 /// Pods and Node registration, used in Kubelet mode.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.imageGCLowThresholdPercent < self.imageGCHighThresholdPercent"
+).message("imageGCLowThresholdPercent must be less than imageGCHighThresholdPercent").field_path(".imageGCLowThresholdPercent"))]
+#[x_kube(validation = Rule::new(
+    "!self.imageMaximumGCAge.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || !self.imageMinimumGCAge.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.imageMaximumGCAge) == duration('0s') || duration(self.imageMaximumGCAge) > duration(self.imageMinimumGCAge)"
+).message("imageMaximumGCAge must be 0s (off) or longer than imageMinimumGCAge").field_path(".imageMaximumGCAge"))]
 pub struct PodsSpec {
     /// Most pods the node admits; further pods bound to it fail with reason OutOfpods.
     #[serde(default = "default_max_pods")]
@@ -190,6 +197,43 @@ pub struct PodsSpec {
     #[schemars(length(min = 1, max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message("evictionPressureTransitionPeriod must be a duration such as 5m or 30s"))]
     pub eviction_pressure_transition_period: String,
+
+    /// Percent of the image filesystem's capacity in use at which unused
+    /// images are removed (the kubelet's `imageGCHighThresholdPercent`),
+    /// 0 to 100: the least recently used go first until usage is down to
+    /// `imageGCLowThresholdPercent`. 100 turns this off.
+    #[serde(
+        default = "default_image_gc_high_threshold_percent",
+        rename = "imageGCHighThresholdPercent"
+    )]
+    #[schemars(range(min = 0, max = 100))]
+    pub image_gc_high_threshold_percent: i32,
+
+    /// Percent of the image filesystem's capacity that image garbage
+    /// collection frees down to (the kubelet's `imageGCLowThresholdPercent`),
+    /// less than `imageGCHighThresholdPercent`.
+    #[serde(
+        default = "default_image_gc_low_threshold_percent",
+        rename = "imageGCLowThresholdPercent"
+    )]
+    #[schemars(range(min = 0, max = 100))]
+    pub image_gc_low_threshold_percent: i32,
+
+    /// Youngest an unused image may be and still be removed (the kubelet's
+    /// `imageMinimumGCAge`), counted from when the agent first saw it; a
+    /// duration such as `2m`, `0s` for none.
+    #[serde(default = "default_image_minimum_gc_age", rename = "imageMinimumGCAge")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("imageMinimumGCAge must be a duration such as 2m or 0s"))]
+    pub image_minimum_gc_age: String,
+
+    /// How long an image may go unused before it is removed whatever the
+    /// disk usage (the kubelet's `imageMaximumGCAge`); `0s` turns this off.
+    /// Longer than `imageMinimumGCAge` when set.
+    #[serde(default = "default_image_maximum_gc_age", rename = "imageMaximumGCAge")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("imageMaximumGCAge must be a duration such as 24h, or 0s for off"))]
+    pub image_maximum_gc_age: String,
 }
 
 /// A taint to register on the Node.
@@ -330,6 +374,22 @@ pub struct RuntimeStatus {
     pub containers: ContainerCounts,
     /// Images the runtime holds.
     pub images: i32,
+    /// The filesystem the images are on, as image garbage collection measures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_fs: Option<ImageFsStatus>,
+}
+
+/// The filesystem the runtime keeps its images on (CRI `ImageFsInfo`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageFsStatus {
+    /// Size of the filesystem in bytes.
+    pub capacity_bytes: i64,
+    /// Percent of the capacity in use (by anything, not only images), rounded
+    /// up: what `imageGCHighThresholdPercent` is compared with.
+    pub used_percent: i32,
+    /// Bytes the runtime's images take, as the runtime counts them.
+    pub images_bytes: i64,
 }
 
 /// Containers by state.
@@ -421,6 +481,18 @@ pub fn default_eviction_hard() -> BTreeMap<String, String> {
 fn default_eviction_pressure_transition_period() -> String {
     "5m".into()
 }
+fn default_image_gc_high_threshold_percent() -> i32 {
+    85
+}
+fn default_image_gc_low_threshold_percent() -> i32 {
+    80
+}
+fn default_image_minimum_gc_age() -> String {
+    "2m".into()
+}
+fn default_image_maximum_gc_age() -> String {
+    "0s".into()
+}
 fn default_true() -> bool {
     true
 }
@@ -455,6 +527,10 @@ impl Default for PodsSpec {
             container_log_monitor_interval: default_container_log_monitor_interval(),
             eviction_hard: default_eviction_hard(),
             eviction_pressure_transition_period: default_eviction_pressure_transition_period(),
+            image_gc_high_threshold_percent: default_image_gc_high_threshold_percent(),
+            image_gc_low_threshold_percent: default_image_gc_low_threshold_percent(),
+            image_minimum_gc_age: default_image_minimum_gc_age(),
+            image_maximum_gc_age: default_image_maximum_gc_age(),
         }
     }
 }

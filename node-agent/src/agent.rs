@@ -30,8 +30,10 @@ use crate::config::run::ConfigLoop;
 use crate::edge::cri::{CriClient, CriError};
 use crate::edge::host::{self, HostFacts};
 use crate::edge::kube_client::{self, KubeClientError};
+use crate::images::gc::ImageGc;
 use crate::node::lease::{self, LeaseRenewer, LeaseTarget};
 use crate::node::run::NodeSync;
+use crate::pods::events::PodEvents;
 use crate::pods::logs::rotator::LogRotator;
 use crate::pods::run::PodsLoop;
 use crate::proxy::run::ProxyLoop;
@@ -293,6 +295,21 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                     cri: cri_for_server.clone(),
                     config: config_rx.clone(),
                     heartbeat: health.register("log-rotation"),
+                }
+                .run(cancel.clone()),
+            ),
+        );
+        spawn(
+            "image-gc",
+            Box::pin(
+                ImageGc {
+                    cri: cri_for_server.clone(),
+                    config: config_rx.clone(),
+                    events: PodEvents::new(client.clone(), &node_name),
+                    node_name: node_name.clone(),
+                    metrics: metrics.clone(),
+                    period: config.image_gc_period,
+                    heartbeat: health.register("image-gc"),
                 }
                 .run(cancel.clone()),
             ),

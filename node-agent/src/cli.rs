@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use nodeconfig_crds::NodeMode;
@@ -81,12 +82,33 @@ pub struct Config {
     )]
     pub allowed_unsafe_sysctls: Vec<String>,
 
+    /// Kubelet mode: how often unused images are looked for and, past
+    /// NodeConfig's imageGCHighThresholdPercent, removed. The kubelet's period
+    /// is a fixed 5m; a shorter one is for tests.
+    #[arg(
+        long,
+        env = "NODECONFIG_IMAGE_GC_PERIOD",
+        default_value = "5m",
+        value_parser = positive_duration,
+        global = true
+    )]
+    pub image_gc_period: Duration,
+
     /// Run in this mode whatever the NodeConfig says.
     #[arg(long, env = "NODECONFIG_MODE", value_enum, global = true)]
     pub mode: Option<ModeOverride>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// A Go-style duration (`5m`, `10s`) longer than zero.
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match nodeconfig_crds::duration::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The CRI endpoint used until a NodeConfig names one: spec.runtime.criEndpoint's default.

@@ -19,6 +19,7 @@
 //! - [`runtime`]: CRI Version/Status and the runtime's inventory.
 //! - [`node`]: the Node (Kubelet mode) as the kubelet builds it, and heartbeat Leases.
 //! - [`pods`]: Kubelet mode's pods: planner, CRI configs, probes, volumes, workers.
+//! - [`images`]: Kubelet mode's image garbage collection (thresholds of the image filesystem).
 //! - [`proxy`]: kube-proxy's iptables mode.
 //! - [`status`]: the NodeConfig status, computed from the [`reports`] and written on change.
 //! - [`kubelet_server`]: the node's daemon endpoint (:10250: logs, exec, attach, port-forward).
@@ -33,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod eviction;
+pub mod images;
 pub mod kubelet_server;
 pub mod locked;
 pub mod node;

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use nodeconfig_crds::{ContainerCounts, NodeMode, RuntimeStatus};
+use nodeconfig_crds::{ContainerCounts, ImageFsStatus, NodeMode, RuntimeStatus};
 
 use crate::config::plan::{AppliedConfig, Rejection};
 
@@ -117,6 +117,8 @@ pub struct RuntimeInventory {
     pub sandboxes: i32,
     pub containers: ContainerCounts,
     pub images: i32,
+    /// The image filesystem, when it could be measured.
+    pub image_fs: Option<ImageFsStatus>,
 }
 
 impl RuntimeReport {
@@ -129,6 +131,7 @@ impl RuntimeReport {
             sandboxes: inventory.sandboxes,
             containers: inventory.containers,
             images: inventory.images,
+            image_fs: inventory.image_fs,
         })
     }
 }
@@ -221,9 +224,15 @@ mod tests {
             sandboxes: 2,
             containers: ContainerCounts::default(),
             images: 5,
+            image_fs: Some(ImageFsStatus {
+                capacity_bytes: 100 << 30,
+                used_percent: 42,
+                images_bytes: 300 << 20,
+            }),
         });
         let status = report.status().expect("status");
         assert_eq!(status.version, "containerd 1.6.20");
         assert_eq!((status.sandboxes, status.images), (2, 5));
+        assert_eq!(status.image_fs.map(|fs| fs.used_percent), Some(42));
     }
 }

@@ -9,6 +9,7 @@
 use nodeconfig_crds::{NodeConfigSpec, NodeMode, PodsSpec, ProxySpec, RuntimeSpec};
 
 use crate::eviction::thresholds::EvictionPolicy;
+use crate::images::policy::GcPolicy;
 use crate::pods::logs::policy::LogPolicy;
 
 /// The label that marks a Node registered by the agent; the agent owns it.
@@ -137,8 +138,9 @@ pub fn plan(
 
 /// Checks what the schema cannot: that the Node the agent registers will take
 /// these labels and taints (syntax, and NodeRestriction's rules for what a
-/// node may set on itself), and the container log rotation and eviction
-/// settings again (the schema's rules may be older than this agent).
+/// node may set on itself), and the container log rotation, eviction and
+/// image garbage collection settings again (the schema's rules may be older
+/// than this agent).
 pub fn validate_pods(pods: &PodsSpec) -> Result<(), Rejection> {
     let mut problems = Vec::new();
     for (key, value) in &pods.labels {
@@ -170,6 +172,9 @@ pub fn validate_pods(pods: &PodsSpec) -> Result<(), Rejection> {
     }
     if let Err(eviction_problems) = EvictionPolicy::from_spec(pods) {
         problems.extend(eviction_problems);
+    }
+    if let Err(gc_problems) = GcPolicy::from_spec(pods) {
+        problems.extend(gc_problems);
     }
     if problems.is_empty() {
         Ok(())
@@ -548,6 +553,18 @@ mod tests {
         assert_eq!(err.reason, "InvalidNodeSettings");
         assert!(
             err.message.contains("evictionHard memory.available"),
+            "{}",
+            err.message
+        );
+
+        let pods = PodsSpec {
+            image_gc_high_threshold_percent: 70,
+            ..Default::default()
+        };
+        let err = validate_pods(&pods).expect_err("low threshold above the high one");
+        assert_eq!(err.reason, "InvalidNodeSettings");
+        assert!(
+            err.message.contains("imageGCLowThresholdPercent 80"),
             "{}",
             err.message
         );

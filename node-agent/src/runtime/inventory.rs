@@ -3,9 +3,21 @@
 //! runtime loop ([`super::run`]) asks.
 
 use k8s_cri::v1::{ContainerState, RuntimeCondition};
-use nodeconfig_crds::ContainerCounts;
+use nodeconfig_crds::{ContainerCounts, ImageFsStatus};
 
+use crate::images::image_fs::ImageFs;
 use crate::reports::RuntimeHealth;
+
+/// The status block of the image filesystem; none for one without capacity.
+pub fn image_fs_status(fs: &ImageFs) -> Option<ImageFsStatus> {
+    let used_percent = fs.usage.used_percent()?;
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    Some(ImageFsStatus {
+        capacity_bytes: to_i64(fs.usage.capacity),
+        used_percent: i32::from(used_percent),
+        images_bytes: fs.images_bytes.map_or(0, to_i64),
+    })
+}
 
 /// Health from the conditions of CRI `Status`. A runtime that omits a condition
 /// is not ready in it, as the kubelet reads it.

@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::cri::{CriClient, CriError};
 use crate::edge::cri_handle::CriHandle;
+use crate::images::image_fs;
 use crate::reports::{RuntimeHealth, RuntimeInventory, RuntimeReport, RuntimeVersion};
-use crate::runtime::inventory::{count_containers, health_from_conditions, saturating_i32};
+use crate::runtime::inventory::{
+    count_containers, health_from_conditions, image_fs_status, saturating_i32,
+};
 use crate::serve::health::LoopHeartbeat;
 use crate::serve::metrics::Metrics;
 
@@ -123,10 +126,20 @@ async fn inventory(cri: &CriClient, endpoint: &str) -> Result<RuntimeInventory, 
             .map_err(|s| cri.call_error("ListImages", s))
     })
     .await?;
+    // Not part of the inventory's success: a runtime may not tell its image filesystem.
+    let image_fs = match tokio::time::timeout(CALL_TIMEOUT, image_fs::measure(cri)).await {
+        Ok(Ok(fs)) => image_fs_status(&fs),
+        Ok(Err(error)) => {
+            tracing::debug!(%endpoint, %error, "cannot measure the image filesystem");
+            None
+        }
+        Err(_) => None,
+    };
     Ok(RuntimeInventory {
         sandboxes: saturating_i32(sandboxes),
         containers,
         images: saturating_i32(images),
+        image_fs,
     })
 }
 

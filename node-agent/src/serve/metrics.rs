@@ -59,6 +59,15 @@ pub enum ConnectionStage {
     Authenticated,
 }
 
+/// Why image garbage collection removed an image (the kubelet's `reason` label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ImageGcReason {
+    /// Unused longer than imageMaximumGCAge.
+    Age,
+    /// The image filesystem was past imageGCHighThresholdPercent.
+    Space,
+}
+
 /// Label values in lower case, as Prometheus label values usually are.
 macro_rules! label_values {
     ($type:ty { $($variant:ident => $value:literal),+ $(,)? }) => {
@@ -78,6 +87,7 @@ label_values!(TokenReviewResult {
     Unauthenticated => "unauthenticated",
     Error => "error",
 });
+label_values!(ImageGcReason { Age => "age", Space => "space" });
 label_values!(ShedReason { Full => "full", Evicted => "evicted" });
 label_values!(ConnectionStage {
     Unauthenticated => "unauthenticated",
@@ -97,6 +107,11 @@ pub struct ShedLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
     pub stage: ConnectionStage,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageGcLabels {
+    pub reason: ImageGcReason,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +163,8 @@ pub struct Metrics {
     pub runtime_ready: Gauge,
     /// Pod workers that panicked (each is started again at the next resync).
     pod_worker_panics: Counter,
+    /// Images removed by image garbage collection, by reason.
+    images_garbage_collected: Family<ImageGcLabels, Counter>,
     /// The service proxy's metrics, named like kube-proxy's.
     pub proxy: ProxyMetrics,
     /// The kubelet server's (:10250) connections and token reviews.
@@ -303,6 +320,7 @@ impl Metrics {
         let node_status_updates = Family::<ResultLabels, Counter>::default();
         let runtime_ready = Gauge::default();
         let pod_worker_panics = Counter::default();
+        let images_garbage_collected = Family::<ImageGcLabels, Counter>::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -339,6 +357,11 @@ impl Metrics {
             "Pod workers that panicked; each is started again at the next resync (Kubelet mode)",
             pod_worker_panics.clone(),
         );
+        registry.register(
+            "image_garbage_collected",
+            "Images removed by image garbage collection, by reason (age or space), as the kubelet's image_garbage_collected_total",
+            images_garbage_collected.clone(),
+        );
         registry.register("build_info", "The agent's version; always 1", build_info);
         let proxy = ProxyMetrics::new(&mut registry);
         let kubelet_server = KubeletServerMetrics::new(&mut registry);
@@ -350,6 +373,7 @@ impl Metrics {
             node_status_updates,
             runtime_ready,
             pod_worker_panics,
+            images_garbage_collected,
             proxy,
             kubelet_server,
         }
@@ -357,6 +381,12 @@ impl Metrics {
 
     pub fn pod_worker_panic(&self) {
         self.pod_worker_panics.inc();
+    }
+
+    pub fn image_garbage_collected(&self, reason: ImageGcReason) {
+        self.images_garbage_collected
+            .get_or_create(&ImageGcLabels { reason })
+            .inc();
     }
 
     pub fn status_write(&self, result: WriteResult) {
@@ -417,6 +447,7 @@ mod tests {
             .token_review(TokenReviewResult::Unauthenticated);
         metrics.kubelet_server.connection_shed(ShedReason::Evicted);
         metrics.kubelet_server.set_connections(3, 1);
+        metrics.image_garbage_collected(ImageGcReason::Space);
         let text = metrics.encode();
         for line in [
             "nodeconfig_agent_kubelet_server_token_reviews_total{result=\"unauthenticated\"} 1",
@@ -426,6 +457,7 @@ mod tests {
             "nodeconfig_agent_config_applies_total{result=\"rejected\"} 1",
             "nodeconfig_agent_lease_renew_errors_total{lease=\"node\"} 1",
             "nodeconfig_agent_runtime_ready 1",
+            "nodeconfig_agent_image_garbage_collected_total{reason=\"space\"} 1",
             "nodeconfig_agent_iptables_restore_failures_total 1",
             "nodeconfig_agent_sync_proxy_rules_duration_seconds_count 1",
             "nodeconfig_agent_sync_proxy_rules_iptables_total{table=\"nat\"} 12",

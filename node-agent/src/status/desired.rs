@@ -529,6 +529,7 @@ mod tests {
                 sandboxes: 1,
                 containers: ContainerCounts::default(),
                 images: 3,
+                image_fs: None,
             }),
         }
     }
@@ -601,7 +602,8 @@ mod tests {
                 version: "containerd 1.6.20".into(),
                 sandboxes: 1,
                 containers: ContainerCounts::default(),
-                images: 3
+                images: 3,
+                image_fs: None,
             })
         );
         assert_eq!(
