@@ -388,8 +388,6 @@ pub struct ImageFsStatus {
     /// Percent of the capacity in use (by anything, not only images), rounded
     /// up: what `imageGCHighThresholdPercent` is compared with.
     pub used_percent: i32,
-    /// Bytes the runtime's images take, as the runtime counts them.
-    pub images_bytes: i64,
 }
 
 /// Containers by state.

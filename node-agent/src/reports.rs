@@ -227,7 +227,6 @@ mod tests {
             image_fs: Some(ImageFsStatus {
                 capacity_bytes: 100 << 30,
                 used_percent: 42,
-                images_bytes: 300 << 20,
             }),
         });
         let status = report.status().expect("status");

@@ -164,6 +164,7 @@ impl ImageGc {
                     to_free,
                     eligible = planned,
                     mountpoint = %fs.mountpoint.display(),
+                    images_bytes = ?fs.images_bytes,
                     "image filesystem usage is over the high threshold, freeing bytes down to the low threshold"
                 );
                 if errors.is_empty() && freed < to_free {

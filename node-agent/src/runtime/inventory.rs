@@ -9,13 +9,13 @@ use crate::images::image_fs::ImageFs;
 use crate::reports::RuntimeHealth;
 
 /// The status block of the image filesystem; none for one without capacity.
+/// What the images take is left out: containerd counts the containers'
+/// writable layers in it, so it would change the status at every poll.
 pub fn image_fs_status(fs: &ImageFs) -> Option<ImageFsStatus> {
     let used_percent = fs.usage.used_percent()?;
-    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     Some(ImageFsStatus {
-        capacity_bytes: to_i64(fs.usage.capacity),
+        capacity_bytes: i64::try_from(fs.usage.capacity).unwrap_or(i64::MAX),
         used_percent: i32::from(used_percent),
-        images_bytes: fs.images_bytes.map_or(0, to_i64),
     })
 }
 
