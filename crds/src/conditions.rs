@@ -16,6 +16,10 @@ pub mod types {
     pub const PROXY_READY: &str = "ProxyReady";
     /// Something works only in part; the message says what.
     pub const DEGRADED: &str = "Degraded";
+    /// The node is under resource pressure (Kubelet mode): an eviction threshold is
+    /// crossed, or was within the transition period; the reason names the Node
+    /// conditions (`MemoryPressure`, `DiskPressure`, `PIDPressure`).
+    pub const PRESSURE: &str = "Pressure";
     /// Set by the operator, not the agent: whether the agent version the node reports is the one
     /// the operator's defaults ask for (`agent.version`, else the tag of `agent.image`).
     pub const AGENT_UP_TO_DATE: &str = "AgentUpToDate";

@@ -37,7 +37,9 @@ use crate::pods::events::PodEvents;
 use crate::pods::logs::rotator::LogRotator;
 use crate::pods::run::PodsLoop;
 use crate::proxy::run::ProxyLoop;
-use crate::reports::{ConfigReport, NodeReport, PodsReport, ProxyReport, RuntimeReport};
+use crate::reports::{
+    ConfigReport, NodeReport, PodsReport, PressureReport, ProxyReport, RuntimeReport,
+};
 use crate::runtime::run::run as runtime_loop;
 use crate::serve::health::Health;
 use crate::serve::metrics::{LeaseKind, Metrics};
@@ -130,6 +132,9 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
     let (owner_tx, owner_rx) = watch::channel(None);
     let (proxy_tx, proxy_rx) = watch::channel(ProxyReport::default());
     let (pods_tx, pods_rx) = watch::channel(PodsReport::default());
+    // Kept here in Companion mode (nothing measures pressure), so its readers never see it closed.
+    let (pressure_tx, pressure_rx) = watch::channel(PressureReport::default());
+    let mut pressure_tx = Some(pressure_tx);
 
     let kubelet_mode = matches!(config.mode, Some(ModeOverride::Kubelet));
     let cancel = CancellationToken::new();
@@ -184,6 +189,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                 host: host.clone(),
                 config: config_rx.clone(),
                 runtime: runtime_rx.clone(),
+                pressure: pressure_rx.clone(),
                 report: node_tx,
                 owner: owner_tx,
                 metrics: metrics.clone(),
@@ -260,6 +266,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                 node: node_rx,
                 proxy: proxy_rx,
                 pods: kubelet_mode.then_some(pods_rx),
+                pressure: kubelet_mode.then_some(pressure_rx),
                 observed: observed_rx,
                 metrics: metrics.clone(),
                 heartbeat: health.register("status"),
@@ -282,6 +289,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                     allowed_unsafe_sysctls: config.allowed_unsafe_sysctls.clone(),
                     config: config_rx.clone(),
                     report: pods_tx,
+                    pressure: pressure_tx.take(),
                     metrics: metrics.clone(),
                     heartbeat: health.register("pods"),
                 }

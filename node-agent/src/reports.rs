@@ -172,6 +172,35 @@ pub struct PodsReport {
     pub rejected: u32,
 }
 
+// === eviction ===
+
+/// What the eviction loop publishes: the node's pressure conditions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PressureReport {
+    /// The loop measured the node with an applied policy at least once.
+    pub measured: bool,
+    pub memory: bool,
+    pub disk: bool,
+    pub pid: bool,
+    /// For people: the thresholds crossed at the last pass
+    /// (`memory.available is below its threshold of 100Mi`), empty when none.
+    pub crossed: String,
+}
+
+impl PressureReport {
+    /// The Node condition types that are True, in the Node's order.
+    pub fn conditions(&self) -> Vec<&'static str> {
+        [
+            (self.memory, "MemoryPressure"),
+            (self.disk, "DiskPressure"),
+            (self.pid, "PIDPressure"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
 // === proxy ===
 
 /// Where the proxy stands, for ProxyReady.

@@ -5,3 +5,4 @@ pub mod cri;
 pub mod cri_handle;
 pub mod host;
 pub mod kube_client;
+pub mod node_stats;

@@ -3,7 +3,17 @@
 //!
 //! ```text
 //!   NodeConfig evictionHard --> thresholds::EvictionPolicy
+//!   edge::node_stats, CRI stats --> signals --> {MemoryPressure, DiskPressure, PIDPressure} --> Node, NodeConfig
+//!                                          \--> rank / local_storage --> orders --> the pod's worker
 //! ```
 //!
-//! Functional core: the thresholds NodeConfig asks for ([`thresholds`]).
+//! Functional core: the thresholds NodeConfig asks for ([`thresholds`]),
+//! the signals and the pressure they make ([`signals`]), the order pods go
+//! in ([`rank`]), local storage limits ([`local_storage`]). Shell: the loop
+//! ([`run`]) and the orders it hands the pods' workers ([`orders`]).
+pub mod local_storage;
+pub mod orders;
+pub mod rank;
+pub mod run;
+pub mod signals;
 pub mod thresholds;

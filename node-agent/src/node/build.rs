@@ -19,7 +19,7 @@ use nodeconfig_crds::{NodeTaint, PodsSpec, TaintEffect};
 
 use crate::config::plan::AGENT_MANAGED_LABEL;
 use crate::edge::host::HostFacts;
-use crate::reports::{RuntimeHealth, RuntimeReport};
+use crate::reports::{PressureReport, RuntimeHealth, RuntimeReport};
 
 /// `nodeInfo.kubeletVersion`: the Kubernetes version the agent implements, with
 /// the agent's own as semver build metadata (so version comparisons of the
@@ -70,6 +70,8 @@ pub struct NodeInputs<'a> {
     pub host: &'a HostFacts,
     pub pods: &'a PodsSpec,
     pub runtime: &'a RuntimeReport,
+    /// The eviction loop's pressure conditions.
+    pub pressure: &'a PressureReport,
     /// The port of the agent's kubelet endpoint (logs, exec), published as
     /// the Node's daemon endpoint so the API server can reach it.
     pub kubelet_port: Option<u16>,
@@ -220,7 +222,7 @@ pub fn desired_status(
         addresses: Some(addresses),
         capacity: Some(capacity),
         allocatable: Some(allocatable),
-        conditions: Some(conditions(inputs.runtime, existing, now)),
+        conditions: Some(conditions(inputs.runtime, inputs.pressure, existing, now)),
         node_info: Some(NodeSystemInfo {
             architecture: host.architecture.clone(),
             boot_id: host.boot_id.clone(),
@@ -245,10 +247,11 @@ pub fn desired_status(
 
 /// The kubelet's node conditions. Ready follows the runtime as the kubelet's
 /// does (runtime down or its network not ready makes the node NotReady); the
-/// pressure conditions are False (the agent does not evict yet);
-/// NetworkUnavailable follows the runtime's NetworkReady.
+/// pressure conditions follow the eviction loop, with the kubelet's reasons
+/// and messages; NetworkUnavailable follows the runtime's NetworkReady.
 fn conditions(
     runtime: &RuntimeReport,
+    pressure: &PressureReport,
     existing: &[NodeCondition],
     now: &Time,
 ) -> Vec<NodeCondition> {
@@ -267,24 +270,51 @@ fn conditions(
     };
     let network_unavailable = matches!(runtime.health, RuntimeHealth::NetworkNotReady { .. });
     let wanted: [(&str, bool, &str, String); 5] = [
-        (
-            "MemoryPressure",
-            false,
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available".into(),
-        ),
-        (
-            "DiskPressure",
-            false,
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure".into(),
-        ),
-        (
-            "PIDPressure",
-            false,
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available".into(),
-        ),
+        if pressure.memory {
+            (
+                "MemoryPressure",
+                true,
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available".into(),
+            )
+        } else {
+            (
+                "MemoryPressure",
+                false,
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available".into(),
+            )
+        },
+        if pressure.disk {
+            (
+                "DiskPressure",
+                true,
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure".into(),
+            )
+        } else {
+            (
+                "DiskPressure",
+                false,
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure".into(),
+            )
+        },
+        if pressure.pid {
+            (
+                "PIDPressure",
+                true,
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available".into(),
+            )
+        } else {
+            (
+                "PIDPressure",
+                false,
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available".into(),
+            )
+        },
         (
             "Ready",
             ready,
@@ -546,6 +576,14 @@ mod tests {
     }
 
     fn with<T>(health: RuntimeHealth, f: impl FnOnce(&NodeInputs<'_>) -> T) -> T {
+        with_pressure(health, &PressureReport::default(), f)
+    }
+
+    fn with_pressure<T>(
+        health: RuntimeHealth,
+        pressure: &PressureReport,
+        f: impl FnOnce(&NodeInputs<'_>) -> T,
+    ) -> T {
         let host = host();
         let pods = pods();
         let runtime = runtime(health);
@@ -555,9 +593,45 @@ mod tests {
             host: &host,
             pods: &pods,
             runtime: &runtime,
+            pressure,
             kubelet_port: Some(10250),
         };
         f(&inputs)
+    }
+
+    #[test]
+    fn pressure_conditions_follow_the_eviction_loop_in_the_kubelets_words() {
+        let pressure = PressureReport {
+            measured: true,
+            memory: true,
+            disk: false,
+            pid: true,
+            crossed: String::new(),
+        };
+        let status = with_pressure(RuntimeHealth::Ready, &pressure, |i| {
+            desired_status(i, &[], &at(1))
+        });
+        let memory = condition(&status, "MemoryPressure");
+        assert_eq!(memory.status, "True");
+        assert_eq!(
+            memory.reason.as_deref(),
+            Some("KubeletHasInsufficientMemory")
+        );
+        assert_eq!(
+            memory.message.as_deref(),
+            Some("kubelet has insufficient memory available")
+        );
+        let disk = condition(&status, "DiskPressure");
+        assert_eq!(
+            (disk.status.as_str(), disk.reason.as_deref()),
+            ("False", Some("KubeletHasNoDiskPressure"))
+        );
+        assert_eq!(
+            condition(&status, "PIDPressure").reason.as_deref(),
+            Some("KubeletHasInsufficientPID")
+        );
+        // Pressure is not unreadiness.
+        assert_eq!(condition(&status, "Ready").status, "True");
     }
 
     fn condition<'n>(status: &'n NodeStatus, type_: &str) -> &'n NodeCondition {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::host::HostFacts;
 use crate::node::build::{self, NodeInputs, PodCidrPlan};
-use crate::reports::{ConfigReport, NodeProblem, NodeReport, RuntimeReport};
+use crate::reports::{ConfigReport, NodeProblem, NodeReport, PressureReport, RuntimeReport};
 use crate::serve::metrics::{Metrics, WriteResult};
 use crate::FIELD_MANAGER;
 
@@ -55,6 +55,8 @@ pub struct NodeSync {
     pub host: HostFacts,
     pub config: watch::Receiver<ConfigReport>,
     pub runtime: watch::Receiver<RuntimeReport>,
+    /// The eviction loop's pressure conditions.
+    pub pressure: watch::Receiver<PressureReport>,
     pub report: watch::Sender<NodeReport>,
     /// The Node as owner of its Lease; None while the agent does not keep the Node.
     pub owner: watch::Sender<Option<OwnerReference>>,
@@ -84,10 +86,12 @@ impl NodeSync {
                 _ = tick.tick() => {}
                 changed = self.config.changed() => if changed.is_err() { return },
                 changed = self.runtime.changed() => if changed.is_err() { return },
+                changed = self.pressure.changed() => if changed.is_err() { return },
             }
             self.heartbeat.beat();
             let config = self.config.borrow_and_update().clone();
             let runtime = self.runtime.borrow_and_update().clone();
+            let pressure = self.pressure.borrow_and_update().clone();
             if config.mode != Some(NodeMode::Kubelet) {
                 self.owner.send_if_modified(|o| o.take().is_some());
                 self.report
@@ -102,7 +106,7 @@ impl NodeSync {
             }
             let default_pods = PodsSpec::default();
             let pods = config.applied.as_ref().map_or(&default_pods, |a| &a.pods);
-            let report = match self.sync(pods, &runtime, &mut memory).await {
+            let report = match self.sync(pods, &runtime, &pressure, &mut memory).await {
                 Ok(problems) => NodeReport {
                     registered: true,
                     problems,
@@ -139,6 +143,7 @@ impl NodeSync {
         &self,
         pods: &PodsSpec,
         runtime: &RuntimeReport,
+        pressure: &PressureReport,
         memory: &mut Memory,
     ) -> Result<Vec<NodeProblem>, NodeSyncError> {
         let now = Time(Timestamp::now());
@@ -148,6 +153,7 @@ impl NodeSync {
             host: &self.host,
             pods,
             runtime,
+            pressure,
             kubelet_port: self.kubelet_port,
         };
         let mut problems = Vec::new();

@@ -36,10 +36,17 @@ pub fn exceeded(pod: &Pod, now: Timestamp) -> bool {
 /// after its containers were killed: phase `Failed` with the kubelet's
 /// reason and message, and each container's last termination as its state
 /// (nothing restarts in a failed pod).
-pub fn failed_status(mut status: PodStatus) -> PodStatus {
+pub fn failed_status(status: PodStatus) -> PodStatus {
+    failed_with(status, REASON, MESSAGE)
+}
+
+/// The status of a pod the node failed for `reason` (a deadline, an
+/// eviction): phase `Failed` with the reason and message, and each
+/// container's last termination as its state.
+pub fn failed_with(mut status: PodStatus, reason: &str, message: &str) -> PodStatus {
     status.phase = Some("Failed".into());
-    status.reason = Some(REASON.into());
-    status.message = Some(MESSAGE.into());
+    status.reason = Some(reason.into());
+    status.message = Some(message.into());
     let terminal = |statuses: &mut Option<Vec<ContainerStatus>>| {
         for c in statuses.iter_mut().flatten() {
             let waiting = c.state.as_ref().is_some_and(|s| s.waiting.is_some());

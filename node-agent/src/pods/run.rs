@@ -33,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::edge::cri_handle::CriHandle;
+use crate::eviction::orders::EvictionOrders;
+use crate::eviction::run::EvictionLoop;
 use crate::locked::Locked;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
 use crate::pods::container_runtime::Fingerprint;
@@ -43,7 +45,7 @@ use crate::pods::events::PodEvents;
 use crate::pods::probes::manager::ProbeManager;
 use crate::pods::volumes::manager::VolumeManager;
 use crate::pods::worker::{remove_pod_logs, PodEnv, PodWorker};
-use crate::reports::{ConfigReport, PodsReport};
+use crate::reports::{ConfigReport, PodsReport, PressureReport};
 use crate::serve::health::LoopHeartbeat;
 use crate::serve::metrics::Metrics;
 
@@ -136,6 +138,9 @@ pub struct PodsLoop {
     /// The NodeConfig in force (cluster DNS for new sandboxes).
     pub config: watch::Receiver<ConfigReport>,
     pub report: watch::Sender<PodsReport>,
+    /// Where the eviction loop, run beside the pods, publishes the node's
+    /// pressure (`None`: no eviction).
+    pub pressure: Option<watch::Sender<PressureReport>>,
     /// Counts pod workers that panicked.
     pub metrics: Metrics,
     pub heartbeat: LoopHeartbeat,
@@ -146,7 +151,7 @@ struct WorkerHandle {
 }
 
 impl PodsLoop {
-    pub async fn run(self, cancel: CancellationToken) {
+    pub async fn run(mut self, cancel: CancellationToken) {
         let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<String>();
         let host_dns =
             parse_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
@@ -190,6 +195,7 @@ impl PodsLoop {
             node_cache: Mutex::new(None),
             services_cache: Mutex::new(BTreeMap::new()),
             allocations: Default::default(),
+            evictions: EvictionOrders::default(),
         });
 
         let api = Api::<Pod>::all(self.client.clone());
@@ -205,6 +211,26 @@ impl PodsLoop {
                 })
                 .reflect(writer),
         );
+
+        if let Some(report) = self.pressure.take() {
+            let eviction = EvictionLoop {
+                cri: self.cri.clone(),
+                pods: store.clone(),
+                orders: env.evictions.clone(),
+                wake: wake_tx.clone(),
+                config: self.config.clone(),
+                root_dir: self.root_dir.clone(),
+                pod_logs_dir: self.pod_logs_dir.clone(),
+                events: env.events.clone(),
+                node_name: self.node_name.clone(),
+                report,
+            };
+            tokio::spawn(
+                eviction
+                    .run(cancel.clone())
+                    .instrument(tracing::info_span!("loop", name = "eviction")),
+            );
+        }
 
         let mut dispatch = Dispatch::new();
         let mut workers: HashMap<String, WorkerHandle> = HashMap::new();

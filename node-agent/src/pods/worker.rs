@@ -18,6 +18,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 
+use crate::eviction::orders::{evicted_status, EvictionOrder, EvictionOrders};
+use crate::eviction::rank;
 use crate::locked::Locked;
 use crate::pods::active_deadline;
 use crate::pods::admit::{admit, Admission};
@@ -107,6 +109,8 @@ pub struct PodEnv {
     pub services_cache: Mutex<BTreeMap<String, ServicesSnapshot>>,
     /// What each pod was allocated and its containers given (in-place resize).
     pub allocations: Allocations,
+    /// Pods the eviction loop ordered evicted.
+    pub evictions: EvictionOrders,
 }
 
 /// One namespace's Services and when they were listed.
@@ -240,16 +244,22 @@ impl PodWorker {
     /// One sync of the pod (`None`: it is gone from the API).
     pub async fn sync(&mut self, pod: Option<Arc<Pod>>, pods_on_node: &[Arc<Pod>]) -> Next {
         let Some(pod) = pod else {
+            self.env.evictions.done(&self.uid);
             return self.clean_up_orphan().await;
         };
         if pod.metadata.deletion_timestamp.is_some() {
+            self.env.evictions.done(&self.uid);
             return self.terminate(&pod).await;
         }
         if is_terminal(&pod) {
+            self.env.evictions.done(&self.uid);
             // Finished (or rejected): nothing may run again.
             self.stop_everything(&pod, grace_seconds(&pod)).await;
             self.env.probes.remove_pod(&self.uid);
             return Next::Requeue(None);
+        }
+        if let Some(order) = self.env.evictions.get(&self.uid) {
+            return self.evict(&pod, &order).await;
         }
         if !self.admitted(&pod, pods_on_node).await {
             return Next::Requeue(None);
@@ -457,6 +467,50 @@ impl PodWorker {
             Ok(()) => Next::Requeue(None),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot write the DeadlineExceeded status; retrying");
+                Next::Requeue(Some(RETRY))
+            }
+        }
+    }
+
+    /// The eviction loop ordered the pod evicted (the kubelet's `evictPod`):
+    /// an `Evicted` warning, the containers killed within the order's grace
+    /// period, and the `Failed`/`Evicted` status; the order is done once the
+    /// API has it.
+    async fn evict(&mut self, pod: &Pod, order: &EvictionOrder) -> Next {
+        tracing::info!(message = %order.message, "evicting the pod");
+        let env = self.env.clone();
+        env.events
+            .warning(pod, None, rank::REASON, order.message.clone());
+        env.probes.remove_pod(&self.uid);
+        self.stop_everything(pod, order.grace_seconds).await;
+        let Ok(rt) = env.cri.pod(&self.uid).await else {
+            return Next::Requeue(Some(RETRY));
+        };
+        let host_ip = env.node_ip.map(|ip| ip.to_string());
+        let now = Timestamp::now();
+        let computed = api_status(&StatusInputs {
+            pod,
+            runtime: &rt.view,
+            probe_ready: &BTreeSet::new(),
+            not_started: &BTreeSet::new(),
+            waiting: &BTreeMap::new(),
+            pod_ips: &rt.ips,
+            host_ip: host_ip.as_deref(),
+            now,
+        });
+        let status = evicted_status(
+            computed,
+            order,
+            pod.metadata.generation,
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+        );
+        match self.patch_status(pod, &status).await {
+            Ok(()) => {
+                env.evictions.done(&self.uid);
+                Next::Requeue(None)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot write the Evicted status; retrying");
                 Next::Requeue(Some(RETRY))
             }
         }

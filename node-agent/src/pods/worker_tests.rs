@@ -200,6 +200,7 @@ fn harness() -> Harness {
         node_cache: Mutex::new(None),
         services_cache: Mutex::new(BTreeMap::new()),
         allocations: Default::default(),
+        evictions: Default::default(),
     });
     Harness {
         runtime,

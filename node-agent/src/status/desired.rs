@@ -33,8 +33,8 @@ use nodeconfig_crds::conditions::{set_condition, types, ConditionStatus, NewCond
 use nodeconfig_crds::{AgentStatus, NodeConfigStatus, NodeMode, PodsStatus, ProxyStatus};
 
 use crate::reports::{
-    ConfigReport, ConfigState, NodeReport, PodsReport, ProxyReport, ProxyState, RuntimeHealth,
-    RuntimeReport,
+    ConfigReport, ConfigState, NodeReport, PodsReport, PressureReport, ProxyReport, ProxyState,
+    RuntimeHealth, RuntimeReport,
 };
 
 /// The condition types this agent writes; other types in status are left alone.
@@ -59,6 +59,8 @@ pub struct StatusInputs<'a> {
     pub proxy: &'a ProxyReport,
     /// The pod loop's counts; `None` when the agent runs no pods (Companion mode).
     pub pods: Option<&'a PodsReport>,
+    /// The eviction loop's pressure; `None` in Companion mode.
+    pub pressure: Option<&'a PressureReport>,
     /// spec.mode as observed: the mode shown until the agent runs with an applied one.
     pub spec_mode: NodeMode,
 }
@@ -83,6 +85,7 @@ pub fn desired_status(
     let ready = ready(&config, &runtime, inputs.proxy.enabled.then_some(&proxy));
     let degraded = degraded(inputs.config, inputs.node);
     let pods = inputs.pods.map(pods_ready);
+    let pressure = inputs.pressure.filter(|p| p.measured).map(pressure);
     let conditions = [
         (types::READY, Some(ready)),
         (types::CONFIG_APPLIED, Some(config)),
@@ -90,6 +93,7 @@ pub fn desired_status(
         (types::PODS_READY, pods),
         (types::PROXY_READY, Some(proxy)),
         (types::DEGRADED, Some(degraded)),
+        (types::PRESSURE, pressure),
     ]
     .into_iter()
     .filter_map(|(type_, verdict)| verdict.map(|v| (type_, v)))
@@ -122,6 +126,32 @@ pub fn desired_status(
         runtime: inputs.runtime.status(),
         pods: inputs.pods.filter(|p| p.synced).map(pods_status),
         proxy: proxy_status(inputs.proxy),
+    }
+}
+
+/// Pressure: the Node's pressure conditions in one, the thresholds crossed
+/// in the message (their levels, not what is left, so a node under pressure
+/// is not written every pass).
+fn pressure(report: &PressureReport) -> Verdict {
+    let on = report.conditions();
+    match on.first() {
+        None => Verdict {
+            status: ConditionStatus::False,
+            reason: "NoPressure",
+            message: "no eviction threshold is crossed".into(),
+        },
+        Some(first) => Verdict {
+            status: ConditionStatus::True,
+            reason: first,
+            message: if report.crossed.is_empty() {
+                format!(
+                    "{} (within evictionPressureTransitionPeriod of the last crossing)",
+                    on.join(", ")
+                )
+            } else {
+                format!("{}: {}", on.join(", "), report.crossed)
+            },
+        },
     }
 }
 
@@ -557,6 +587,7 @@ mod tests {
             node: &node,
             proxy,
             pods: None,
+            pressure: None,
             spec_mode: NodeMode::Companion,
         };
         desired_status(inputs, current, at(now))
@@ -795,6 +826,7 @@ mod tests {
                 node: &node,
                 proxy: &proxy,
                 pods: Some(pods),
+                pressure: None,
                 spec_mode: NodeMode::Kubelet,
             };
             desired_status(inputs, &NodeConfigStatus::default(), at(1))
@@ -1062,6 +1094,7 @@ mod tests {
             node: &node,
             proxy: &proxy,
             pods: None,
+            pressure: None,
             spec_mode: NodeMode::Kubelet,
         };
         let status = desired_status(inputs, &NodeConfigStatus::default(), at(1));
@@ -1071,5 +1104,50 @@ mod tests {
             ("True", "NodeTaintsForbidden")
         );
         assert_eq!(condition(&status, types::READY).status, "True");
+    }
+
+    #[test]
+    fn pressure_is_one_condition_naming_the_nodes_pressure_conditions() {
+        let config = config_applied_at(1);
+        let runtime = runtime_ready_report();
+        let proxy = ProxyReport::default();
+        let node = NodeReport::default();
+        let status_with = |pressure: &PressureReport| {
+            let inputs = StatusInputs {
+                config: &config,
+                runtime: &runtime,
+                node: &node,
+                proxy: &proxy,
+                pods: None,
+                pressure: Some(pressure),
+                spec_mode: NodeMode::Kubelet,
+            };
+            desired_status(inputs, &NodeConfigStatus::default(), at(1))
+        };
+        let none = status_with(&PressureReport::default());
+        assert!(find_condition(&none.conditions, types::PRESSURE).is_none());
+        let calm = status_with(&PressureReport {
+            measured: true,
+            ..Default::default()
+        });
+        assert_eq!(condition(&calm, types::PRESSURE).reason, "NoPressure");
+        let pressed = status_with(&PressureReport {
+            measured: true,
+            memory: true,
+            disk: true,
+            pid: false,
+            crossed: "memory.available is below its threshold of 1Gi".into(),
+        });
+        let c = condition(&pressed, types::PRESSURE);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "MemoryPressure")
+        );
+        assert_eq!(
+            c.message,
+            "MemoryPressure, DiskPressure: memory.available is below its threshold of 1Gi"
+        );
+        // Pressure is reported, not a failure: the node stays Ready.
+        assert_eq!(condition(&pressed, types::READY).status, "True");
     }
 }

@@ -17,7 +17,9 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::reports::{ConfigReport, NodeReport, PodsReport, ProxyReport, RuntimeReport};
+use crate::reports::{
+    ConfigReport, NodeReport, PodsReport, PressureReport, ProxyReport, RuntimeReport,
+};
 use crate::serve::health::LoopHeartbeat;
 use crate::serve::metrics::{Metrics, WriteResult};
 use crate::status::desired::{
@@ -41,6 +43,8 @@ pub struct StatusWriter {
     pub proxy: watch::Receiver<ProxyReport>,
     /// The pod loop's counts (Kubelet mode only).
     pub pods: Option<watch::Receiver<PodsReport>>,
+    /// The eviction loop's pressure (Kubelet mode).
+    pub pressure: Option<watch::Receiver<PressureReport>>,
     pub observed: watch::Receiver<Option<Arc<NodeConfig>>>,
     pub metrics: Metrics,
     pub heartbeat: LoopHeartbeat,
@@ -96,6 +100,7 @@ impl StatusWriter {
                 r = self.node.changed() => if r.is_err() { return },
                 r = self.proxy.changed() => if r.is_err() { return },
                 r = changed(&mut self.pods) => if r.is_err() { return },
+                r = changed(&mut self.pressure) => if r.is_err() { return },
                 r = self.observed.changed() => if r.is_err() { return },
             }
             self.heartbeat.beat();
@@ -109,6 +114,10 @@ impl StatusWriter {
             let node = self.node.borrow_and_update().clone();
             let proxy = self.proxy.borrow_and_update().clone();
             let pods = self.pods.as_mut().map(|p| p.borrow_and_update().clone());
+            let pressure = self
+                .pressure
+                .as_mut()
+                .map(|p| p.borrow_and_update().clone());
             let Some(observed) = self.observed.borrow_and_update().clone() else {
                 // No NodeConfig: nothing to write to.
                 continue;
@@ -129,6 +138,7 @@ impl StatusWriter {
                 node: &node,
                 proxy: &proxy,
                 pods: pods.as_ref(),
+                pressure: pressure.as_ref(),
                 spec_mode: observed.spec.mode,
             };
             let desired = desired_status(inputs, &current, Time(Timestamp::now()));
