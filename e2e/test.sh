@@ -53,6 +53,9 @@ finish() {
   exit "$rc"
 }
 trap finish EXIT
+# One node run by the real kubelet, where the Companion agent runs
+# (e2e/tests/companion.rs); it adds about 5 s to the cluster's start.
+export NODECONFIG_KUBELET_NODES="${NODECONFIG_KUBELET_NODES:-1}"
 e2e/cluster up
 
 echo "== end-to-end tests"

@@ -180,9 +180,11 @@ _kubelet_node_up() {
 }
 
 _kubelet_nodes_up() {
-  local i
+  local i t0
   for i in $(kubelet_node_indexes); do
+    t0=$(date +%s%N)
     _kubelet_node_up "$i" || exit 1
+    log "$(node_name "$i"): Ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms (node namespace, containerd, images, kubelet)"
   done
 }
 
