@@ -200,6 +200,12 @@ impl Caches {
         self.triggers.subscribe()
     }
 
+    /// Has every Node reconciled again, for a change that concerns them all.
+    pub fn trigger_all(&self) {
+        // Fails only when no controller listens: nothing to do then.
+        let _ = self.triggers.send(Trigger::AllNodes);
+    }
+
     /// A cached Lease of the operator's namespace or of `kube-node-lease`.
     pub fn lease(&self, key: &LeaseKey) -> Option<Arc<Lease>> {
         let store = if key.namespace == NODE_LEASE_NAMESPACE {

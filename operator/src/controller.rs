@@ -19,16 +19,18 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 use nodeconfig_crds::conditions::{find_condition, types};
-use nodeconfig_crds::NodeConfig;
+use nodeconfig_crds::{NodeConfig, NodeMode};
 use tokio::sync::broadcast;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::cache::{Caches, NodeMeta, Trigger};
 use crate::daemonset;
+use crate::defaults::Defaults;
 use crate::error::{kube as kube_err, Error};
 use crate::liveness::{self, Verdict};
 use crate::metrics::{Metrics, ReconcileResult};
 use crate::nodeconfig::{self, NodeConfigPlan, NodeFacts, FIELD_MANAGER};
+use crate::rollout;
 use crate::skew;
 
 /// A Node is reconciled at least this often, whatever happens.
@@ -48,6 +50,8 @@ pub struct Context {
     metrics: Arc<Metrics>,
     /// What this term remembers per Node; forgotten when the Node goes.
     memory: Mutex<HashMap<String, NodeMemory>>,
+    /// Why the agent rollout was stopped, while it is.
+    rollout_stall: Mutex<Option<String>>,
 }
 
 /// What a leadership term remembers of one Node.
@@ -95,6 +99,7 @@ pub async fn run_leader_term(
         caches,
         metrics,
         memory: Mutex::new(HashMap::new()),
+        rollout_stall: Mutex::new(None),
     });
     info!("leading: reconciling Nodes, the agent DaemonSet and the defaults");
     tokio::join!(
@@ -253,7 +258,11 @@ async fn report_version_skew(
     let status = nc.status.as_ref();
     let current = status.and_then(|s| find_condition(&s.conditions, types::AGENT_UP_TO_DATE));
     let reported = status.and_then(|s| s.agent.as_ref());
-    let Some(condition) = skew::up_to_date_condition(desired, reported, current, Timestamp::now())
+    let stall = ctx.rollout_stall.lock().ok().and_then(|s| s.clone());
+    let stall = stall.filter(|_| nc.spec.mode == NodeMode::Companion);
+    let now = Timestamp::now();
+    let Some(condition) =
+        skew::up_to_date_condition(desired, reported, stall.as_deref(), current, now)
     else {
         return Ok(());
     };
@@ -359,7 +368,8 @@ async fn watch_liveness(
 }
 
 /// Keeps the node-agent DaemonSet as the defaults say: applied when a term starts, when the
-/// defaults change, and when someone else changes or deletes it.
+/// defaults change, and when someone else changes or deletes it; follows its rollout and stops
+/// one that makes no progress within the defaults' `agent.progressDeadline`.
 async fn run_agent_rollout(ctx: Arc<Context>) {
     let namespace = ctx.caches.namespace.clone();
     let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -374,31 +384,82 @@ async fn run_agent_rollout(ctx: Arc<Context>) {
     let mut applied_generation: Option<i64> = None;
     let mut applied_spec: Option<DaemonSet> = None;
     let mut due = true;
+    // Made from the DaemonSet in the cluster before the first apply, so that a stop decided by
+    // an earlier leader holds.
+    let mut tracker: Option<rollout::Tracker> = None;
+    let mut progress: Option<rollout::Progress> = None;
     loop {
-        if due {
-            let desired = daemonset::desired(&namespace, &ctx.caches.current_defaults());
-            match apply_daemonset(&ctx, &api, &desired).await {
-                Ok(generation) => {
-                    applied_generation = generation;
-                    applied_spec = Some(desired);
-                    due = false;
+        let defaults = ctx.caches.current_defaults();
+        if tracker.is_none() {
+            match api.get_opt(daemonset::NAME).await {
+                Ok(found) => {
+                    let stalled = found.as_ref().and_then(rollout::stalled_image);
+                    let t = rollout::Tracker::new(&defaults.agent.image, stalled, Instant::now());
+                    if let rollout::Phase::Stalled(message) = t.phase() {
+                        set_rollout_stall(&ctx, Some(message.clone()));
+                    }
+                    tracker = Some(t);
                 }
-                Err(error) => {
-                    warn!(%error, "applying the node-agent DaemonSet failed; retrying");
-                    ctx.metrics.reconcile_failed(error.metric_label());
+                Err(error) => warn!(%error, "reading the node-agent DaemonSet failed; retrying"),
+            }
+        }
+        if let Some(t) = tracker.as_mut() {
+            let was_stalled = t.stalled();
+            t.target(&defaults.agent.image, Instant::now());
+            if was_stalled && !t.stalled() {
+                set_rollout_stall(&ctx, None);
+                due = true;
+            }
+        }
+        if due {
+            if let Some(t) = &tracker {
+                let desired = desired_daemonset(&namespace, &defaults, t);
+                match apply_daemonset(&ctx, &api, &desired).await {
+                    Ok(generation) => {
+                        applied_generation = generation;
+                        applied_spec = Some(desired);
+                        due = false;
+                    }
+                    Err(error) => {
+                        warn!(%error, "applying the node-agent DaemonSet failed; retrying");
+                        ctx.metrics.reconcile_failed(error.metric_label());
+                    }
                 }
             }
         }
-        let retry = tokio::time::sleep(if due { RETRY } else { RESYNC });
+        let deadline = defaults.agent.progress_deadline;
+        let wait = if due || tracker.is_none() {
+            RETRY
+        } else {
+            RESYNC
+        };
+        let deadline_in = tracker
+            .as_ref()
+            .and_then(|t| t.deadline_in(deadline, Instant::now()));
+        let timer = tokio::time::sleep(deadline_in.map_or(wait, |d| d.min(wait)));
         tokio::select! {
-            _ = retry => due = true,
+            _ = timer => {
+                if deadline_in.is_some_and(|d| d < wait) {
+                    due = follow_rollout(&ctx, tracker.as_mut(), progress.as_ref(), deadline).await || due;
+                } else {
+                    due = true;
+                }
+            }
             changed = defaults_rx.changed() => {
                 if changed.is_err() { return; }
-                let desired = daemonset::desired(&namespace, &defaults_rx.borrow_and_update().defaults);
-                due = due || applied_spec.as_ref() != Some(&desired);
+                let defaults = defaults_rx.borrow_and_update().defaults.clone();
+                if let Some(t) = tracker.as_mut() {
+                    t.target(&defaults.agent.image, Instant::now());
+                    let desired = desired_daemonset(&namespace, &defaults, t);
+                    due = due || applied_spec.as_ref() != Some(&desired);
+                }
             }
             event = events.next() => match event {
-                Some(Ok(Event::Apply(ds) | Event::InitApply(ds))) => due = due || ds.metadata.generation != applied_generation,
+                Some(Ok(Event::Apply(ds) | Event::InitApply(ds))) => {
+                    due = due || ds.metadata.generation != applied_generation;
+                    progress = rollout::Progress::of(&ds);
+                    due = follow_rollout(&ctx, tracker.as_mut(), progress.as_ref(), deadline).await || due;
+                }
                 Some(Ok(Event::Delete(_))) => due = true,
                 Some(Ok(Event::Init)) => {}
                 Some(Ok(Event::InitDone)) => {}
@@ -406,6 +467,98 @@ async fn run_agent_rollout(ctx: Arc<Context>) {
                 None => return,
             },
         }
+    }
+}
+
+/// The DaemonSet the defaults ask for, stopped when its rollout stalled.
+fn desired_daemonset(
+    namespace: &str,
+    defaults: &Defaults,
+    tracker: &rollout::Tracker,
+) -> DaemonSet {
+    let mut desired = daemonset::desired(namespace, defaults);
+    if tracker.stalled() {
+        rollout::stop(&mut desired, &defaults.agent.image);
+    }
+    desired
+}
+
+/// Takes in the DaemonSet's progress; on a change of phase, says so (Events, the lagging
+/// nodes' conditions, the metric). Returns whether the DaemonSet must be applied again.
+async fn follow_rollout(
+    ctx: &Context,
+    tracker: Option<&mut rollout::Tracker>,
+    progress: Option<&rollout::Progress>,
+    deadline: Duration,
+) -> bool {
+    let (Some(tracker), Some(progress)) = (tracker, progress) else {
+        return false;
+    };
+    let Some(phase) = tracker.observe(progress, deadline, Instant::now()) else {
+        return false;
+    };
+    let image = ctx.caches.current_defaults().agent.image.clone();
+    let ds = ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some("DaemonSet".into()),
+        name: Some(daemonset::NAME.into()),
+        namespace: Some(ctx.caches.namespace.clone()),
+        ..ObjectReference::default()
+    };
+    match phase {
+        rollout::Phase::Stalled(message) => {
+            warn!(%message, "agent rollout stalled; stopping it");
+            set_rollout_stall(ctx, Some(message.clone()));
+            let note = format!(
+                "{message}; the rollout is stopped (updateStrategy OnDelete): set another agent.image or agent.version to roll again"
+            );
+            publish(
+                ctx,
+                &ds,
+                EventType::Warning,
+                rollout::STALLED,
+                "StopRollout",
+                note,
+            )
+            .await;
+            true
+        }
+        rollout::Phase::Complete => {
+            info!(%image, agents = progress.desired, "agent rollout complete");
+            let note = format!(
+                "all {} scheduled agents run {image} and are available",
+                progress.desired
+            );
+            publish(
+                ctx,
+                &ds,
+                EventType::Normal,
+                rollout::COMPLETE,
+                "Rollout",
+                note,
+            )
+            .await;
+            false
+        }
+        rollout::Phase::Progressing => false,
+    }
+}
+
+/// Records whether the agent rollout is stopped, for the lagging nodes' conditions, and has
+/// every Node looked at again when that changes.
+fn set_rollout_stall(ctx: &Context, stall: Option<String>) {
+    ctx.metrics
+        .agent_rollout_stalled
+        .set(i64::from(stall.is_some()));
+    let changed = match ctx.rollout_stall.lock() {
+        Ok(mut current) if *current != stall => {
+            *current = stall;
+            true
+        }
+        _ => false,
+    };
+    if changed {
+        ctx.caches.trigger_all();
     }
 }
 

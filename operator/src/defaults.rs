@@ -9,6 +9,7 @@
 //!   maxUnavailable: 1       # or a percentage such as "10%"
 //!   criEndpoint: unix:///run/containerd/containerd.sock   # may name $(NODE_NAME)
 //!   apiServer: 10.0.0.1:6443  # optional: host:port the agent pods reach the API server at
+//!   progressDeadline: 10m   # a rollout with no progress for this long is stopped
 //! heartbeatGracePeriod: 50s
 //! ```
 //!
@@ -33,6 +34,8 @@ pub const CONFIG_KEY: &str = "config.yaml";
 const DEFAULT_AGENT_IMAGE: &str = "nodeconfig.local/node-agent:0.1.0";
 const DEFAULT_CRI_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(50);
+/// A Deployment's default progressDeadlineSeconds.
+const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 
 /// What the operator applies to the cluster, from its ConfigMap.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +64,9 @@ pub struct AgentDefaults {
     /// Service's ClusterIP: on a node without kube-proxy that address works only once the
     /// agent itself programs it (as Cilium's `k8sServiceHost` and `k8sServicePort`).
     pub api_server: Option<ApiServer>,
+    /// A rollout that updates no more agents and makes none more available for this long is
+    /// stopped (the DaemonSet turns `OnDelete`) until the image or version changes.
+    pub progress_deadline: Duration,
 }
 
 /// An API server address the agent pods reach directly.
@@ -102,6 +108,7 @@ impl Default for Defaults {
                 max_unavailable: IntOrString::Int(1),
                 cri_endpoint: DEFAULT_CRI_ENDPOINT.to_string(),
                 api_server: None,
+                progress_deadline: DEFAULT_PROGRESS_DEADLINE,
             },
             heartbeat_grace_period: DEFAULT_GRACE_PERIOD,
         }
@@ -181,6 +188,17 @@ impl Defaults {
             if let Some(address) = agent.api_server {
                 defaults.agent.api_server = Some(parse_api_server(&address)?);
             }
+            if let Some(deadline) = agent.progress_deadline {
+                let deadline = parse_duration(&deadline)
+                    .map_err(|e| invalid("agent.progressDeadline", e.to_string()))?;
+                if deadline < Duration::from_secs(10) {
+                    return Err(invalid(
+                        "agent.progressDeadline",
+                        format!("{} is shorter than 10s", format_duration(deadline)),
+                    ));
+                }
+                defaults.agent.progress_deadline = deadline;
+            }
         }
 
         if let Some(grace) = raw.heartbeat_grace_period {
@@ -259,6 +277,7 @@ fn parse_api_server(address: &str) -> Result<ApiServer, DefaultsError> {
         host: host.to_string(),
         port,
     })
+    progress_deadline: Option<String>,
 }
 
 /// The spec fields must be NodeConfigSpec fields of the right types, and never the ones the
@@ -500,8 +519,11 @@ heartbeatGracePeriod: 1m
     fn absent_fields_keep_their_defaults() {
         let d = Defaults::from_yaml("agent:\n  maxUnavailable: 3\n").expect("valid");
         assert_eq!(d.agent.image, DEFAULT_AGENT_IMAGE);
+        assert_eq!(d.agent.progress_deadline, Duration::from_secs(600));
         assert_eq!(d.agent.max_unavailable, IntOrString::Int(3));
         assert_eq!(d.heartbeat_grace_period, DEFAULT_GRACE_PERIOD);
+        let d = Defaults::from_yaml("agent:\n  progressDeadline: 45s\n").expect("valid");
+        assert_eq!(d.agent.progress_deadline, Duration::from_secs(45));
     }
 
     #[test]
@@ -551,6 +573,8 @@ heartbeatGracePeriod: 1m
             ("agent: {apiServer: '10.0.0.1:0'}", "agent.apiServer"),
             ("agent: {apiServer: 'fd00::1:443'}", "agent.apiServer"),
             ("agent: {apiServer: '[nope]:443'}", "agent.apiServer"),
+            ("agent: {progressDeadline: soon}", "agent.progressDeadline"),
+            ("agent: {progressDeadline: 5s}", "agent.progressDeadline"),
             ("heartbeatGracePeriod: soon", "heartbeatGracePeriod"),
             ("heartbeatGracePeriod: 10ms", "heartbeatGracePeriod"),
             ("heartbeatGracePeriode: 50s", "heartbeatGracePeriode"),

@@ -11,6 +11,7 @@ mod leader;
 mod liveness;
 mod metrics;
 mod nodeconfig;
+mod rollout;
 mod server;
 mod skew;
 

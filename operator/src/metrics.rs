@@ -44,6 +44,7 @@ pub struct Metrics {
     pub defaults_invalid: Counter,
     pub defaults_valid: Gauge,
     pub agent_rollouts: Counter,
+    pub agent_rollout_stalled: Gauge,
 }
 
 impl Default for Metrics {
@@ -60,6 +61,7 @@ impl Default for Metrics {
             defaults_invalid: Counter::default(),
             defaults_valid: Gauge::default(),
             agent_rollouts: Counter::default(),
+            agent_rollout_stalled: Gauge::default(),
         };
         let registry = &mut m.registry;
         // Counters get their `_total` suffix from the encoder.
@@ -102,6 +104,11 @@ impl Default for Metrics {
             "defaults_invalid",
             "Times the defaults ConfigMap was refused (the last good defaults stay in force)",
             m.defaults_invalid.clone(),
+        );
+        registry.register(
+            "agent_rollout_stalled",
+            "1 while the node-agent rollout is stopped for want of progress, else 0",
+            m.agent_rollout_stalled.clone(),
         );
         registry.register(
             "defaults_valid",

@@ -11,6 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 use nodeconfig_crds::conditions::{types, ConditionStatus};
 use nodeconfig_crds::{AgentStatus, NodeMode};
 
+use crate::rollout;
+
 /// Field manager of the `AgentUpToDate` condition.
 pub const FIELD_MANAGER: &str = "nodeconfig-operator-version";
 /// The agent runs the desired version.
@@ -22,9 +24,11 @@ pub const NOT_REPORTED: &str = "AgentNotReported";
 
 /// The `AgentUpToDate` condition for an agent that reports `reported` when `desired` is wanted,
 /// or None when `current` already says so. The transition time moves only with the status.
+/// `stall` is why the DaemonSet's rollout was stopped, for a Companion node that lags.
 pub fn up_to_date_condition(
     desired: &str,
     reported: Option<&AgentStatus>,
+    stall: Option<&str>,
     current: Option<&Condition>,
     now: Timestamp,
 ) -> Option<Condition> {
@@ -38,6 +42,15 @@ pub fn up_to_date_condition(
             ConditionStatus::True,
             DESIRED_VERSION,
             format!("node-agent {} runs, the desired version", agent.version),
+        ),
+        Some(agent) if agent.mode == NodeMode::Companion && stall.is_some() => (
+            ConditionStatus::False,
+            rollout::STALLED,
+            format!(
+                "node-agent {} runs; {desired} is desired, but its rollout was stopped: {}",
+                agent.version,
+                stall.unwrap_or_default()
+            ),
         ),
         Some(agent) => (
             ConditionStatus::False,
@@ -94,7 +107,8 @@ mod tests {
     }
 
     fn verdict(desired: &str, reported: Option<&AgentStatus>) -> (String, String, String) {
-        let c = up_to_date_condition(desired, reported, None, at(0)).expect("a new condition");
+        let c =
+            up_to_date_condition(desired, reported, None, None, at(0)).expect("a new condition");
         assert_eq!(c.type_, "AgentUpToDate");
         (c.status, c.reason, c.message)
     }
@@ -123,9 +137,9 @@ mod tests {
     #[test]
     fn a_condition_that_already_says_so_is_not_written_again() {
         let a = agent("0.1.0", NodeMode::Kubelet);
-        let first = up_to_date_condition("0.1.0", Some(&a), None, at(0)).expect("new");
+        let first = up_to_date_condition("0.1.0", Some(&a), None, None, at(0)).expect("new");
         assert_eq!(
-            up_to_date_condition("0.1.0", Some(&a), Some(&first), at(10)),
+            up_to_date_condition("0.1.0", Some(&a), None, Some(&first), at(10)),
             None
         );
     }
@@ -133,20 +147,42 @@ mod tests {
     #[test]
     fn transition_time_moves_only_with_the_status() {
         let a = agent("0.1.0", NodeMode::Kubelet);
-        let skewed = up_to_date_condition("0.2.0", Some(&a), None, at(0)).expect("new");
+        let skewed = up_to_date_condition("0.2.0", Some(&a), None, None, at(0)).expect("new");
         // Another desired version, still skewed: new message, same transition time.
-        let still = up_to_date_condition("0.3.0", Some(&a), Some(&skewed), at(10))
+        let still = up_to_date_condition("0.3.0", Some(&a), None, Some(&skewed), at(10))
             .expect("message changed");
         assert_eq!(
             (still.status.as_str(), still.last_transition_time.0),
             ("False", at(0))
         );
         // Back to the agent's version: True from now on.
-        let current =
-            up_to_date_condition("0.1.0", Some(&a), Some(&still), at(20)).expect("status changed");
+        let current = up_to_date_condition("0.1.0", Some(&a), None, Some(&still), at(20))
+            .expect("status changed");
         assert_eq!(
             (current.status.as_str(), current.last_transition_time.0),
             ("True", at(20))
         );
+    }
+
+    #[test]
+    fn a_companion_node_that_lags_behind_a_stopped_rollout_says_why() {
+        let stall = Some("no progress for 1m: 1 of 2 agents run agent:2, 1 available");
+        let companion = agent("0.1.0", NodeMode::Companion);
+        let c = up_to_date_condition("0.2.0", Some(&companion), stall, None, at(0)).expect("new");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "RolloutStalled")
+        );
+        assert_eq!(
+            c.message,
+            "node-agent 0.1.0 runs; 0.2.0 is desired, but its rollout was stopped: no progress for 1m: 1 of 2 agents run agent:2, 1 available"
+        );
+        // A Kubelet-mode agent is not rolled by the DaemonSet; one that runs the desired version
+        // is up to date whatever the rollout.
+        let kubelet = agent("0.1.0", NodeMode::Kubelet);
+        let c = up_to_date_condition("0.2.0", Some(&kubelet), stall, None, at(0)).expect("new");
+        assert_eq!(c.reason, VERSION_SKEW);
+        let c = up_to_date_condition("0.1.0", Some(&companion), stall, None, at(0)).expect("new");
+        assert_eq!(c.reason, DESIRED_VERSION);
     }
 }
