@@ -523,7 +523,7 @@ async fn follow_rollout(
             .await;
             true
         }
-        rollout::Phase::Complete => {
+        rollout::Phase::Complete if progress.desired > 0 => {
             info!(%image, agents = progress.desired, "agent rollout complete");
             let note = format!(
                 "all {} scheduled agents run {image} and are available",
@@ -540,7 +540,7 @@ async fn follow_rollout(
             .await;
             false
         }
-        rollout::Phase::Progressing => false,
+        rollout::Phase::Complete | rollout::Phase::Progressing => false,
     }
 }
 

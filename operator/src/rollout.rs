@@ -64,6 +64,9 @@ pub struct Tracker {
     /// The (updated, available) counts last seen, and since when.
     last: Option<(i32, i32)>,
     since: Instant,
+    /// Nothing observed yet: a rollout found complete then was completed before this tracker
+    /// (another leader's term, or the previous image), so it is not announced.
+    fresh: bool,
 }
 
 impl Tracker {
@@ -82,6 +85,7 @@ impl Tracker {
             phase,
             last: None,
             since: now,
+            fresh: true,
         }
     }
 
@@ -107,6 +111,7 @@ impl Tracker {
         deadline: Duration,
         now: Instant,
     ) -> Option<Phase> {
+        let fresh = std::mem::take(&mut self.fresh);
         if self.stalled() {
             return None;
         }
@@ -129,10 +134,11 @@ impl Tracker {
         } else {
             Phase::Progressing
         };
-        (phase != self.phase).then(|| {
-            self.phase = phase.clone();
-            phase
-        })
+        if phase == self.phase {
+            return None;
+        }
+        self.phase = phase.clone();
+        (!(fresh && phase == Phase::Complete)).then_some(phase)
     }
 
     /// How long until the deadline passes with no progress, while the rollout is under way.
@@ -183,6 +189,14 @@ mod tests {
     fn a_rollout_that_moves_completes() {
         let t0 = Instant::now();
         let mut t = Tracker::new("agent:2", None, t0);
+        // The old image's rollout, complete before the new one starts, is not announced.
+        assert_eq!(t.observe(&progress(3, 3, 3), DEADLINE, t0), None);
+        assert_eq!(t.phase(), &Phase::Complete);
+        let new_spec = Progress {
+            observed: false,
+            ..progress(3, 3, 3)
+        };
+        assert_eq!(t.observe(&new_spec, DEADLINE, t0), Some(Phase::Progressing));
         assert_eq!(t.observe(&progress(3, 0, 3), DEADLINE, t0), None);
         assert_eq!(
             t.observe(&progress(3, 1, 2), DEADLINE, t0 + Duration::from_secs(50)),
