@@ -5,6 +5,7 @@
 pub mod backends;
 pub mod cluster;
 pub mod kubectl;
+pub mod kubelet_node;
 pub mod namespace;
 pub mod node;
 pub mod websocket;

@@ -246,6 +246,7 @@ struct RawAgent {
     max_unavailable: Option<IntOrString>,
     cri_endpoint: Option<String>,
     api_server: Option<String>,
+    progress_deadline: Option<String>,
 }
 
 /// `host:port`, `[v6]:port`.
@@ -277,7 +278,6 @@ fn parse_api_server(address: &str) -> Result<ApiServer, DefaultsError> {
         host: host.to_string(),
         port,
     })
-    progress_deadline: Option<String>,
 }
 
 /// The spec fields must be NodeConfigSpec fields of the right types, and never the ones the
