@@ -8,8 +8,10 @@
 //! the kubelet mounts into the DaemonSet's agent pods. The tests make such tokens
 //! with `kubectl create token --bound-object-kind Pod` for pods bound to Node
 //! objects of their own (no kubelet behind them: the pods never run, the tokens
-//! are the same).
+//! are the same), and, on a cluster with a kubelet node, take the token the
+//! kubelet mounted into the DaemonSet's agent pod there.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -17,8 +19,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{AuthInfo, Kubeconfig};
 use kube::{Api, Client, Config};
 use nodeconfig_crds::NodeConfig;
-use nodeconfig_e2e::admin_kubeconfig;
 use nodeconfig_e2e::kubectl::{create, eventually, get_json, kubectl, require_cluster};
+use nodeconfig_e2e::{admin_kubeconfig, state_dir};
 use serde_json::{json, Value};
 
 const NS: &str = "nodeconfig-system";
@@ -131,24 +133,45 @@ async fn client_with_token(token: &str) -> Client {
     Client::try_from(config).expect("client")
 }
 
-/// What the agent's status writer does: set the agent it reports in `node`'s NodeConfig.
-async fn patch_status(client: &Client, node: &str, version: &str) -> Result<(), kube::Error> {
+/// What the agent's status writer does: set the agent it reports in `node`'s
+/// NodeConfig (a dry run when `dry_run`: authorization and admission as for a write).
+async fn patch_status(
+    client: &Client,
+    node: &str,
+    version: &str,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
     let status = json!({"status": {"agent": {"version": version, "mode": "Companion"}}});
+    let params = PatchParams {
+        dry_run,
+        ..PatchParams::default()
+    };
     Api::<NodeConfig>::all(client.clone())
-        .patch_status(node, &PatchParams::default(), &Patch::Merge(&status))
+        .patch_status(node, &params, &Patch::Merge(&status))
         .await
         .map(drop)
 }
 
-/// What the agent does when its Lease is missing: create it.
-async fn create_lease(client: &Client, name: &str, holder: &str) -> Result<(), kube::Error> {
+/// What the agent does when its Lease is missing: create it (a dry run when `dry_run`).
+async fn create_lease(
+    client: &Client,
+    name: &str,
+    holder: &str,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
     let lease: Lease = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": NS},
         "spec": {"holderIdentity": holder, "leaseDurationSeconds": 40},
     }))
     .expect("lease");
     Api::<Lease>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &lease)
+        .create(
+            &PostParams {
+                dry_run,
+                ..PostParams::default()
+            },
+            &lease,
+        )
         .await
         .map(drop)
 }
@@ -214,11 +237,11 @@ fn an_agent_pods_token_writes_only_its_own_nodes_nodeconfig_status_and_lease() {
 
     // Its own node: the status and the Lease, created then renewed, as the agent does.
     runtime
-        .block_on(patch_status(&client, &a, "pod-token"))
+        .block_on(patch_status(&client, &a, "pod-token", false))
         .expect("the agent pod's token writes its own NodeConfig status");
     assert_eq!(agent_version(&a), "pod-token");
     runtime
-        .block_on(create_lease(&client, &lease_a, &a))
+        .block_on(create_lease(&client, &lease_a, &a, false))
         .expect("the agent pod's token creates its own Lease");
     runtime
         .block_on(patch_lease(&client, &lease_a, &a, false))
@@ -227,7 +250,7 @@ fn an_agent_pods_token_writes_only_its_own_nodes_nodeconfig_status_and_lease() {
     // Another node's objects, and the operator's Lease.
     let who = format!("the node-agent pod on node {a}");
     refused(
-        runtime.block_on(patch_status(&client, &b, "pod-token")),
+        runtime.block_on(patch_status(&client, &b, "pod-token", false)),
         &format!("{who} may only write NodeConfig {a}, not {b}"),
     );
     assert_ne!(agent_version(&b), "pod-token");
@@ -236,7 +259,7 @@ fn an_agent_pods_token_writes_only_its_own_nodes_nodeconfig_status_and_lease() {
         &format!("{who} may only write Lease {lease_a} in nodeconfig-system, not {lease_b}"),
     );
     refused(
-        runtime.block_on(create_lease(&client, &format!("{lease_b}-x"), &a)),
+        runtime.block_on(create_lease(&client, &format!("{lease_b}-x"), &a, false)),
         &format!("not {lease_b}-x"),
     );
     // A dry run: were it allowed, the operators' leader election would be left alone.
@@ -261,7 +284,7 @@ fn an_agent_token_bound_to_no_pod_writes_no_nodeconfig_or_lease() {
     let client = runtime.block_on(client_with_token(&token));
     let message = "this token names no node";
     refused(
-        runtime.block_on(patch_status(&client, &a, "unbound-token")),
+        runtime.block_on(patch_status(&client, &a, "unbound-token", false)),
         message,
     );
     assert_ne!(agent_version(&a), "unbound-token");
@@ -317,5 +340,108 @@ fn a_nodes_credentials_write_only_its_own_nodeconfig_status() {
             .contains("a node's user name must be system:node:<name>"),
         "{}",
         nameless.stderr
+    );
+}
+
+/// The first node run by the real kubelet (`NODECONFIG_KUBELET_NODES=1 e2e/cluster up`),
+/// or `None` (and a message) when the cluster has none.
+fn kubelet_node() -> Option<String> {
+    require_cluster();
+    let names = kubectl(&["get", "nodes", "-o", "name"]).expect_ok("get nodes");
+    let node = names
+        .lines()
+        .filter_map(|l| l.strip_prefix("node/"))
+        .find(|n| n.starts_with("nc-kubelet-"))
+        .map(str::to_string);
+    if node.is_none() {
+        eprintln!(
+            "SKIPPED: the cluster has no node run by the real kubelet; \
+             bring one up with NODECONFIG_KUBELET_NODES=1 e2e/cluster up"
+        );
+    }
+    node
+}
+
+/// The ServiceAccount token the kubelet of `node` mounted into pod `uid`
+/// (`<root-dir>/pods/<uid>/volumes/kubernetes.io~projected/kube-api-access-*/token`).
+fn mounted_token(node: &str, uid: &str) -> Option<String> {
+    let projected: PathBuf = state_dir()
+        .join("nodes")
+        .join(node)
+        .join("kubelet/pods")
+        .join(uid)
+        .join("volumes/kubernetes.io~projected");
+    std::fs::read_dir(projected)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("kube-api-access-")
+        })
+        .find_map(|e| std::fs::read_to_string(e.path().join("token")).ok())
+        .filter(|t| !t.trim().is_empty())
+}
+
+#[test]
+fn the_token_the_kubelet_mounts_into_the_agent_pod_writes_only_its_nodes_objects() {
+    let Some(node) = kubelet_node() else { return };
+    let token = eventually(
+        Duration::from_secs(120),
+        &format!("the node-agent DaemonSet pod on {node} with its token mounted"),
+        || {
+            let pods = kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                NS,
+                "-l",
+                "app.kubernetes.io/name=node-agent",
+                "--field-selector",
+                &format!("spec.nodeName={node}"),
+                "-o",
+                "json",
+            ]);
+            let pods: Value = serde_json::from_str(&pods.stdout).ok()?;
+            pods["items"]
+                .as_array()?
+                .iter()
+                .find_map(|pod| mounted_token(&node, pod["metadata"]["uid"].as_str()?))
+        },
+    );
+    // An agent-managed node's, which every cluster has.
+    let other = "nc-node-1";
+    assert!(
+        get_json("nodeconfig", other, None).is_some(),
+        "NodeConfig {other}"
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let client = runtime.block_on(client_with_token(token.trim()));
+    let own_lease = format!("node-agent-{node}");
+    // Dry runs all: the agent itself may be writing these objects.
+    runtime
+        .block_on(patch_status(&client, &node, "mounted-token", true))
+        .expect("the mounted token writes its node's NodeConfig status");
+    match runtime.block_on(create_lease(&client, &own_lease, &node, true)) {
+        // 409: the agent made it already, and admission let the create through to storage.
+        Ok(()) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("the mounted token creates its node's Lease: {err}"),
+    }
+    let who = format!("the node-agent pod on node {node}");
+    refused(
+        runtime.block_on(patch_status(&client, other, "mounted-token", true)),
+        &format!("{who} may only write NodeConfig {node}, not {other}"),
+    );
+    refused(
+        runtime.block_on(create_lease(
+            &client,
+            &format!("node-agent-{other}"),
+            &node,
+            true,
+        )),
+        &format!(
+            "{who} may only write Lease {own_lease} in nodeconfig-system, not node-agent-{other}"
+        ),
     );
 }
