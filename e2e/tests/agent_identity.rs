@@ -20,6 +20,7 @@ use kube::config::{AuthInfo, Kubeconfig};
 use kube::{Api, Client, Config};
 use nodeconfig_crds::NodeConfig;
 use nodeconfig_e2e::kubectl::{create, eventually, get_json, kubectl, require_cluster};
+use nodeconfig_e2e::kubelet_node::{agent_pods, kubelet_node};
 use nodeconfig_e2e::{admin_kubeconfig, state_dir};
 use serde_json::{json, Value};
 
@@ -343,25 +344,6 @@ fn a_nodes_credentials_write_only_its_own_nodeconfig_status() {
     );
 }
 
-/// The first node run by the real kubelet (`NODECONFIG_KUBELET_NODES=1 e2e/cluster up`),
-/// or `None` (and a message) when the cluster has none.
-fn kubelet_node() -> Option<String> {
-    require_cluster();
-    let names = kubectl(&["get", "nodes", "-o", "name"]).expect_ok("get nodes");
-    let node = names
-        .lines()
-        .filter_map(|l| l.strip_prefix("node/"))
-        .find(|n| n.starts_with("nc-kubelet-"))
-        .map(str::to_string);
-    if node.is_none() {
-        eprintln!(
-            "SKIPPED: the cluster has no node run by the real kubelet; \
-             bring one up with NODECONFIG_KUBELET_NODES=1 e2e/cluster up"
-        );
-    }
-    node
-}
-
 /// The ServiceAccount token the kubelet of `node` mounted into pod `uid`
 /// (`<root-dir>/pods/<uid>/volumes/kubernetes.io~projected/kube-api-access-*/token`).
 fn mounted_token(node: &str, uid: &str) -> Option<String> {
@@ -390,21 +372,7 @@ fn the_token_the_kubelet_mounts_into_the_agent_pod_writes_only_its_nodes_objects
         Duration::from_secs(120),
         &format!("the node-agent DaemonSet pod on {node} with its token mounted"),
         || {
-            let pods = kubectl(&[
-                "get",
-                "pods",
-                "-n",
-                NS,
-                "-l",
-                "app.kubernetes.io/name=node-agent",
-                "--field-selector",
-                &format!("spec.nodeName={node}"),
-                "-o",
-                "json",
-            ]);
-            let pods: Value = serde_json::from_str(&pods.stdout).ok()?;
-            pods["items"]
-                .as_array()?
+            agent_pods(&node)
                 .iter()
                 .find_map(|pod| mounted_token(&node, pod["metadata"]["uid"].as_str()?))
         },
