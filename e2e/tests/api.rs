@@ -312,6 +312,9 @@ fn get_nodeconfigs_prints_the_columns() {
             {"type": "Ready", "status": "True", "reason": "AgentReady", "message": "ok",
              "lastTransitionTime": "2026-11-29T10:00:00Z"},
             {"type": "ConfigApplied", "status": "True", "reason": "Applied", "message": "generation 1",
+             "lastTransitionTime": "2026-11-29T10:00:00Z"},
+            {"type": "AgentUpToDate", "status": "False", "reason": "VersionSkew",
+             "message": "node-agent 0.1.0 runs; 0.2.0 is desired",
              "lastTransitionTime": "2026-11-29T10:00:00Z"}],
         "agent": {"version": "0.1.0", "mode": "Kubelet"},
         "runtime": {"version": "containerd 1.6.20", "sandboxes": 3, "images": 2,
@@ -339,7 +342,17 @@ fn get_nodeconfigs_prints_the_columns() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "MODE", "READY", "PODS", "SERVICES", "RULES", "AGENT", "AGE"],
+        [
+            "NAME",
+            "MODE",
+            "READY",
+            "PODS",
+            "SERVICES",
+            "RULES",
+            "AGENT",
+            "UP-TO-DATE",
+            "AGE"
+        ],
         "{table}"
     );
     let row: Vec<&str> = lines
@@ -348,8 +361,8 @@ fn get_nodeconfigs_prints_the_columns() {
         .split_whitespace()
         .collect();
     assert_eq!(
-        &row[..7],
-        [name, "Kubelet", "True", "3/4", "12", "160", "0.1.0"],
+        &row[..8],
+        [name, "Kubelet", "True", "3/4", "12", "160", "0.1.0", "False"],
         "{table}"
     );
     let wide = kubectl(&["get", "nc", name, "-o", "wide"]).expect_ok("get nc -o wide");
