@@ -42,14 +42,14 @@ fn set_defaults(yaml: &str) {
     .expect_ok("patch defaults");
 }
 
-/// The defaults with the agent's image (and optionally version) replaced, and a short
+/// The defaults with the agent's image (and optionally version) replaced, and the rollout's
 /// progress deadline.
-fn with_agent(original: &str, image: &str, version: Option<&str>) -> String {
+fn with_agent(original: &str, image: &str, version: Option<&str>, deadline: &str) -> String {
     assert!(
         original.contains(&format!("image: {AGENT_IMAGE}\n")),
         "{original}"
     );
-    let mut agent = format!("image: {image}\n  progressDeadline: 20s\n");
+    let mut agent = format!("image: {image}\n  progressDeadline: {deadline}\n");
     if let Some(version) = version {
         agent.push_str(&format!("  version: {version}\n"));
     }
@@ -139,7 +139,9 @@ fn a_new_image_rolls_over_the_kubelet_node_and_a_broken_one_is_stopped() {
         "ctr tag: {}",
         String::from_utf8_lossy(&tagged.stderr)
     );
-    set_defaults(&with_agent(&original, second, Some("0.1.0")));
+    // A working rollout: the old agent's termination (30 s grace) and the new one's readiness
+    // take longer than the broken case's deadline below.
+    set_defaults(&with_agent(&original, second, Some("0.1.0"), "3m"));
     let rolled = eventually(
         Duration::from_secs(120),
         "the agent pod replaced by one of the new image, Ready",
@@ -157,7 +159,7 @@ fn a_new_image_rolls_over_the_kubelet_node_and_a_broken_one_is_stopped() {
     // An image no registry has: the new agent never becomes Ready; after the 20 s progress
     // deadline the rollout is stopped and said so.
     let broken = "nodeconfig.local/node-agent:0.0.0-missing";
-    set_defaults(&with_agent(&original, broken, None));
+    set_defaults(&with_agent(&original, broken, None, "20s"));
     let stalled = eventually(Duration::from_secs(120), "a RolloutStalled Event", || {
         daemonset_events("RolloutStalled")
             .into_iter()
