@@ -9,7 +9,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nodeconfig_e2e::kubectl::{condition, eventually, get_json, kubectl, require_cluster};
+use nodeconfig_e2e::kubectl::{condition, eventually, get_json};
+use nodeconfig_e2e::kubelet_node::{kubelet_node, ready, ready_agent_pod};
 use nodeconfig_e2e::node::exec_in_node;
 use serde_json::{json, Value};
 
@@ -17,35 +18,12 @@ use serde_json::{json, Value};
 /// pods that ask run there.
 const KUBELET_TAINT: &str = "nodeconfig.dev/kubelet-node";
 const AGENT_MANAGED: &str = "nodeconfig.dev/agent-managed";
-const NS: &str = "nodeconfig-system";
 
 /// One test at a time.
 static TURN: Mutex<()> = Mutex::new(());
 
 fn take_turn() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The first kubelet node, or `None` (and a message) when the cluster has none.
-fn kubelet_node() -> Option<String> {
-    require_cluster();
-    let names = kubectl(&["get", "nodes", "-o", "name"]).expect_ok("get nodes");
-    let node = names
-        .lines()
-        .filter_map(|l| l.strip_prefix("node/"))
-        .find(|n| n.starts_with("nc-kubelet-"))
-        .map(str::to_string);
-    if node.is_none() {
-        eprintln!(
-            "SKIPPED: the cluster has no node run by the real kubelet; \
-             bring one up with NODECONFIG_KUBELET_NODES=1 e2e/cluster up"
-        );
-    }
-    node
-}
-
-fn ready(object: &Value) -> bool {
-    condition(object, "Ready").is_some_and(|(status, _)| status == "True")
 }
 
 #[test]
@@ -85,29 +63,6 @@ fn the_kubelet_registers_its_node_ready_and_it_gets_a_companion_nodeconfig() {
         get_json("nodeconfig", &node, None)
     });
     assert_eq!(nc["spec"]["mode"], "Companion", "{nc}");
-}
-
-/// The node-agent DaemonSet's pod on `node`, once it is Ready.
-fn ready_agent_pod(node: &str) -> Option<Value> {
-    let selector = format!("spec.nodeName={node}");
-    let run = kubectl(&[
-        "get",
-        "pods",
-        "-n",
-        NS,
-        "-l",
-        "app.kubernetes.io/name=node-agent",
-        "--field-selector",
-        &selector,
-        "-o",
-        "json",
-    ]);
-    let list: Value = serde_json::from_str(&run.stdout).ok()?;
-    list["items"]
-        .as_array()?
-        .iter()
-        .find(|p| p["metadata"]["deletionTimestamp"].is_null() && ready(p))
-        .cloned()
 }
 
 /// The NodeConfig of `node` once its Companion agent reports Ready, RuntimeReady and proxy syncs.
