@@ -287,7 +287,7 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
 }
 
 /// The API's `Toleration.ToleratesTaint`.
-fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
+pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
     if tol
         .effect
         .as_deref()

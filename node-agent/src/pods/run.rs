@@ -196,6 +196,10 @@ impl PodsLoop {
             services_cache: Mutex::new(BTreeMap::new()),
             allocations: Default::default(),
             evictions: EvictionOrders::default(),
+            pressure: match &self.pressure {
+                Some(sender) => sender.subscribe(),
+                None => watch::channel(PressureReport::default()).1,
+            },
         });
 
         let api = Api::<Pod>::all(self.client.clone());

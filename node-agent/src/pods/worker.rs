@@ -18,6 +18,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 
+use crate::eviction::admit::admit_under_pressure;
 use crate::eviction::orders::{evicted_status, EvictionOrder, EvictionOrders};
 use crate::eviction::rank;
 use crate::locked::Locked;
@@ -54,7 +55,7 @@ use crate::pods::runtime_view::{ContainerState, SandboxState};
 use crate::pods::sysctls::admit_sysctls;
 use crate::pods::volumes::manager::prepare_mounts;
 use crate::pods::volumes::manager::VolumeManager;
-use crate::reports::ConfigReport;
+use crate::reports::{ConfigReport, PressureReport};
 
 /// How long an orphaned pod's containers get to stop (the Pod is gone, so
 /// its own grace period is unknown).
@@ -111,6 +112,8 @@ pub struct PodEnv {
     pub allocations: Allocations,
     /// Pods the eviction loop ordered evicted.
     pub evictions: EvictionOrders,
+    /// The node's pressure as the eviction loop publishes it (admission).
+    pub pressure: watch::Receiver<PressureReport>,
 }
 
 /// One namespace's Services and when they were listed.
@@ -312,7 +315,9 @@ impl PodWorker {
                 .collect()
         };
         // The kubelet's admit handlers in its order.
-        let admission = admit_sysctls(pod, &self.env.allowed_unsafe_sysctls)
+        let pressure = self.env.pressure.borrow().clone();
+        let admission = admit_under_pressure(pod, &pressure)
+            .and_then(|| admit_sysctls(pod, &self.env.allowed_unsafe_sysctls))
             .and_then(|| admit(pod, &node, &others))
             .and_then(|| admit_apparmor(pod, self.env.apparmor_enabled));
         match admission {

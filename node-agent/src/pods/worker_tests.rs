@@ -25,7 +25,7 @@ use crate::pods::probes::manager::ProbeManager;
 use crate::pods::runtime_view::{ContainerState, PodRuntimeView, SandboxState};
 use crate::pods::volumes::manager::VolumeManager;
 use crate::pods::worker::{Next, PodEnv, PodWorker};
-use crate::reports::ConfigReport;
+use crate::reports::{ConfigReport, PressureReport};
 
 const UID: &str = "uid-1";
 const NODE: &str = "node-1";
@@ -159,6 +159,8 @@ struct Harness {
     env: Arc<PodEnv>,
     /// The NodeConfig in force, as the config loop publishes it.
     config: watch::Sender<ConfigReport>,
+    /// The node's pressure, as the eviction loop publishes it.
+    pressure: watch::Sender<PressureReport>,
     _dir: tempfile::TempDir,
 }
 
@@ -174,6 +176,7 @@ fn harness() -> Harness {
     let (wake, _woken) = mpsc::unbounded_channel();
     let events = PodEvents::new(client.clone(), NODE);
     let (config, config_rx) = watch::channel(ConfigReport::default());
+    let (pressure, pressure_rx) = watch::channel(PressureReport::default());
     let env = Arc::new(PodEnv {
         client: client.clone(),
         cri: runtime.clone(),
@@ -201,12 +204,14 @@ fn harness() -> Harness {
         services_cache: Mutex::new(BTreeMap::new()),
         allocations: Default::default(),
         evictions: Default::default(),
+        pressure: pressure_rx,
     });
     Harness {
         runtime,
         api,
         env,
         config,
+        pressure,
         _dir: dir,
     }
 }
@@ -812,6 +817,30 @@ async fn a_pod_past_its_active_deadline_is_killed_and_fails_with_deadline_exceed
     assert_eq!(
         status["message"],
         "Pod was active on the node longer than the specified deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_best_effort_pod_is_refused_under_memory_pressure_and_starts_nothing() {
+    let h = harness();
+    h.pressure.send_modify(|p| {
+        p.measured = true;
+        p.memory = true;
+    });
+    let mut worker = h.worker();
+    assert_eq!(h.sync(&mut worker, Some(pod())).await, Next::Requeue(None));
+
+    assert!(
+        h.view().sandboxes.is_empty(),
+        "no sandbox for a refused pod"
+    );
+    let patches = h.api.patches.locked();
+    let status = &patches.last().expect("a status written")["status"];
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["reason"], "Evicted");
+    assert_eq!(
+        status["message"],
+        "Pod was rejected: The node had condition: [MemoryPressure]. "
     );
 }
 
