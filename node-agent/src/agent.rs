@@ -31,6 +31,8 @@ use crate::edge::cri::{CriClient, CriError};
 use crate::edge::host::{self, HostFacts};
 use crate::edge::kube_client::{self, KubeClientError};
 use crate::images::gc::ImageGc;
+use crate::images::reclaim::ImageReclaimer;
+use crate::images::records::SharedImageRecords;
 use crate::node::lease::{self, LeaseRenewer, LeaseTarget};
 use crate::node::run::NodeSync;
 use crate::pods::events::PodEvents;
@@ -275,6 +277,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
         ),
     );
     if kubelet_mode {
+        let image_records = SharedImageRecords::default();
         spawn(
             "pods",
             Box::pin(
@@ -290,6 +293,11 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                     config: config_rx.clone(),
                     report: pods_tx,
                     pressure: pressure_tx.take(),
+                    images: ImageReclaimer {
+                        cri: cri_for_server.clone(),
+                        records: image_records.clone(),
+                        metrics: metrics.clone(),
+                    },
                     metrics: metrics.clone(),
                     heartbeat: health.register("pods"),
                 }
@@ -318,6 +326,7 @@ async fn run_node(config: Config, node_name: String) -> Result<(), AgentError> {
                     metrics: metrics.clone(),
                     period: config.image_gc_period,
                     heartbeat: health.register("image-gc"),
+                    records: image_records,
                 }
                 .run(cancel.clone()),
             ),

@@ -75,6 +75,13 @@ pub fn filesystem(path: &Path) -> io::Result<FsReading> {
     })
 }
 
+/// The device of the filesystem holding `path` (two paths on one
+/// filesystem have the same).
+pub fn device(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.dev())
+}
+
 /// The process table's size and use.
 pub fn pids() -> io::Result<PidReading> {
     let pid_max = read_number(Path::new("/proc/sys/kernel/pid_max"))?;

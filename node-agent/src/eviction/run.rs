@@ -6,10 +6,16 @@
 //! for it to be gone (at most [`CLEANUP_TIMEOUT`]) and an interval before
 //! the next.
 //!
+//! Before a pod is evicted for disk, dead containers and unused images go
+//! (CRI `ListContainers`/`RemoveContainer`, [`ImageReclaimer`]) and the
+//! node is measured again: no threshold crossed, no eviction
+//! ([`reclaim`](crate::eviction::reclaim)).
+//!
 //! The readings come from [`crate::edge::node_stats`] and CRI
 //! (`ListContainerStats`, `ImageFsInfo`); the decisions from the pure
-//! [`signals`](crate::eviction::signals), [`rank`](crate::eviction::rank)
-//! and [`local_storage`](crate::eviction::local_storage); the pods' workers
+//! [`signals`](crate::eviction::signals), [`rank`](crate::eviction::rank),
+//! [`reclaim`](crate::eviction::reclaim) and
+//! [`local_storage`](crate::eviction::local_storage); the pods' workers
 //! carry out the [`EvictionOrders`].
 
 use std::collections::BTreeMap;
@@ -28,10 +34,13 @@ use crate::edge::node_stats;
 use crate::eviction::local_storage;
 use crate::eviction::orders::{EvictionOrder, EvictionOrders};
 use crate::eviction::rank::{self, Candidate, ContainerUsage, PodUsage};
+use crate::eviction::reclaim::{self, ListedContainer, PodLife, Reclaim};
 use crate::eviction::signals::{
     crossings, format_amount, observations, Crossing, NodeReadings, Pressure, PressureTracker,
 };
-use crate::eviction::thresholds::EvictionPolicy;
+use crate::eviction::thresholds::{EvictionPolicy, Signal};
+use crate::images::policy::GcPolicy;
+use crate::images::reclaim::ImageReclaimer;
 use crate::pods::cri_config::sandbox::pod_log_dir;
 use crate::pods::events::PodEvents;
 use crate::pods::runtime_view::{LABEL_CONTAINER_NAME, LABEL_POD_UID};
@@ -65,6 +74,8 @@ pub struct EvictionLoop {
     pub events: PodEvents,
     pub node_name: String,
     pub report: watch::Sender<PressureReport>,
+    /// Removes unused images before a pod is evicted for disk.
+    pub images: ImageReclaimer,
 }
 
 impl EvictionLoop {
@@ -150,6 +161,12 @@ impl EvictionLoop {
             "EvictionThresholdMet",
             format!("Attempting to reclaim {resource}"),
         );
+        if self
+            .reclaim_node_level(crossing.threshold.signal, &policy)
+            .await
+        {
+            return Vec::new();
+        }
         let disk = resource != "memory" && resource != "pids";
         let usages: Vec<Option<PodUsage>> = active
             .iter()
@@ -177,6 +194,134 @@ impl EvictionLoop {
         let message = rank::eviction_message(crossing, &victim);
         self.order(victim.pod, message, true);
         victim.pod.metadata.uid.clone().into_iter().collect()
+    }
+
+    /// Frees what the node holds outside pods for `signal` (dead
+    /// containers, unused images) and says whether that was enough, as the
+    /// kubelet's `reclaimNodeLevelResources`.
+    async fn reclaim_node_level(&self, signal: Signal, policy: &EvictionPolicy) -> bool {
+        let steps = reclaim::steps(signal, self.dedicated_image_fs().await);
+        if steps.is_empty() {
+            return false;
+        }
+        for step in steps {
+            match step {
+                Reclaim::DeadContainers => self.remove_dead_containers().await,
+                Reclaim::UnusedImages => self.remove_unused_images().await,
+            }
+        }
+        let after = observations(&self.read_node().await);
+        let relieved = reclaim::relieved(policy, &after);
+        if relieved {
+            tracing::info!(%signal, "able to reduce resource pressure without evicting pods");
+        }
+        relieved
+    }
+
+    /// Whether the runtime keeps its images on another filesystem than the
+    /// agent's root directory (the kubelet's `dedicatedImageFs`).
+    async fn dedicated_image_fs(&self) -> bool {
+        let Some(mountpoint) = self.image_fs_mountpoint().await else {
+            return false;
+        };
+        match (
+            node_stats::device(&self.root_dir),
+            node_stats::device(Path::new(&mountpoint)),
+        ) {
+            (Ok(root), Ok(images)) => root != images,
+            _ => false,
+        }
+    }
+
+    /// CRI `RemoveContainer` for the dead containers [`reclaim::dead_containers`] names.
+    async fn remove_dead_containers(&self) {
+        let mut client = self.cri.current();
+        let call = client
+            .runtime
+            .list_containers(cri::ListContainersRequest { filter: None });
+        let listed = match tokio::time::timeout(CRI_TIMEOUT, call).await {
+            Ok(Ok(response)) => response.into_inner().containers,
+            Ok(Err(status)) => {
+                tracing::warn!(error = %status.message(), "cannot list containers to remove dead ones");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("CRI ListContainers did not answer in time");
+                return;
+            }
+        };
+        let exited = cri::ContainerState::ContainerExited as i32;
+        let containers: Vec<ListedContainer> = listed
+            .into_iter()
+            .map(|c| ListedContainer {
+                pod_uid: c.labels.get(LABEL_POD_UID).cloned(),
+                name: c.labels.get(LABEL_CONTAINER_NAME).cloned(),
+                exited: c.state == exited,
+                created_at: c.created_at,
+                id: c.id,
+            })
+            .collect();
+        let remove = reclaim::dead_containers(&containers, &self.pod_lives());
+        let mut removed = 0usize;
+        for id in &remove {
+            let call = client
+                .runtime
+                .remove_container(cri::RemoveContainerRequest {
+                    container_id: id.clone(),
+                });
+            match tokio::time::timeout(CRI_TIMEOUT, call).await {
+                Ok(Ok(_)) => removed += 1,
+                Ok(Err(status)) if status.code() == tonic::Code::NotFound => {}
+                Ok(Err(status)) => {
+                    tracing::warn!(container = %id, error = %status.message(), "cannot remove a dead container");
+                }
+                Err(_) => {
+                    tracing::warn!(container = %id, "CRI RemoveContainer did not answer in time")
+                }
+            }
+        }
+        tracing::info!(removed, "removed dead containers to reclaim disk");
+    }
+
+    /// Every unused image old enough, whatever the image GC thresholds.
+    async fn remove_unused_images(&self) {
+        let settings = {
+            let config = self.config.borrow();
+            config.applied.as_ref().and_then(|applied| {
+                let policy = GcPolicy::from_spec(&applied.pods).ok()?;
+                Some((policy, applied.runtime.clone()))
+            })
+        };
+        let Some((policy, runtime)) = settings else {
+            return;
+        };
+        match self.images.delete_unused(&policy, &runtime).await {
+            Ok(freed) => tracing::info!(
+                images = freed.images,
+                bytes = freed.bytes,
+                "removed unused images to reclaim disk"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot remove unused images"),
+        }
+    }
+
+    /// The pods bound here by UID: finished (Succeeded, Failed) or not.
+    fn pod_lives(&self) -> BTreeMap<String, PodLife> {
+        self.pods
+            .state()
+            .iter()
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&*self.node_name)
+            })
+            .filter_map(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                let life = match phase {
+                    Some("Succeeded" | "Failed") => PodLife::Finished,
+                    _ => PodLife::Active,
+                };
+                Some((p.metadata.uid.clone()?, life))
+            })
+            .collect()
     }
 
     fn order(&self, pod: &Pod, message: String, disruption_target: bool) {

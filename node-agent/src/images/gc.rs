@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use super::image_fs::{self, ImageFsError};
 use super::plan::{self, free_disk_space_failed, GcInput, Removal, Space};
 use super::policy::GcPolicy;
-use super::records::{images_in_use, ImageRecords, ListedImage};
+use super::records::{images_in_use, ListedImage, SharedImageRecords};
 use super::runtime_config;
 use crate::edge::cri::{CriClient, CriError};
 use crate::edge::cri_handle::CriHandle;
+use crate::locked::Locked;
 use crate::pods::events::PodEvents;
 use crate::reports::ConfigReport;
 use crate::serve::health::LoopHeartbeat;
@@ -47,6 +48,8 @@ pub enum GcError {
     },
     #[error("{0}")]
     NotEnoughFreed(String),
+    #[error("freed {freed} bytes, but removing unused images failed: {errors}")]
+    UnusedRemoval { freed: u64, errors: String },
 }
 
 pub struct ImageGc {
@@ -57,16 +60,17 @@ pub struct ImageGc {
     pub metrics: Metrics,
     pub period: Duration,
     pub heartbeat: LoopHeartbeat,
+    /// What is known of each image, shared with the eviction loop's reclaim.
+    pub records: SharedImageRecords,
 }
 
 impl ImageGc {
     pub async fn run(self, cancel: CancellationToken) {
         let began = Instant::now();
-        let mut records = ImageRecords::default();
         let mut failed_before = false;
         loop {
             self.heartbeat.beat();
-            match self.round(&mut records, began).await {
+            match self.round(began).await {
                 Ok(()) => {
                     if failed_before {
                         tracing::info!("image garbage collection succeeded");
@@ -105,19 +109,16 @@ impl ImageGc {
         Some((policy, applied.runtime.clone()))
     }
 
-    async fn round(&self, records: &mut ImageRecords, began: Instant) -> Result<(), GcError> {
+    async fn round(&self, began: Instant) -> Result<(), GcError> {
         let client = self.cri.current();
         let now = Instant::now();
-        let listed = list_images(&client).await?;
-        let refs = container_image_refs(&client).await?;
-        let in_use = images_in_use(&listed, refs.iter().map(String::as_str));
-        records.observe(now, &listed, &in_use);
+        let in_use = detect_images(&client, &self.records, now).await?;
         let Some((policy, runtime)) = self.settings().filter(|(p, _)| p.enabled()) else {
             return Ok(());
         };
         let protected = protected_images(&client, &runtime).await?;
         let fs = image_fs::measure(&client).await?;
-        let images = records.records();
+        let images = self.records.locked().records();
         let plan = plan::plan(&GcInput {
             policy: &policy,
             images: &images,
@@ -129,20 +130,18 @@ impl ImageGc {
         });
         let mut errors = Vec::new();
         for removal in &plan.by_age {
-            if let Err(e) = self
-                .remove(&client, removal, ImageGcReason::Age, records)
-                .await
-            {
-                errors.push(e.to_string());
+            match remove_image(&client, removal, &self.records).await {
+                Ok(()) => self.metrics.image_garbage_collected(ImageGcReason::Age),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         let mut freed = 0u64;
         for removal in &plan.by_space {
-            match self
-                .remove(&client, removal, ImageGcReason::Space, records)
-                .await
-            {
-                Ok(()) => freed = freed.saturating_add(removal.size),
+            match remove_image(&client, removal, &self.records).await {
+                Ok(()) => {
+                    self.metrics.image_garbage_collected(ImageGcReason::Space);
+                    freed = freed.saturating_add(removal.size);
+                }
                 Err(e) => errors.push(e.to_string()),
             }
         }
@@ -186,29 +185,6 @@ impl ImageGc {
         }
     }
 
-    async fn remove(
-        &self,
-        client: &CriClient,
-        removal: &Removal,
-        reason: ImageGcReason,
-        records: &mut ImageRecords,
-    ) -> Result<(), CriError> {
-        tracing::info!(image = %removal.id, size = removal.size, ?reason, "removing image to free bytes");
-        let mut c = client.clone();
-        c.image
-            .remove_image(cri::RemoveImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: removal.id.clone(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map_err(|s| client.call_error("RemoveImage", s))?;
-        records.forget(&removal.id);
-        self.metrics.image_garbage_collected(reason);
-        Ok(())
-    }
-
     /// A Warning event on the Node, as the kubelet's node reference names it.
     fn node_event(&self, reason: &str, note: String) {
         let node = ObjectReference {
@@ -220,6 +196,41 @@ impl ImageGc {
         };
         self.events.send_about(node, true, reason, note);
     }
+}
+
+/// Lists the images and what containers (any state) use, records them at
+/// `now` (the kubelet's `detectImages`) and returns the IDs in use.
+pub(super) async fn detect_images(
+    client: &CriClient,
+    records: &SharedImageRecords,
+    now: Instant,
+) -> Result<BTreeSet<String>, CriError> {
+    let listed = list_images(client).await?;
+    let refs = container_image_refs(client).await?;
+    let in_use = images_in_use(&listed, refs.iter().map(String::as_str));
+    records.locked().observe(now, &listed, &in_use);
+    Ok(in_use)
+}
+
+/// CRI `RemoveImage`; the image's record goes with it.
+pub(super) async fn remove_image(
+    client: &CriClient,
+    removal: &Removal,
+    records: &SharedImageRecords,
+) -> Result<(), CriError> {
+    tracing::info!(image = %removal.id, size = removal.size, "removing image to free bytes");
+    let mut c = client.clone();
+    c.image
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: removal.id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(|s| client.call_error("RemoveImage", s))?;
+    records.locked().forget(&removal.id);
+    Ok(())
 }
 
 async fn list_images(client: &CriClient) -> Result<Vec<ListedImage>, CriError> {
@@ -270,7 +281,7 @@ async fn container_image_refs(client: &CriClient) -> Result<Vec<String>, CriErro
 /// pre-pull. A runtime that cannot say its configuration or find its own
 /// sandbox image fails the round: without its pause image no new pod could
 /// start. A NodeConfig reference the runtime cannot read only protects nothing.
-async fn protected_images(
+pub(super) async fn protected_images(
     client: &CriClient,
     runtime: &RuntimeSpec,
 ) -> Result<BTreeSet<String>, CriError> {

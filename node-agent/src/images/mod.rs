@@ -15,10 +15,12 @@
 //! [`policy`] (the NodeConfig fields, checked), [`records`] (what the agent
 //! remembers of each image) and [`plan`] (which images go) are pure;
 //! [`image_fs`] measures the filesystem, [`runtime_config`] reads the
-//! runtime's sandbox image and root, and [`gc`] is the loop.
+//! runtime's sandbox image and root, [`gc`] is the loop, and [`reclaim`]
+//! removes every unused image when the eviction loop asks (disk pressure).
 pub mod gc;
 pub mod image_fs;
 pub mod plan;
 pub mod policy;
+pub mod reclaim;
 pub mod records;
 pub mod runtime_config;

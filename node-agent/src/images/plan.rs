@@ -171,6 +171,22 @@ pub fn plan(input: &GcInput<'_>) -> GcPlan {
     }
 }
 
+/// Every candidate old enough to go, least recently used first: the
+/// kubelet's `DeleteUnusedImages` (its `freeSpace` with no bound), which the
+/// eviction manager calls under disk pressure whatever the thresholds, so
+/// also while collection is off. Only the policy's minimum age is read;
+/// `usage` and `running_for` are not.
+pub fn unused(input: &GcInput<'_>) -> Vec<Removal> {
+    eviction_order(input)
+        .into_iter()
+        .filter(|r| input.now.saturating_duration_since(r.first_seen) >= input.policy.min_age)
+        .map(|r| Removal {
+            id: r.id.clone(),
+            size: r.size,
+        })
+        .collect()
+}
+
 /// The note of the kubelet's `FreeDiskSpaceFailed` event.
 pub fn free_disk_space_failed(used_percent: u8, capacity: u64, freed: u64) -> String {
     format!(
@@ -457,5 +473,41 @@ mod tests {
              Failed to free sufficient space by deleting unused images (freed 0 bytes). \
              Investigate disk usage, as it could be used by active images, logs, volumes, or other data."
         );
+    }
+    #[test]
+    fn eviction_takes_every_unused_image_old_enough_whatever_the_usage() {
+        let now = Instant::now() + Duration::from_secs(100_000);
+        let ago = |s: u64| now - Duration::from_secs(s);
+        let record = |id: &str, seen: u64, used: Option<u64>, pinned: bool| ImageRecord {
+            id: id.into(),
+            size: MB,
+            pinned,
+            first_seen: ago(seen),
+            last_used: used.map(ago),
+        };
+        let images = vec![
+            record("recent", 3600, Some(10), false),
+            record("never-used", 3600, None, false),
+            record("young", 60, None, false),
+            record("in-use", 3600, Some(0), false),
+            record("pause", 3600, None, false),
+            record("pinned", 3600, None, true),
+            record("long-ago", 3600, Some(1800), false),
+        ];
+        let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let (in_use, protected) = (set(&["in-use"]), set(&["pause"]));
+        // Collection off (high threshold 100) and a nearly empty disk: still all of them.
+        let policy = policy(100, 99, 120, None);
+        let removals = unused(&GcInput {
+            policy: &policy,
+            images: &images,
+            in_use: &in_use,
+            protected: &protected,
+            usage: usage(100 * GB, 99 * GB),
+            now,
+            running_for: Duration::ZERO,
+        });
+        let ids: Vec<&str> = removals.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["never-used", "long-ago", "recent"]);
     }
 }

@@ -72,6 +72,10 @@ impl ImageRecords {
     }
 }
 
+/// The records, shared by the image GC loop and the eviction loop's reclaim
+/// of unused images (the kubelet's one image manager serves both).
+pub type SharedImageRecords = std::sync::Arc<std::sync::Mutex<ImageRecords>>;
+
 /// The IDs of the listed images that containers refer to, by ID, tag or
 /// digest (a container's `image`, `imageRef` or `imageId`, as CRI gives them).
 pub fn images_in_use<'a>(

@@ -35,6 +35,7 @@ use tracing::Instrument;
 use crate::edge::cri_handle::CriHandle;
 use crate::eviction::orders::EvictionOrders;
 use crate::eviction::run::EvictionLoop;
+use crate::images::reclaim::ImageReclaimer;
 use crate::locked::Locked;
 use crate::pods::backoff::{Backoff, INITIAL_BACKOFF, MAX_BACKOFF};
 use crate::pods::container_runtime::Fingerprint;
@@ -141,6 +142,8 @@ pub struct PodsLoop {
     /// Where the eviction loop, run beside the pods, publishes the node's
     /// pressure (`None`: no eviction).
     pub pressure: Option<watch::Sender<PressureReport>>,
+    /// Removes unused images when the eviction loop reclaims disk.
+    pub images: ImageReclaimer,
     /// Counts pod workers that panicked.
     pub metrics: Metrics,
     pub heartbeat: LoopHeartbeat,
@@ -228,6 +231,7 @@ impl PodsLoop {
                 events: env.events.clone(),
                 node_name: self.node_name.clone(),
                 report,
+                images: self.images.clone(),
             };
             tokio::spawn(
                 eviction
