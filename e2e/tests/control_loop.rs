@@ -165,8 +165,14 @@ fn spec_edits_are_applied_and_a_persons_edit_survives_reconcile() {
         !original.contains("syncPeriod"),
         "the cluster's defaults leave syncPeriod to the server: {original}"
     );
-    let defaults = "nodeSelector: {}\nspec:\n  proxy:\n    syncPeriod: 45s\nagent:\n  image: nodeconfig.local/node-agent:0.1.0\n  maxUnavailable: 1\nheartbeatGracePeriod: 50s\n";
-    set_defaults(defaults);
+    // The rest of the defaults stay: without the cluster's 1 % disk thresholds the
+    // kubelet's 10 %/15 % return, a full host disk puts the node under DiskPressure
+    // for the 5 minute transition period, and later tests' pods stay Pending.
+    assert!(
+        original.contains("spec:\n") && !original.contains("\n  proxy:"),
+        "the cluster's defaults set spec but not spec.proxy: {original}"
+    );
+    set_defaults(&original.replacen("spec:\n", "spec:\n  proxy:\n    syncPeriod: 45s\n", 1));
     let nc = eventually(
         Duration::from_secs(30),
         "the new default to reach the NodeConfig",

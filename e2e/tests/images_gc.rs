@@ -189,7 +189,6 @@ fn temp_dir() -> PathBuf {
 }
 
 #[test]
-#[ignore = "in the full suite (CI rehearsal 2026-12-03 18:26 UTC) pods.rs then failed 3 of 17 with pods not Running, which pass on a fresh cluster: suspected to leave nc-node-2 without images later tests need; run with --ignored"]
 fn past_the_high_threshold_unused_images_go_and_images_in_use_stay() {
     let ns = Namespace::new("imagegc");
     apply_json(json!({
