@@ -62,7 +62,7 @@ export NODECONFIG_KUBELET_NODES="${NODECONFIG_KUBELET_NODES:-0}"
 e2e/cluster up
 
 echo "== end-to-end tests"
-cargo test -p nodeconfig-e2e --locked -- --test-threads=2 "$@" 2>&1 | tee -a "$results"
+cargo test -p nodeconfig-e2e --locked --no-fail-fast -- --test-threads=2 "$@" 2>&1 | tee -a "$results"
 
 if [ "${NODECONFIG_CONFORMANCE:-1}" != 0 ] && [ $# -eq 0 ]; then
   echo "== upstream conformance (CI subset, e2e/conformance --ci)"
