@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures::{stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{self, Action};
@@ -266,15 +267,7 @@ async fn report_version_skew(
     else {
         return Ok(());
     };
-    let name = nc.name_any();
-    let params = PatchParams::apply(skew::FIELD_MANAGER).force();
-    api.patch_status(
-        &name,
-        &params,
-        &Patch::Apply(nodeconfig::condition_patch(&name, &condition)),
-    )
-    .await
-    .map_err(kube_err("apply status", format!("NodeConfig {name}")))?;
+    apply_condition(api, &nc.name_any(), skew::FIELD_MANAGER, &condition).await?;
     info!(status = %condition.status, message = %condition.message, "agent version");
     if condition.reason == skew::VERSION_SKEW
         && current.is_none_or(|c| c.reason != skew::VERSION_SKEW)
@@ -289,6 +282,24 @@ async fn report_version_skew(
         )
         .await;
     }
+    Ok(())
+}
+
+/// Applies one status condition of NodeConfig `name` as `manager` (server-side apply, forced:
+/// each manager owns its own condition types).
+async fn apply_condition(
+    api: &Api<NodeConfig>,
+    name: &str,
+    manager: &str,
+    condition: &Condition,
+) -> Result<(), Error> {
+    api.patch_status(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(nodeconfig::condition_patch(name, condition)),
+    )
+    .await
+    .map_err(kube_err("apply status", format!("NodeConfig {name}")))?;
     Ok(())
 }
 
@@ -342,14 +353,7 @@ async fn watch_liveness(
             ) else {
                 return Ok(None);
             };
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            api.patch_status(
-                &name,
-                &params,
-                &Patch::Apply(nodeconfig::condition_patch(&name, &condition)),
-            )
-            .await
-            .map_err(kube_err("apply status", format!("NodeConfig {name}")))?;
+            apply_condition(api, &name, FIELD_MANAGER, &condition).await?;
             ctx.remember(&name, |m| m.marked_lost = Some(Instant::now()));
             warn!(message = %condition.message, "agent heartbeat lost: Ready=Unknown");
             ctx.metrics.heartbeats_lost.inc();
