@@ -1396,15 +1396,15 @@ impl Report {
             "p99 start-up at most 0.8x the kubelet's ({} one after another and {} at once): {} and {}, {}",
             self.args_pods,
             self.args_pods,
-            fmt(seq, 2),
-            fmt(con, 2),
+            fmt(seq, 3),
+            fmt(con, 3),
             verdict(start_ok)
         )];
         if !m.more.agent.is_empty() {
             lines.push(format!(
                 "  (not a goal: the {} more at once, p99 ratio {})",
                 self.args_full - self.args_pods,
-                fmt(p99(&m.more), 2)
+                fmt(p99(&m.more), 3)
             ));
         }
         // RSS at every size: each RSS reading taken with 0, N or `full` pods
@@ -1423,7 +1423,7 @@ impl Report {
             "RSS at most 0.25x the kubelet's at every size (worst ratio at each): {}, {}",
             by_size
                 .iter()
-                .map(|(n, r)| format!("{n} pods {r:.2}"))
+                .map(|(n, r)| format!("{n} pods {r:.3}"))
                 .collect::<Vec<_>>()
                 .join(", "),
             verdict(rss_ok)
