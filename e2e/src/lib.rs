@@ -8,6 +8,7 @@ pub mod kubectl;
 pub mod kubelet_node;
 pub mod namespace;
 pub mod node;
+pub mod pod;
 pub mod websocket;
 
 use std::path::PathBuf;

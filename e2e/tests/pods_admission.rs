@@ -10,30 +10,16 @@
 //! Each test works in its own namespace and leaves the nodes as they were, so
 //! they run side by side.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nodeconfig_e2e::kubectl::{condition, eventually, get_json, kubectl};
+use nodeconfig_e2e::kubectl::{eventually, kubectl};
 use nodeconfig_e2e::namespace::{apply_json, Namespace};
 use nodeconfig_e2e::node::node_name;
+use nodeconfig_e2e::pod::{await_pod, running_and_ready, BUSYBOX};
 use serde_json::{json, Value};
 
-const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
 /// Pod created to a verdict, with images already on the nodes.
 const VERDICT: Duration = Duration::from_secs(90);
-
-#[track_caller]
-fn await_pod(ns: &str, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    let p = eventually(VERDICT, &format!("pod {ns}/{name}: {what}"), || {
-        get_json("pod", name, Some(ns)).filter(|p| f(p))
-    });
-    println!("pod {ns}/{name}: {what} after {:.1?}", started.elapsed());
-    p
-}
-
-fn running_and_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running" && condition(p, "Ready").is_some_and(|(s, _)| s == "True")
-}
 
 /// A busybox pod sleeping in container `main`, with `extra` merged into its spec.
 fn pod(ns: &str, name: &str, extra: Value) -> Value {
@@ -84,10 +70,16 @@ fn a_second_pod_on_a_held_host_port_fails_with_node_ports() {
         p
     };
     apply_json(holder("first"));
-    await_pod(&ns.0, "first", "Running and Ready", running_and_ready);
+    await_pod(
+        &ns.0,
+        "first",
+        "Running and Ready",
+        VERDICT,
+        running_and_ready,
+    );
 
     apply_json(holder("second"));
-    let p = await_pod(&ns.0, "second", "Failed", |p| {
+    let p = await_pod(&ns.0, "second", "Failed", VERDICT, |p| {
         p["status"]["phase"] == "Failed"
     });
     assert_eq!(p["status"]["reason"], "NodePorts");
@@ -112,7 +104,13 @@ fn a_second_pod_on_a_held_host_port_fails_with_node_ports() {
     ])
     .expect_ok("delete the holder");
     apply_json(holder("third"));
-    await_pod(&ns.0, "third", "Running and Ready", running_and_ready);
+    await_pod(
+        &ns.0,
+        "third",
+        "Running and Ready",
+        VERDICT,
+        running_and_ready,
+    );
 }
 
 #[test]
@@ -124,7 +122,7 @@ fn an_image_running_as_root_under_run_as_non_root_is_a_config_error() {
         "rooty",
         json!({"securityContext": {"runAsNonRoot": true}}),
     ));
-    let p = await_pod(&ns.0, "rooty", "CreateContainerConfigError", |p| {
+    let p = await_pod(&ns.0, "rooty", "CreateContainerConfigError", VERDICT, |p| {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
             == "CreateContainerConfigError"
     });
@@ -148,7 +146,13 @@ fn an_image_running_as_root_under_run_as_non_root_is_a_config_error() {
         "nobody",
         json!({"securityContext": {"runAsNonRoot": true, "runAsUser": 65534}}),
     ));
-    await_pod(&ns.0, "nobody", "Running and Ready", running_and_ready);
+    await_pod(
+        &ns.0,
+        "nobody",
+        "Running and Ready",
+        VERDICT,
+        running_and_ready,
+    );
 }
 
 #[test]
@@ -160,9 +164,15 @@ fn a_pod_of_its_own_user_namespace_gets_no_sandbox() {
         message,
         "Failed to create pod sandbox: can't set `spec.hostUsers: false`, runtime does not support user namespaces"
     );
-    let p = await_pod(&ns.0, "userns", "waiting in ContainerCreating", |p| {
-        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
-    });
+    let p = await_pod(
+        &ns.0,
+        "userns",
+        "waiting in ContainerCreating",
+        VERDICT,
+        |p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+        },
+    );
     assert_eq!(p["status"]["phase"], "Pending");
 }
 
@@ -180,7 +190,7 @@ fn an_apparmor_profile_on_a_host_without_apparmor_is_rejected() {
         "confined",
         json!({"securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}}}),
     ));
-    let p = await_pod(&ns.0, "confined", "Failed", |p| {
+    let p = await_pod(&ns.0, "confined", "Failed", VERDICT, |p| {
         p["status"]["phase"] == "Failed"
     });
     assert_eq!(p["status"]["reason"], "AppArmor");
@@ -199,7 +209,13 @@ fn an_unsafe_sysctl_the_node_allows_is_set() {
         "tuned",
         json!({"securityContext": {"sysctls": [{"name": "net.core.somaxconn", "value": "1234"}]}}),
     ));
-    await_pod(&ns.0, "tuned", "Running and Ready", running_and_ready);
+    await_pod(
+        &ns.0,
+        "tuned",
+        "Running and Ready",
+        VERDICT,
+        running_and_ready,
+    );
     let value = kubectl(&[
         "exec",
         "-n",
@@ -219,7 +235,13 @@ fn an_unsafe_sysctl_the_node_allows_is_set() {
 fn observed_generation_follows_a_spec_change() {
     let ns = Namespace::new("generation");
     apply_json(pod(&ns.0, "gen", json!({})));
-    let p = await_pod(&ns.0, "gen", "Running and Ready", running_and_ready);
+    let p = await_pod(
+        &ns.0,
+        "gen",
+        "Running and Ready",
+        VERDICT,
+        running_and_ready,
+    );
     let first = p["metadata"]["generation"].as_i64().unwrap_or_default();
     assert_eq!(p["status"]["observedGeneration"].as_i64(), Some(first));
 
@@ -235,7 +257,7 @@ fn observed_generation_follows_a_spec_change() {
         r#"{"spec":{"activeDeadlineSeconds":3600}}"#,
     ])
     .expect_ok("patch the spec");
-    let p = await_pod(&ns.0, "gen", "status of the new generation", |p| {
+    let p = await_pod(&ns.0, "gen", "status of the new generation", VERDICT, |p| {
         let generation = p["metadata"]["generation"].as_i64();
         generation > Some(first) && p["status"]["observedGeneration"].as_i64() == generation
     });

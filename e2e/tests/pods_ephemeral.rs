@@ -6,13 +6,13 @@
 //! target's processes when it names one, is not restarted when it exits, and
 //! goes with the pod.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nodeconfig_e2e::kubectl::{condition, eventually, get_json, kubectl, kubectl_with_stdin};
 use nodeconfig_e2e::namespace::{apply_json, Namespace};
+use nodeconfig_e2e::pod::{await_pod, BUSYBOX};
 use serde_json::{json, Value};
 
-const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
 /// Pod created to Running (or an ephemeral container started), images on the nodes.
 const STARTED: Duration = Duration::from_secs(90);
 
@@ -21,16 +21,6 @@ fn ephemeral_status<'a>(p: &'a Value, name: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|c| c["name"] == name)
-}
-
-#[track_caller]
-fn await_pod(ns: &str, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    let p = eventually(STARTED, &format!("pod {ns}/{name}: {what}"), || {
-        get_json("pod", name, Some(ns)).filter(|p| f(p))
-    });
-    println!("pod {ns}/{name}: {what} after {:.1?}", started.elapsed());
-    p
 }
 
 fn exec(ns: &str, pod: &str, container: &str, command: &[&str]) -> String {
@@ -68,7 +58,7 @@ fn an_ephemeral_container_runs_in_the_pod_answers_exec_and_logs_and_is_not_resta
                             "command": ["sleep", "3600"]}],
         },
     }));
-    await_pod(ns, "target", "Running", |p| {
+    await_pod(ns, "target", "Running", STARTED, |p| {
         p["status"]["phase"] == "Running"
     });
 
@@ -82,7 +72,7 @@ fn an_ephemeral_container_runs_in_the_pod_answers_exec_and_logs_and_is_not_resta
             "env": [{"name": "DEBUG_WHO", "value": "debugger"}],
         }),
     );
-    let p = await_pod(ns, "target", "debugger running", |p| {
+    let p = await_pod(ns, "target", "debugger running", STARTED, |p| {
         ephemeral_status(p, "debugger").is_some_and(|s| s["state"]["running"].is_object())
             && p["status"]["observedGeneration"] == p["metadata"]["generation"]
     });
@@ -140,7 +130,7 @@ fn an_ephemeral_container_runs_in_the_pod_answers_exec_and_logs_and_is_not_resta
         "ps; exit 3",
     ])
     .expect_ok("kubectl debug");
-    let p = await_pod(ns, "target", "oneshot terminated", |p| {
+    let p = await_pod(ns, "target", "oneshot terminated", STARTED, |p| {
         ephemeral_status(p, "oneshot").is_some_and(|s| s["state"]["terminated"].is_object())
     });
     let oneshot = ephemeral_status(&p, "oneshot").expect("status");
@@ -155,7 +145,7 @@ fn an_ephemeral_container_runs_in_the_pod_answers_exec_and_logs_and_is_not_resta
         json!({"name": "third", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
                "command": ["sleep", "3600"]}),
     );
-    let p = await_pod(ns, "target", "third running", |p| {
+    let p = await_pod(ns, "target", "third running", STARTED, |p| {
         ephemeral_status(p, "third").is_some_and(|s| s["state"]["running"].is_object())
     });
     let oneshot = ephemeral_status(&p, "oneshot").expect("status");
@@ -174,7 +164,7 @@ fn an_ephemeral_container_runs_in_the_pod_answers_exec_and_logs_and_is_not_resta
         json!({"name": "catter", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
                "command": ["cat"], "stdin": true, "stdinOnce": true}),
     );
-    await_pod(ns, "target", "catter running", |p| {
+    await_pod(ns, "target", "catter running", STARTED, |p| {
         ephemeral_status(p, "catter").is_some_and(|s| s["state"]["running"].is_object())
     });
     let echoed = kubectl_with_stdin(

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use nodeconfig_e2e::kubectl::{eventually, get_json, kubectl};
 use nodeconfig_e2e::namespace::{apply_json, Namespace};
+use nodeconfig_e2e::pod::{await_pod, busybox, container_status};
 use serde_json::{json, Value};
 
-const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
 /// Pod created to Running, with images already on the nodes.
 const STARTED: Duration = Duration::from_secs(90);
 
@@ -28,31 +28,8 @@ fn pod(ns: &str, name: &str) -> Option<Value> {
     get_json("pod", name, Some(ns))
 }
 
-fn container_status<'a>(p: &'a Value, name: &str) -> Option<&'a Value> {
-    p["status"]["containerStatuses"]
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == name)
-}
-
 fn running(p: &Value, name: &str) -> bool {
     container_status(p, name).is_some_and(|c| c["state"]["running"].is_object())
-}
-
-#[track_caller]
-fn await_pod(
-    ns: &str,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    f: impl Fn(&Value) -> bool,
-) -> Value {
-    let started = Instant::now();
-    let p = eventually(timeout, &format!("pod {ns}/{name}: {what}"), || {
-        pod(ns, name).filter(|p| f(p))
-    });
-    println!("pod {ns}/{name}: {what} after {:.1?}", started.elapsed());
-    p
 }
 
 fn pod_of(ns: &str, name: &str, containers: Value) -> Value {
@@ -61,11 +38,6 @@ fn pod_of(ns: &str, name: &str, containers: Value) -> Value {
         "metadata": {"name": name, "namespace": ns},
         "spec": {"containers": containers, "terminationGracePeriodSeconds": 10},
     })
-}
-
-fn busybox(name: &str, script: &str) -> Value {
-    json!({"name": name, "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
-           "command": ["sh", "-c", script]})
 }
 
 /// A container serving HTTP on 8080 that records every request's head.

@@ -7,39 +7,15 @@
 //! Each test works in its own namespace and leaves the nodes as they were, so
 //! they run side by side.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nodeconfig_e2e::kubectl::{condition, eventually, get_json, kubectl};
+use nodeconfig_e2e::kubectl::kubectl;
 use nodeconfig_e2e::namespace::{apply_json, Namespace};
+use nodeconfig_e2e::pod::{await_pod, busybox, running_and_ready};
 use serde_json::{json, Value};
 
-const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
 /// Pod created to Running and Ready, with images already on the nodes.
 const STARTED: Duration = Duration::from_secs(90);
-
-fn running_and_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && condition(p, "Ready").is_some_and(|(s, _)| s == "True")
-        && p["status"]["podIP"]
-            .as_str()
-            .is_some_and(|ip| !ip.is_empty())
-}
-
-#[track_caller]
-fn await_pod(
-    ns: &str,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    f: impl Fn(&Value) -> bool,
-) -> Value {
-    let started = Instant::now();
-    let p = eventually(timeout, &format!("pod {ns}/{name}: {what}"), || {
-        get_json("pod", name, Some(ns)).filter(|p| f(p))
-    });
-    println!("pod {ns}/{name}: {what} after {:.1?}", started.elapsed());
-    p
-}
 
 fn pod(ns: &str, name: &str, containers: Value, extra: Value) -> Value {
     let mut spec = json!({"containers": containers, "terminationGracePeriodSeconds": 1});
@@ -53,10 +29,6 @@ fn pod(ns: &str, name: &str, containers: Value, extra: Value) -> Value {
         "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
         "spec": spec,
     })
-}
-
-fn busybox(name: &str, script: &str) -> Value {
-    json!({"name": name, "image": BUSYBOX, "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", script]})
 }
 
 /// `cat`/`hostname` output of a command in one container of a pod.

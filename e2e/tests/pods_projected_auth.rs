@@ -10,30 +10,16 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use nodeconfig_e2e::kubectl::{condition, eventually, get_json, kubectl};
+use nodeconfig_e2e::kubectl::{eventually, get_json, kubectl};
 use nodeconfig_e2e::namespace::{apply_json, Namespace};
+use nodeconfig_e2e::pod::{await_pod, running_and_ready, BUSYBOX};
 use serde_json::{json, Value};
 
-const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
 /// Pod created to Running and Ready, with images already on the nodes.
 const STARTED: Duration = Duration::from_secs(90);
 /// A change of a bundle reaches a running pod's file with the next volume
 /// refresh (every 60 s, as the kubelet's sync).
 const PROPAGATED: Duration = Duration::from_secs(150);
-
-fn running_and_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running" && condition(p, "Ready").is_some_and(|(s, _)| s == "True")
-}
-
-#[track_caller]
-fn await_pod(ns: &str, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    let p = eventually(STARTED, &format!("pod {ns}/{name}: {what}"), || {
-        get_json("pod", name, Some(ns)).filter(|p| f(p))
-    });
-    println!("pod {ns}/{name}: {what} after {:.1?}", started.elapsed());
-    p
-}
 
 /// A busybox pod that sleeps with one projected volume at `/creds`.
 fn pod_with_sources(ns: &str, name: &str, sources: Value) -> Value {
@@ -148,7 +134,13 @@ fn a_pod_reads_the_trust_bundles_it_selects_and_sees_them_change() {
         {"clusterTrustBundle": {"name": "no-such-bundle", "path": "missing.pem", "optional": true}},
     ]);
     apply_json(pod_with_sources(&ns.0, "reader", sources));
-    await_pod(&ns.0, "reader", "Running and Ready", running_and_ready);
+    await_pod(
+        &ns.0,
+        "reader",
+        "Running and Ready",
+        STARTED,
+        running_and_ready,
+    );
 
     assert_eq!(
         bodies(&read(&ns.0, "reader", "/creds/plain.pem")),
@@ -290,7 +282,13 @@ fn a_pod_certificate_is_requested_by_the_node_and_written_once_issued() {
     );
 
     issue(&ns.0, &pcr, &ca, &ca_pem);
-    await_pod(&ns.0, "holder", "Running and Ready", running_and_ready);
+    await_pod(
+        &ns.0,
+        "holder",
+        "Running and Ready",
+        STARTED,
+        running_and_ready,
+    );
 
     let key = read(&ns.0, "holder", "/creds/tls.key");
     let chain = read(&ns.0, "holder", "/creds/chain.pem");

@@ -12,27 +12,13 @@
 use std::time::{Duration, Instant};
 
 use nodeconfig_e2e::cluster::cluster;
-use nodeconfig_e2e::kubectl::{apply, condition, eventually, get_json, kubectl};
+use nodeconfig_e2e::kubectl::{apply, eventually, get_json, kubectl};
 use nodeconfig_e2e::namespace::Namespace;
+use nodeconfig_e2e::pod::{await_pod, running_and_ready, BUSYBOX};
 use serde_json::{json, Value};
 
-const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
 /// Pod created to Running and Ready, with images already on the nodes.
 const STARTED: Duration = Duration::from_secs(90);
-
-fn running_and_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running" && condition(p, "Ready").is_some_and(|(s, _)| s == "True")
-}
-
-#[track_caller]
-fn await_pod(ns: &str, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    let p = eventually(STARTED, &format!("pod {ns}/{name}: {what}"), || {
-        get_json("pod", name, Some(ns)).filter(|p| f(p))
-    });
-    println!("pod {ns}/{name}: {what} after {:.1?}", started.elapsed());
-    p
-}
 
 fn pod(ns: &str, name: &str, container: Value, extra: Value) -> Value {
     let mut spec = json!({"containers": [container], "terminationGracePeriodSeconds": 1});
@@ -76,7 +62,13 @@ fn a_sub_path_expr_mounts_the_directory_its_environment_names() {
     ]);
     let volumes = json!({"volumes": [{"name": "work", "emptyDir": {}}]});
     apply(&pod(&ns.0, "writer", writer, volumes.clone()).to_string()).expect_ok("apply");
-    await_pod(&ns.0, "writer", "Running and Ready", running_and_ready);
+    await_pod(
+        &ns.0,
+        "writer",
+        "Running and Ready",
+        STARTED,
+        running_and_ready,
+    );
     let out = eventually(Duration::from_secs(20), "the file in the subPath", || {
         let run = kubectl(&[
             "exec",
@@ -103,9 +95,13 @@ fn a_sub_path_expr_mounts_the_directory_its_environment_names() {
     broken["volumeMounts"] =
         json!([{"name": "work", "mountPath": "/sub", "subPathExpr": "$(NOT_SET)"}]);
     apply(&pod(&ns.0, "broken", broken, volumes).to_string()).expect_ok("apply");
-    let p = await_pod(&ns.0, "broken", "CreateContainerConfigError", |p| {
-        waiting(p).is_some_and(|(reason, _)| reason == "CreateContainerConfigError")
-    });
+    let p = await_pod(
+        &ns.0,
+        "broken",
+        "CreateContainerConfigError",
+        STARTED,
+        |p| waiting(p).is_some_and(|(reason, _)| reason == "CreateContainerConfigError"),
+    );
     let (_, message) = waiting(&p).unwrap_or_default();
     assert!(message.contains("missing value for NOT_SET"), "{message}");
     assert_eq!(p["status"]["phase"], "Pending");
@@ -119,7 +115,13 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_rejected() {
         {"name": "net/ipv4/ip_local_port_range", "value": "40000 40100"},
     ]}});
     apply(&pod(&ns.0, "safe", busybox("exec sleep 3600"), sysctls).to_string()).expect_ok("apply");
-    await_pod(&ns.0, "safe", "Running and Ready", running_and_ready);
+    await_pod(
+        &ns.0,
+        "safe",
+        "Running and Ready",
+        STARTED,
+        running_and_ready,
+    );
     assert_eq!(
         exec(&ns.0, "safe", &["cat", "/proc/sys/kernel/shm_rmid_forced"]).trim(),
         "1"
@@ -138,7 +140,7 @@ fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_rejected() {
         json!({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "10000000"}]}});
     apply(&pod(&ns.0, "unsafe", busybox("exec sleep 3600"), unsafe_sysctl).to_string())
         .expect_ok("apply");
-    let p = await_pod(&ns.0, "unsafe", "Failed", |p| {
+    let p = await_pod(&ns.0, "unsafe", "Failed", STARTED, |p| {
         p["status"]["phase"] == "Failed"
     });
     assert_eq!(p["status"]["reason"], "SysctlForbidden");
@@ -297,7 +299,13 @@ fn sub_path_mounts_of_a_pod_deleted_while_the_agent_was_down_are_removed() {
     ]);
     let extra = json!({"nodeName": "nc-node-1", "volumes": [{"name": "work", "emptyDir": {}}]});
     apply(&pod(&ns.0, "kept-mounts", c, extra).to_string()).expect_ok("apply");
-    let p = await_pod(&ns.0, "kept-mounts", "Running and Ready", running_and_ready);
+    let p = await_pod(
+        &ns.0,
+        "kept-mounts",
+        "Running and Ready",
+        STARTED,
+        running_and_ready,
+    );
     let uid = p["metadata"]["uid"].as_str().expect("uid").to_string();
     let mounts = sub_path_mounts(&uid);
     assert_eq!(mounts.len(), 2, "{mounts:?}");
