@@ -392,6 +392,8 @@ async fn run_agent_rollout(ctx: Arc<Context>) {
     // an earlier leader holds.
     let mut tracker: Option<rollout::Tracker> = None;
     let mut progress: Option<rollout::Progress> = None;
+    // The DaemonSet as last seen, which the rollout's Events regard.
+    let mut seen: Option<ObjectReference> = None;
     loop {
         let defaults = ctx.caches.current_defaults();
         if tracker.is_none() {
@@ -444,7 +446,7 @@ async fn run_agent_rollout(ctx: Arc<Context>) {
         tokio::select! {
             _ = timer => {
                 if deadline_in.is_some_and(|d| d < wait) {
-                    due = follow_rollout(&ctx, tracker.as_mut(), progress.as_ref(), deadline).await || due;
+                    due = follow_rollout(&ctx, tracker.as_mut(), progress.as_ref(), seen.as_ref(), deadline).await || due;
                 } else {
                     due = true;
                 }
@@ -462,7 +464,8 @@ async fn run_agent_rollout(ctx: Arc<Context>) {
                 Some(Ok(Event::Apply(ds) | Event::InitApply(ds))) => {
                     due = due || ds.metadata.generation != applied_generation;
                     progress = rollout::Progress::of(&ds);
-                    due = follow_rollout(&ctx, tracker.as_mut(), progress.as_ref(), deadline).await || due;
+                    seen = Some(rollout::event_reference(&ds));
+                    due = follow_rollout(&ctx, tracker.as_mut(), progress.as_ref(), seen.as_ref(), deadline).await || due;
                 }
                 Some(Ok(Event::Delete(_))) => due = true,
                 Some(Ok(Event::Init)) => {}
@@ -487,28 +490,23 @@ fn desired_daemonset(
     desired
 }
 
-/// Takes in the DaemonSet's progress; on a change of phase, says so (Events, the lagging
-/// nodes' conditions, the metric). Returns whether the DaemonSet must be applied again.
+/// Takes in the DaemonSet's progress; on a change of phase, says so (Events on `ds`, the
+/// DaemonSet as last seen; the lagging nodes' conditions; the metric). Returns whether the
+/// DaemonSet must be applied again.
 async fn follow_rollout(
     ctx: &Context,
     tracker: Option<&mut rollout::Tracker>,
     progress: Option<&rollout::Progress>,
+    ds: Option<&ObjectReference>,
     deadline: Duration,
 ) -> bool {
-    let (Some(tracker), Some(progress)) = (tracker, progress) else {
+    let (Some(tracker), Some(progress), Some(ds)) = (tracker, progress, ds) else {
         return false;
     };
     let Some(phase) = tracker.observe(progress, deadline, Instant::now()) else {
         return false;
     };
     let image = ctx.caches.current_defaults().agent.image.clone();
-    let ds = ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("DaemonSet".into()),
-        name: Some(daemonset::NAME.into()),
-        namespace: Some(ctx.caches.namespace.clone()),
-        ..ObjectReference::default()
-    };
     match phase {
         rollout::Phase::Stalled(message) => {
             warn!(%message, "agent rollout stalled; stopping it");
@@ -518,7 +516,7 @@ async fn follow_rollout(
             );
             publish(
                 ctx,
-                &ds,
+                ds,
                 EventType::Warning,
                 rollout::STALLED,
                 "StopRollout",
@@ -535,7 +533,7 @@ async fn follow_rollout(
             );
             publish(
                 ctx,
-                &ds,
+                ds,
                 EventType::Normal,
                 rollout::COMPLETE,
                 "Rollout",
@@ -661,7 +659,7 @@ async fn publish(
         secondary: None,
     };
     if let Err(error) = ctx.recorder.publish(&event, regarding).await {
-        debug!(%error, reason, "could not publish an Event");
+        warn!(%error, reason, "could not publish an Event");
     }
 }
 

@@ -12,6 +12,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetUpdateStrategy};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
 
 /// Annotation of a stopped DaemonSet: the agent image whose rollout stalled.
 pub const STALLED_ANNOTATION: &str = "nodeconfig.dev/rollout-stalled";
@@ -170,6 +172,19 @@ pub fn stalled_image(ds: &DaemonSet) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// What the rollout's Events regard: the DaemonSet as seen, with its uid (`kubectl describe
+/// daemonset` finds Events by it) and its resourceVersion, as client-go's references carry it.
+/// kube-runtime's recorder folds an Event into one of the same reference and reason published
+/// in the last 6 minutes, keeping that one's message; without the resourceVersion, a rollout
+/// completing within 6 minutes of another (or of an agent's restart) would show the earlier
+/// image.
+pub fn event_reference(ds: &DaemonSet) -> ObjectReference {
+    ObjectReference {
+        resource_version: ds.metadata.resource_version.clone(),
+        ..ds.object_ref(&())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +293,25 @@ mod tests {
         assert_eq!(strategy.type_.as_deref(), Some("OnDelete"));
         assert!(strategy.rolling_update.is_none());
         assert_eq!(stalled_image(&ds), Some("agent:broken"));
+    }
+
+    #[test]
+    fn events_regard_each_version_of_the_daemonset_by_uid() {
+        let mut ds = DaemonSet::default();
+        ds.metadata.name = Some("node-agent".into());
+        ds.metadata.namespace = Some("nodeconfig-system".into());
+        ds.metadata.uid = Some("u-1".into());
+        ds.metadata.resource_version = Some("41".into());
+        let first = event_reference(&ds);
+        assert_eq!(first.kind.as_deref(), Some("DaemonSet"));
+        assert_eq!(first.api_version.as_deref(), Some("apps/v1"));
+        assert_eq!(first.namespace.as_deref(), Some("nodeconfig-system"));
+        assert_eq!(first.uid.as_deref(), Some("u-1"));
+        ds.metadata.resource_version = Some("57".into());
+        assert_ne!(
+            event_reference(&ds),
+            first,
+            "a later rollout is another Event"
+        );
     }
 }
