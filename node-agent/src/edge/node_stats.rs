@@ -1,8 +1,10 @@
-//! The node's readings for eviction (what the kubelet's summary API gets from
-//! cAdvisor): the machine's memory working set from the root memory cgroup,
+//! The node's readings for eviction and the kubelet's resource metrics (what
+//! the kubelet's summary API gets from cAdvisor): the machine's memory working
+//! set from the root memory cgroup, its CPU time from the root cpu cgroup,
 //! filesystem sizes from statvfs, the process table's use, and the disk use
 //! of a directory tree. Plain reads of `/proc`, `/sys/fs/cgroup` and the
-//! filesystem; the arithmetic on them is in [`crate::eviction::signals`].
+//! filesystem; the arithmetic on them is in [`crate::eviction::signals`] and
+//! [`crate::kubelet_server::summary`].
 
 use std::io;
 use std::path::Path;
@@ -62,6 +64,54 @@ pub fn memory() -> io::Result<MemoryReading> {
         usage: capacity.saturating_sub(free),
         inactive_file: stat_field(&stat, "inactive_file").unwrap_or(0),
     })
+}
+
+/// Swap in use on the machine (`SwapTotal - SwapFree`), bytes.
+pub fn swap_usage() -> io::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    let field = |name: &str| meminfo_field(&meminfo, name).unwrap_or(0);
+    Ok(field("SwapTotal").saturating_sub(field("SwapFree")))
+}
+
+/// The CPU time the machine has used, all cores, in nanoseconds: the root
+/// cgroup's (`cpuacct.usage` on cgroup v1, `usage_usec` of `cpu.stat` on v2),
+/// as cAdvisor reads `/` for the kubelet; `/proc/stat` where neither is there.
+pub fn cpu_usage_nanoseconds() -> io::Result<u64> {
+    for v1 in [
+        "/sys/fs/cgroup/cpuacct/cpuacct.usage",
+        "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage",
+    ] {
+        if let Ok(usage) = read_number(Path::new(v1)) {
+            return Ok(usage);
+        }
+    }
+    if let Ok(stat) = std::fs::read_to_string("/sys/fs/cgroup/cpu.stat") {
+        if let Some(usec) = stat_field(&stat, "usage_usec") {
+            return Ok(usec.saturating_mul(1000));
+        }
+    }
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    // /proc/stat counts in USER_HZ, which the kernel fixes at 100 for user space.
+    proc_stat_cpu_nanoseconds(&stat, 100).ok_or_else(|| missing("the cpu line of /proc/stat"))
+}
+
+/// The busy time of `/proc/stat`'s `cpu` line (user, nice, system, irq,
+/// softirq, steal; idle and iowait left out) in nanoseconds, for `ticks` per second.
+pub fn proc_stat_cpu_nanoseconds(stat: &str, ticks: u64) -> Option<u64> {
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("cpu"))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| fields.get(i).copied().unwrap_or(0))
+        .sum();
+    (ticks > 0).then(|| busy.saturating_mul(1_000_000_000) / ticks)
 }
 
 /// statvfs of the filesystem holding `path`.
@@ -191,6 +241,17 @@ mod tests {
             Some(345)
         );
         assert_eq!(parse_loadavg_tasks("garbage"), None);
+        let proc_stat = "cpu  100 10 50 9000 40 0 5 2 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
+        // user + nice + system + irq + softirq + steal = 167 ticks of 10 ms.
+        assert_eq!(
+            proc_stat_cpu_nanoseconds(proc_stat, 100),
+            Some(1_670_000_000)
+        );
+        assert_eq!(proc_stat_cpu_nanoseconds("intr 1 2", 100), None);
+        assert_eq!(
+            stat_field("usage_usec 1234\nuser_usec 1000\n", "usage_usec"),
+            Some(1234)
+        );
     }
 
     #[test]

@@ -277,6 +277,10 @@ mod tests {
             (vec!["metrics"], "get")
         );
         assert_eq!(
+            subresources(Method::GET, "/metrics/resource"),
+            (vec!["metrics"], "get")
+        );
+        assert_eq!(
             subresources(Method::GET, "/logs/syslog"),
             (vec!["log"], "get")
         );

@@ -1,6 +1,8 @@
 //! The kubelet's HTTPS server (port 10250), for what the API server proxies to a
 //! node: `kubectl logs` (`/containerLogs`), `kubectl exec` (`/exec`), `attach`
-//! and `port-forward`, plus `/healthz`.
+//! and `port-forward`, the resource metrics metrics-server scrapes
+//! (`/metrics/resource`, [`resource_metrics`] of a [`summary`] read by
+//! [`summary_source`]), plus `/healthz`.
 //!
 //! Every request goes through [`auth::filter`] (client certificate or bearer token,
 //! then a decision on `nodes/<subresource>` of this node). Containers are found
@@ -17,8 +19,11 @@ pub mod end_apart;
 pub mod exec;
 pub mod locate;
 pub mod logs;
+pub mod resource_metrics;
 pub mod review;
 pub mod routes;
+pub mod summary;
+pub mod summary_source;
 pub mod tls;
 pub mod upgrade;
 
@@ -81,6 +86,7 @@ pub fn router(state: KubeletServerState) -> Router {
     let port_forward = get(routes::port_forward).post(routes::port_forward);
     Router::new()
         .route("/healthz", get(routes::healthz))
+        .route("/metrics/resource", get(routes::metrics_resource))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(routes::container_logs),

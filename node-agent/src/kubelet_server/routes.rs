@@ -1,5 +1,6 @@
-//! The handlers behind the auth filter: `/healthz`, `/containerLogs`, `/exec`,
-//! `/attach` and `/portForward`, with the kubelet's paths and status codes.
+//! The handlers behind the auth filter: `/healthz`, `/metrics/resource`,
+//! `/containerLogs`, `/exec`, `/attach` and `/portForward`, with the kubelet's
+//! paths and status codes.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -17,6 +18,7 @@ use super::locate::{self, ContainerRef, Instance, LocateError};
 use super::logs;
 use super::upgrade::proxy_upgrade;
 use super::KubeletServerState;
+use super::{resource_metrics, summary_source};
 use crate::edge::cri::CriError;
 
 /// Path parameters: `{namespace}/{pod}[/{uid}]/{container}`.
@@ -87,6 +89,21 @@ fn container_ref(params: &HashMap<String, String>) -> ContainerRef {
 
 pub async fn healthz() -> &'static str {
     "ok"
+}
+
+/// `GET /metrics/resource`: the node's and its containers' CPU and memory in
+/// the Prometheus text format; a failed read is `resource_scrape_error 1`
+/// (status 200), as the kubelet answers.
+pub async fn metrics_resource(State(state): State<KubeletServerState>) -> Response {
+    let summary = summary_source::read(&state.cri.current()).await;
+    if let Err(error) = &summary {
+        tracing::warn!(%error, "cannot read the resource metrics");
+    }
+    (
+        [(header::CONTENT_TYPE, resource_metrics::CONTENT_TYPE)],
+        resource_metrics::render(summary.as_ref().ok()),
+    )
+        .into_response()
 }
 
 /// `GET /containerLogs/{namespace}/{pod}/{container}`: the container's log as

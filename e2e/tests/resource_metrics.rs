@@ -1,0 +1,133 @@
+//! The kubelet's resource metrics on an agent node, end to end (`e2e/cluster
+//! up`): the API server's node proxy reaches the agent's
+//! `/metrics/resource`, which names a busy pod's container with its CPU time,
+//! working set and start time (samples stamped with their reading times, as
+//! the kubelet's are).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nodeconfig_e2e::kubectl::{eventually, get_json, kubectl};
+use nodeconfig_e2e::namespace::{apply_json, Namespace};
+use nodeconfig_e2e::node::node_name;
+use serde_json::json;
+
+const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
+const CONTAINER: &str = "burn";
+
+/// A pod on agent node `node` whose one container holds about 8 MiB (a shell
+/// variable) and burns CPU, capped at 200m so the shared machine keeps its cores.
+fn burner(ns: &Namespace, name: &str, node: &str) {
+    apply_json(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns.0},
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": CONTAINER,
+                "image": BUSYBOX,
+                "command": ["sh", "-c", "x=$(head -c 8000000 /dev/zero | tr '\\0' a); while :; do :; done"],
+                "resources": {"requests": {"cpu": "10m"}, "limits": {"cpu": "200m"}},
+            }],
+        },
+    }));
+    eventually(Duration::from_secs(90), "the burner pod Running", || {
+        get_json("pod", name, Some(&ns.0)).filter(|p| p["status"]["phase"] == "Running")
+    });
+}
+
+/// `<value> [<timestamp ms>]` of the sample `series` in a text exposition.
+fn sample(text: &str, series: &str) -> Option<(f64, Option<i64>)> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+        let mut fields = rest.split_whitespace();
+        let value = fields.next()?.parse().ok()?;
+        let timestamp = fields.next().and_then(|t| t.parse().ok());
+        Some((value, timestamp))
+    })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A sample's time is its reading's: within a minute of now.
+#[track_caller]
+fn recent(series: &str, timestamp: Option<i64>) {
+    let ts = timestamp.unwrap_or_else(|| panic!("{series} has no timestamp"));
+    assert!(
+        (now_ms() - ts).abs() < 60_000,
+        "{series} stamped {ts}, now {}",
+        now_ms()
+    );
+}
+
+#[test]
+fn the_node_proxy_serves_the_containers_resource_metrics() {
+    let ns = Namespace::new("resmetrics-raw");
+    let node = node_name(1);
+    burner(&ns, "burner", &node);
+    let path = format!("/api/v1/nodes/{node}/proxy/metrics/resource");
+    let labels = format!(
+        "{{container=\"{CONTAINER}\",namespace=\"{}\",pod=\"burner\"}}",
+        ns.0
+    );
+    let cpu_series = format!("container_cpu_usage_seconds_total{labels}");
+    let text = eventually(
+        Duration::from_secs(30),
+        "the container's CPU time above 0",
+        || {
+            let run = kubectl(&["get", "--raw", &path]);
+            assert!(run.ok, "GET {path}: {}", run.stderr);
+            sample(&run.stdout, &cpu_series)
+                .filter(|(cpu, _)| *cpu > 0.0)
+                .map(|_| run.stdout)
+        },
+    );
+
+    let (_, cpu_time) = sample(&text, &cpu_series).unwrap_or_default();
+    recent(&cpu_series, cpu_time);
+    let memory_series = format!("container_memory_working_set_bytes{labels}");
+    let (memory, memory_time) =
+        sample(&text, &memory_series).unwrap_or_else(|| panic!("no {memory_series} in\n{text}"));
+    assert!(
+        memory > 1_000_000.0,
+        "{memory_series} {memory}: the shell holds 8 MB"
+    );
+    recent(&memory_series, memory_time);
+    let start_series = format!("container_start_time_seconds{labels}");
+    let (start, start_time) =
+        sample(&text, &start_series).unwrap_or_else(|| panic!("no {start_series} in\n{text}"));
+    assert!(
+        (now_ms() as f64 / 1000.0 - start).abs() < 300.0 && start_time.is_none(),
+        "{start_series} {start} {start_time:?}"
+    );
+    let pod_series = format!(
+        "pod_cpu_usage_seconds_total{{namespace=\"{}\",pod=\"burner\"}}",
+        ns.0
+    );
+    let (pod_cpu, _) =
+        sample(&text, &pod_series).unwrap_or_else(|| panic!("no {pod_series} in\n{text}"));
+    assert!(pod_cpu > 0.0, "{pod_series} {pod_cpu}");
+    for series in [
+        "node_cpu_usage_seconds_total",
+        "node_memory_working_set_bytes",
+    ] {
+        let (value, timestamp) =
+            sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(value > 0.0, "{series} {value}");
+        recent(series, timestamp);
+    }
+    assert_eq!(
+        sample(&text, "resource_scrape_error"),
+        Some((0.0, None)),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE container_cpu_usage_seconds_total counter\n"),
+        "{text}"
+    );
+}
