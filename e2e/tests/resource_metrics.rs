@@ -2,7 +2,7 @@
 //! up`): the API server's node proxy reaches the agent's
 //! `/metrics/resource`, which names a busy pod's container with its CPU time,
 //! working set and start time (samples stamped with their reading times, as
-//! the kubelet's are).
+//! the kubelet's are), and `/stats/summary` with the same readings.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -129,5 +129,30 @@ fn the_node_proxy_serves_the_containers_resource_metrics() {
     assert!(
         text.contains("# TYPE container_cpu_usage_seconds_total counter\n"),
         "{text}"
+    );
+    // The same readings as the Summary API's CPU and memory part.
+    let path = format!("/api/v1/nodes/{node}/proxy/stats/summary?only_cpu_and_memory=true");
+    let summary: serde_json::Value =
+        serde_json::from_str(&kubectl(&["get", "--raw", &path]).expect_ok("GET stats/summary"))
+            .expect("the summary is JSON");
+    assert_eq!(summary["node"]["nodeName"], node.as_str());
+    assert!(summary["node"]["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0));
+    let pod = summary["pods"]
+        .as_array()
+        .and_then(|pods| {
+            pods.iter().find(|p| {
+                p["podRef"]["name"] == "burner" && p["podRef"]["namespace"] == ns.0.as_str()
+            })
+        })
+        .unwrap_or_else(|| panic!("no burner pod in {summary}"));
+    let container = &pod["containers"][0];
+    assert_eq!(container["name"], CONTAINER);
+    assert!(
+        container["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0),
+        "{pod}"
+    );
+    assert!(
+        container["memory"]["workingSetBytes"].as_u64() > Some(1_000_000),
+        "{pod}"
     );
 }

@@ -95,6 +95,14 @@ pub fn cpu_usage_nanoseconds() -> io::Result<u64> {
     proc_stat_cpu_nanoseconds(&stat, 100).ok_or_else(|| missing("the cpu line of /proc/stat"))
 }
 
+/// When the machine booted, seconds since the epoch (`btime` of `/proc/stat`).
+pub fn boot_time_seconds() -> io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        .ok_or_else(|| missing("btime in /proc/stat"))
+}
+
 /// The busy time of `/proc/stat`'s `cpu` line (user, nice, system, irq,
 /// softirq, steal; idle and iowait left out) in nanoseconds, for `ticks` per second.
 pub fn proc_stat_cpu_nanoseconds(stat: &str, ticks: u64) -> Option<u64> {

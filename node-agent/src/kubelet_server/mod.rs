@@ -2,7 +2,8 @@
 //! node: `kubectl logs` (`/containerLogs`), `kubectl exec` (`/exec`), `attach`
 //! and `port-forward`, the resource metrics metrics-server scrapes
 //! (`/metrics/resource`, [`resource_metrics`] of a [`summary`] read by
-//! [`summary_source`]), plus `/healthz`.
+//! [`summary_source`]) and their Summary API form (`/stats/summary`,
+//! [`stats_summary`]), plus `/healthz`.
 //!
 //! Every request goes through [`auth::filter`] (client certificate or bearer token,
 //! then a decision on `nodes/<subresource>` of this node). Containers are found
@@ -22,6 +23,7 @@ pub mod logs;
 pub mod resource_metrics;
 pub mod review;
 pub mod routes;
+pub mod stats_summary;
 pub mod summary;
 pub mod summary_source;
 pub mod tls;
@@ -53,6 +55,8 @@ pub struct KubeletServerState {
     /// Authentication and authorization of every request.
     pub auth: Auth,
     pub metrics: KubeletServerMetrics,
+    /// The previous CPU readings `/stats/summary`'s rates are computed against.
+    pub cpu_rates: Arc<stats_summary::CpuRates>,
 }
 
 impl KubeletServerState {
@@ -75,6 +79,7 @@ impl KubeletServerState {
                 authorizer: Arc::new(review::SubjectAccessReviewAuthorizer::new(client)),
             },
             metrics: metrics.clone(),
+            cpu_rates: Arc::default(),
         }
     }
 }
@@ -87,6 +92,7 @@ pub fn router(state: KubeletServerState) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/metrics/resource", get(routes::metrics_resource))
+        .route("/stats/summary", get(routes::stats_summary))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(routes::container_logs),

@@ -359,6 +359,7 @@ mod tests {
 
     fn container(name: &str, start: i64) -> ContainerStats {
         ContainerStats {
+            id: name.into(),
             name: name.into(),
             start_time: start,
             cpu: Some(CpuStats {

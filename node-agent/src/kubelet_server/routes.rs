@@ -1,5 +1,5 @@
 //! The handlers behind the auth filter: `/healthz`, `/metrics/resource`,
-//! `/containerLogs`, `/exec`, `/attach` and `/portForward`, with the kubelet's
+//! `/stats/summary`, `/containerLogs`, `/exec`, `/attach` and `/portForward`, with the kubelet's
 //! paths and status codes.
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use super::locate::{self, ContainerRef, Instance, LocateError};
 use super::logs;
 use super::upgrade::proxy_upgrade;
 use super::KubeletServerState;
-use super::{resource_metrics, summary_source};
+use super::{resource_metrics, stats_summary, summary_source};
 use crate::edge::cri::CriError;
 
 /// Path parameters: `{namespace}/{pod}[/{uid}]/{container}`.
@@ -162,6 +162,31 @@ pub async fn container_logs(
         Body::from_stream(EndApart::new(Box::pin(body))),
     )
         .into_response())
+}
+
+/// `GET /stats/summary[?only_cpu_and_memory=true]`: the Summary API's CPU
+/// and memory part as JSON (both forms), 500 when it cannot be read.
+pub async fn stats_summary(State(state): State<KubeletServerState>) -> Response {
+    match summary_source::read(&state.cri.current()).await {
+        Ok(summary) => {
+            let boot = crate::edge::node_stats::boot_time_seconds().ok().map(|s| {
+                i64::try_from(s)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1_000_000_000)
+            });
+            let body =
+                stats_summary::render(&summary, &state.auth.node_name, boot, &state.cpu_rates);
+            axum::Json(body).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the stats summary");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Internal Error: failed to get stats summary: {error}"),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// `GET|POST /exec/{namespace}/{pod}[/{uid}]/{container}?command=…`.

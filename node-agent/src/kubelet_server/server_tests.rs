@@ -127,6 +127,7 @@ async fn start_server_with(client_ca: &TestCa, limits: Limits) -> Server {
             authorizer: authorizer.clone(),
         },
         metrics: crate::serve::metrics::Metrics::new().kubelet_server,
+        cpu_rates: Default::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -231,6 +232,31 @@ async fn the_api_servers_client_certificate_is_authenticated_and_authorized() {
         ("get", "healthz")
     );
     assert_eq!(asked[0].1.node_name, "node-1");
+}
+
+#[tokio::test]
+async fn resource_metrics_are_authorized_as_node_metrics_and_report_a_runtime_down() {
+    let cluster_ca = test_ca("cluster-ca");
+    let server = start_server(&cluster_ca).await;
+    let api_server = issue(
+        &cluster_ca,
+        "kube-apiserver-kubelet-client",
+        &["system:masters"],
+        &[],
+    );
+    // No runtime behind the socket: the kubelet's answer to a failed read.
+    let (status, body) = get(&server, "/metrics/resource", Some(&api_server), None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.ends_with("resource_scrape_error 1\n"), "{body}");
+    let (status, _) = get(&server, "/stats/summary", Some(&api_server), None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let asked = server.authorizer.asked.locked().clone();
+    let subresources: Vec<_> = asked.iter().map(|(_, a)| a.subresource).collect();
+    assert_eq!(subresources, ["metrics", "stats"]);
 }
 
 #[tokio::test]

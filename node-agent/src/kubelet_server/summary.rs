@@ -57,6 +57,8 @@ pub struct NodeStats {
 /// One running container's use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerStats {
+    /// The runtime's container ID.
+    pub id: String,
     /// The container's name in the Pod spec (CRI metadata name).
     pub name: String,
     /// When the container was created (the summary API's `startTime`).
@@ -125,7 +127,7 @@ pub fn pods_from_cri(
             .as_ref()
             .map(|m| m.name.clone())
             .unwrap_or_default();
-        let container = container_stats(stat, name, container.created_at, now);
+        let container = container_stats(stat, name, container, now);
         add_to_pod(pod, &container);
         pod.containers.push(container);
     }
@@ -187,7 +189,7 @@ fn pod_stats(sandbox: &cri::PodSandbox) -> PodStats {
 fn container_stats(
     stat: &cri::ContainerStats,
     name: String,
-    created_at: UnixNanos,
+    container: &cri::Container,
     now: UnixNanos,
 ) -> ContainerStats {
     let value = |v: &Option<cri::UInt64Value>| Some(v.as_ref().map_or(0, |v| v.value));
@@ -224,8 +226,9 @@ fn container_stats(
         },
     };
     ContainerStats {
+        id: container.id.clone(),
         name,
-        start_time: created_at,
+        start_time: container.created_at,
         cpu: Some(cpu),
         memory: Some(memory),
         swap: Some(swap),
