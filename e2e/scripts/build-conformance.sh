@@ -10,6 +10,7 @@
 #   sample-apiserver  nnp       (the aggregator test's server; the nonewprivs image's program)
 #   registry                    distribution REGISTRY_VERSION  -> $cache/registry-REGISTRY_VERSION/bin
 #   coredns                     coredns COREDNS_VERSION        -> $cache/coredns-COREDNS_VERSION/bin
+#   metrics-server              metrics-server METRICS_SERVER_VERSION -> $cache/metrics-server-METRICS_SERVER_VERSION/bin
 #   busybox                     BusyBox BUSYBOX_VERSION (C, defconfig, static) -> $cache/busybox-BUSYBOX_VERSION/bin
 #
 # e2e.test, ginkgo and agnhost build in their own module dir (not the control
@@ -28,6 +29,7 @@ cache="${NODECONFIG_CACHE:-/var/cache/nodeconfig}"
 kdir="$cache/conformance-$K8S_VERSION"
 rdir="$cache/registry-$REGISTRY_VERSION"
 cdir="$cache/coredns-$COREDNS_VERSION"
+mdir="$cache/metrics-server-$METRICS_SERVER_VERSION"
 bdir="$cache/busybox-$BUSYBOX_VERSION"
 
 die() { echo "build-conformance: $*" >&2; exit 1; }
@@ -36,7 +38,7 @@ command -v go >/dev/null || die "go is not installed"
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0 GOTOOLCHAIN=local
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(e2e.test ginkgo agnhost sample-apiserver nnp registry coredns busybox)
+[ ${#components[@]} -gt 0 ] || components=(e2e.test ginkgo agnhost sample-apiserver nnp registry coredns metrics-server busybox)
 
 k8s_ldflags="$(k8s_ldflags)"
 
@@ -107,6 +109,16 @@ for c in "${components[@]}"; do
       go get "github.com/coredns/coredns@$COREDNS_VERSION" || die "go get of coredns $COREDNS_VERSION failed"
       timed coredns go build -trimpath -ldflags "-s -w" -o "$cdir/bin/coredns.tmp" github.com/coredns/coredns
       mv "$cdir/bin/coredns.tmp" "$cdir/bin/coredns" ;;
+    metrics-server)
+      # Its go.mod has no replace directives, so the module's own requirements
+      # are what a module requiring it builds with.
+      [ -x "$mdir/bin/metrics-server" ] && continue
+      mkdir -p "$mdir/src" "$mdir/bin"; cd "$mdir/src"
+      [ -f go.mod ] || printf 'module nodeconfig.local/metrics-server\n\ngo 1.26\n' > go.mod
+      go get "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION" || die "go get of metrics-server $METRICS_SERVER_VERSION failed"
+      timed metrics-server go build -trimpath -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+        -o "$mdir/bin/metrics-server.tmp" sigs.k8s.io/metrics-server/cmd/metrics-server
+      mv "$mdir/bin/metrics-server.tmp" "$mdir/bin/metrics-server" ;;
     busybox)
       # The suite's busybox image is upstream's BusyBox built with defconfig.
       # Debian's busybox reverts upstream's ash change that passes environment
@@ -126,4 +138,4 @@ for c in "${components[@]}"; do
     *) die "unknown component '$c'" ;;
   esac
 done
-say "ready: $kdir/bin $rdir/bin $cdir/bin $bdir/bin"
+say "ready: $kdir/bin $rdir/bin $cdir/bin $mdir/bin $bdir/bin"

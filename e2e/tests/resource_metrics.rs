@@ -2,7 +2,10 @@
 //! up`): the API server's node proxy reaches the agent's
 //! `/metrics/resource`, which names a busy pod's container with its CPU time,
 //! working set and start time (samples stamped with their reading times, as
-//! the kubelet's are), and `/stats/summary` with the same readings.
+//! the kubelet's are), and `/stats/summary` with the same readings;
+//! metrics-server (deployed by the cluster, as a cluster's add-on) scrapes
+//! it, so `kubectl top pod` shows the pod's CPU and memory and `kubectl top
+//! node` the agent's nodes.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -154,5 +157,78 @@ fn the_node_proxy_serves_the_containers_resource_metrics() {
     assert!(
         container["memory"]["workingSetBytes"].as_u64() > Some(1_000_000),
         "{pod}"
+    );
+}
+
+/// `(cpu millicores, memory MiB)` of `kubectl top`'s line for `name`.
+fn top_line(out: &str, name: &str) -> Option<(u64, u64)> {
+    out.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first() != Some(&name) {
+            return None;
+        }
+        let cpu = fields.get(1)?.strip_suffix('m')?.parse().ok()?;
+        let memory = fields
+            .iter()
+            .find_map(|f| f.strip_suffix("Mi")?.parse().ok())?;
+        Some((cpu, memory))
+    })
+}
+
+#[test]
+fn kubectl_top_shows_a_busy_pod_and_the_agent_nodes() {
+    eventually(
+        Duration::from_secs(120),
+        "the metrics.k8s.io APIService Available",
+        || {
+            get_json("apiservice", "v1beta1.metrics.k8s.io", None)
+                .and_then(|a| nodeconfig_e2e::kubectl::condition(&a, "Available"))
+                .filter(|(status, _)| status == "True")
+        },
+    );
+    let ns = Namespace::new("resmetrics-top");
+    burner(&ns, "burner", &node_name(2));
+
+    // metrics-server needs two scrapes of the running container (15 s apart).
+    let (cpu, memory) = eventually(Duration::from_secs(120), "the pod in kubectl top", || {
+        let run = kubectl(&["top", "pod", "burner", "-n", &ns.0, "--no-headers"]);
+        top_line(&run.stdout, "burner").filter(|(cpu, memory)| *cpu > 0 && *memory > 0)
+    });
+    assert!(cpu <= 250, "capped at 200m, kubectl top says {cpu}m");
+    assert!(
+        memory >= 7,
+        "the shell holds 8 MB, kubectl top says {memory}Mi"
+    );
+
+    let containers = kubectl(&[
+        "top",
+        "pod",
+        "burner",
+        "-n",
+        &ns.0,
+        "--containers",
+        "--no-headers",
+    ])
+    .expect_ok("top pod --containers");
+    assert!(
+        containers
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["burner", CONTAINER])),
+        "{containers}"
+    );
+
+    // Each agent node with its use (a node without metrics shows <unknown>).
+    eventually(
+        Duration::from_secs(60),
+        "both agent nodes in kubectl top",
+        || {
+            let run = kubectl(&["top", "node", "--no-headers"]);
+            (1..=2)
+                .all(|i| {
+                    top_line(&run.stdout, &node_name(i))
+                        .is_some_and(|(cpu, memory)| cpu > 0 && memory > 0)
+                })
+                .then_some(())
+        },
     );
 }

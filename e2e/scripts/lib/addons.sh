@@ -1,11 +1,13 @@
 # What a cluster has besides its control plane and nodes, as a real one would:
 # an image registry on the host that every node's containerd pulls from, the
-# upstream e2e suite's images in it, and cluster DNS (CoreDNS in kube-system,
-# installed as kubeadm installs it). Sourced after common.sh, images.sh and
-# controlplane.sh.
+# upstream e2e suite's images in it, cluster DNS (CoreDNS in kube-system,
+# installed as kubeadm installs it) and the resource metrics API (metrics-server
+# in kube-system, as its release manifest installs it). Sourced after
+# common.sh, images.sh and controlplane.sh.
 #
-#   addons_up      builds what is missing (registry, CoreDNS and its image),
-#                  starts the registry on $NC_REGISTRY, pushes, applies CoreDNS
+#   addons_up      builds what is missing (registry, CoreDNS, metrics-server and
+#                  their images), starts the registry on $NC_REGISTRY, pushes,
+#                  applies CoreDNS and metrics-server
 #   addons_suite_images   builds the e2e suite's images and pushes them
 #   addons_down    stops the registry (its storage goes with $NC_STATE)
 #   addons_status  one line for the registry
@@ -23,6 +25,7 @@ ADDONS_RUN="$NC_RUN/addons"
 CONF_BIN="$NC_CACHE/conformance-$K8S_VERSION/bin"          # e2e.test, ginkgo, agnhost
 REGISTRY_BIN="$NC_CACHE/registry-$REGISTRY_VERSION/bin/registry"
 COREDNS_BIN="$NC_CACHE/coredns-$COREDNS_VERSION/bin/coredns"
+METRICS_SERVER_BIN="$NC_CACHE/metrics-server-$METRICS_SERVER_VERSION/bin/metrics-server"
 BUSYBOX_BIN="$NC_CACHE/busybox-$BUSYBOX_VERSION/bin/busybox"  # upstream BusyBox (the suite's busybox image)
 CONF_IMAGES="$NC_CACHE/images-conformance"                  # OCI archives of the suite's images
 CONF_DEBS="$NC_CACHE/debs"                                   # .debs unpacked, not installed (nginx)
@@ -34,6 +37,7 @@ _ADDONS_E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # no packet leaves the machine. The private one is served but holds nothing.
 CONF_E2E_REGISTRY="$NC_REGISTRY/e2e-test-images"
 CONF_IMAGE_COREDNS="$NC_REGISTRY/coredns/coredns:$COREDNS_VERSION"
+CONF_IMAGE_METRICS_SERVER="$NC_REGISTRY/metrics-server/metrics-server:$METRICS_SERVER_VERSION"
 
 conformance_repo_list() {
   cat <<EOF
@@ -283,13 +287,24 @@ _addons_root_coredns() {
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
 }
 
+# metrics-server as upstream's image: the binary on distroless/static (no
+# shell; passwd with nobody and nonroot, /tmp), run as nobody.
+_addons_root_metrics_server() {
+  local root="$1"
+  mkdir -p "$root/etc/ssl/certs" "$root/tmp"; chmod 0755 "$root"; chmod 1777 "$root/tmp"
+  install -m 0755 "$METRICS_SERVER_BIN" "$root/metrics-server"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"$root/etc/group"
+}
+
 # name|reference|rootfs function|image config
-#   _addons_images cluster   what the cluster itself runs (CoreDNS)
+#   _addons_images cluster   what the cluster itself runs (CoreDNS, metrics-server)
 #   _addons_images suite     what the e2e suite's tests run
 _addons_images() {
   local e="$CONF_E2E_REGISTRY" path='"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]'
   if [ "$1" = cluster ]; then
     echo "coredns|$CONF_IMAGE_COREDNS|_addons_root_coredns|{\"Entrypoint\":[\"/coredns\"],\"ExposedPorts\":{\"53/tcp\":{},\"53/udp\":{}},\"User\":\"0:0\",\"WorkingDir\":\"/\"}"
+    echo "metrics-server|$CONF_IMAGE_METRICS_SERVER|_addons_root_metrics_server|{\"Entrypoint\":[\"/metrics-server\"],\"User\":\"65534\",\"WorkingDir\":\"/\"}"
     return
   fi
   cat <<EOF
@@ -327,6 +342,7 @@ _addons_inputs_hash() {
       nginx) apt-cache policy nginx 2>/dev/null | awk '/Candidate:/ {print $2}' ;;
       pause) sha256sum <"$_NC_IMAGES_SRC/pause.c" ;;
       coredns) sha256sum <"$COREDNS_BIN" ;;
+      metrics-server) sha256sum <"$METRICS_SERVER_BIN" ;;
     esac
   } | sha256sum | cut -d' ' -f1
 }
@@ -338,6 +354,9 @@ _addons_images_build() {
   local set="$1" name ref fn cfg out hash root
   require_cmds jq tar sha256sum busybox gcc ldd apt-get dpkg-deb
   [ -x "$COREDNS_BIN" ] || { log "addons: coredns not built (e2e/scripts/build-conformance.sh coredns)"; return 1; }
+  if [ "$set" = cluster ]; then
+    [ -x "$METRICS_SERVER_BIN" ] || { log "addons: metrics-server not built (e2e/scripts/build-conformance.sh metrics-server)"; return 1; }
+  fi
   if [ "$set" = suite ]; then
     [ -x "$CONF_BIN/agnhost" ] || { log "addons: agnhost not built (e2e/scripts/build-conformance.sh agnhost)"; return 1; }
     [ -x "$BUSYBOX_BIN" ] || { log "addons: busybox not built (e2e/scripts/build-conformance.sh busybox)"; return 1; }
@@ -424,23 +443,51 @@ _addons_push() {
 
 # ---------------------------------------------------------------- CoreDNS
 
-_coredns_up() {
+_coredns_apply() {
   local kc=("$K8S_BIN/kubectl" --kubeconfig "$NC_KUBECONFIG")
   sed -e "s|@IMAGE@|$CONF_IMAGE_COREDNS|" -e "s|@DNS_IP@|$NC_DNS_IP|" "$_ADDONS_E2E/manifests/coredns/coredns.yaml" |
     "${kc[@]}" apply --server-side --force-conflicts -f - >/dev/null || { log "addons: applying CoreDNS failed"; return 1; }
+}
+
+_coredns_wait() {
+  local kc=("$K8S_BIN/kubectl" --kubeconfig "$NC_KUBECONFIG")
   if ! "${kc[@]}" -n kube-system rollout status deployment/coredns --timeout="${NODECONFIG_DNS_TIMEOUT:-120}s" >/dev/null 2>&1; then
     log "addons: warning: CoreDNS is not Ready: $("${kc[@]}" -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>&1 | tr -s ' ' | tr '\n' ';')"
+  fi
+}
+
+# ---------------------------------------------------------------- metrics-server
+
+_metrics_server_apply() {
+  local kc=("$K8S_BIN/kubectl" --kubeconfig "$NC_KUBECONFIG")
+  sed -e "s|@IMAGE@|$CONF_IMAGE_METRICS_SERVER|" "$_ADDONS_E2E/manifests/metrics-server/metrics-server.yaml" |
+    "${kc[@]}" apply --server-side --force-conflicts -f - >/dev/null || { log "addons: applying metrics-server failed"; return 1; }
+}
+
+# Waits for the APIService to be Available: until then every client's
+# discovery of metrics.k8s.io fails, and the namespace controller keeps
+# namespaces Terminating (it cannot list what they hold).
+_metrics_server_wait() {
+  local kc=("$K8S_BIN/kubectl" --kubeconfig "$NC_KUBECONFIG")
+  if ! "${kc[@]}" wait apiservice/v1beta1.metrics.k8s.io --for=condition=Available \
+      --timeout="${NODECONFIG_METRICS_SERVER_TIMEOUT:-120}s" >/dev/null 2>&1; then
+    log "addons: warning: metrics.k8s.io is not Available: $("${kc[@]}" get apiservice v1beta1.metrics.k8s.io -o jsonpath='{.status.conditions[0].message}' 2>&1);" \
+      "pods: $("${kc[@]}" -n kube-system get pods -l k8s-app=metrics-server --no-headers 2>&1 | tr -s ' ' | tr '\n' ';')"
   fi
 }
 
 # ---------------------------------------------------------------- entry points
 
 _addons_up() {
-  "$_ADDONS_E2E/scripts/build-conformance.sh" registry coredns || return 1
+  "$_ADDONS_E2E/scripts/build-conformance.sh" registry coredns metrics-server || return 1
   _addons_images_build cluster || return 1
   _registry_up || return 1
   _addons_push cluster || return 1
-  _coredns_up
+  # Both applied first, so they start side by side.
+  _coredns_apply || return 1
+  _metrics_server_apply || return 1
+  _coredns_wait
+  _metrics_server_wait
 }
 
 # The suite's images, built and pushed into the running cluster's registry.
