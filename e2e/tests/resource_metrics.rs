@@ -12,14 +12,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nodeconfig_e2e::kubectl::{eventually, get_json, kubectl};
 use nodeconfig_e2e::namespace::{apply_json, Namespace};
 use nodeconfig_e2e::node::node_name;
+use nodeconfig_e2e::pod::{await_pod, busybox, running_and_ready};
 use serde_json::json;
 
-const BUSYBOX: &str = "nodeconfig.local/busybox:1.35";
 const CONTAINER: &str = "burn";
 
 /// A pod on agent node `node` whose one container holds about 8 MiB (a shell
 /// variable) and burns CPU, capped at 200m so the shared machine keeps its cores.
 fn burner(ns: &Namespace, name: &str, node: &str) {
+    let mut container = busybox(
+        CONTAINER,
+        "x=$(head -c 8000000 /dev/zero | tr '\\0' a); while :; do :; done",
+    );
+    container["resources"] = json!({"requests": {"cpu": "10m"}, "limits": {"cpu": "200m"}});
     apply_json(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -27,17 +32,16 @@ fn burner(ns: &Namespace, name: &str, node: &str) {
         "spec": {
             "nodeName": node,
             "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": CONTAINER,
-                "image": BUSYBOX,
-                "command": ["sh", "-c", "x=$(head -c 8000000 /dev/zero | tr '\\0' a); while :; do :; done"],
-                "resources": {"requests": {"cpu": "10m"}, "limits": {"cpu": "200m"}},
-            }],
+            "containers": [container],
         },
     }));
-    eventually(Duration::from_secs(90), "the burner pod Running", || {
-        get_json("pod", name, Some(&ns.0)).filter(|p| p["status"]["phase"] == "Running")
-    });
+    await_pod(
+        &ns.0,
+        name,
+        "Running",
+        Duration::from_secs(90),
+        running_and_ready,
+    );
 }
 
 /// `<value> [<timestamp ms>]` of the sample `series` in a text exposition.
