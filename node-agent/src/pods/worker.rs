@@ -532,7 +532,11 @@ impl PodWorker {
         let env = self.env.clone();
         let grace = grace_seconds(pod);
         if actions.kill_pod {
-            tracing::info!("killing the pod's containers and sandbox to recreate it");
+            if actions.create_sandbox {
+                tracing::info!("killing the pod's containers and sandbox to recreate it");
+            } else {
+                tracing::info!("stopping the pod's containers and sandbox: nothing in it runs or will run again");
+            }
             self.stop_everything(pod, grace).await;
         }
         let pod_ip = self.hook_pod_ip(pod, &rt.ips);
