@@ -178,9 +178,12 @@ fn deployment_runs_on_both_nodes_and_its_service_answers_from_each() {
                 "metadata": {"labels": {"app": "web"}},
                 "spec": {
                     "terminationGracePeriodSeconds": 2,
+                    // Honor: a node whose taints the pods do not tolerate (a kubelet
+                    // node's) is no domain of the spread.
                     "topologySpreadConstraints": [{
                         "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                         "whenUnsatisfiable": "DoNotSchedule",
+                        "nodeTaintsPolicy": "Honor",
                         "labelSelector": {"matchLabels": {"app": "web"}}
                     }],
                     "containers": [web_container()]
