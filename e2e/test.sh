@@ -53,12 +53,12 @@ finish() {
   exit "$rc"
 }
 trap finish EXIT
-# No node run by the real kubelet unless asked (NODECONFIG_KUBELET_NODES=1,
-# for e2e/tests/companion.rs and the kubelet-mounted token test): with one, the
-# tainted kubelet node still counts as a domain of pods.rs's topology spread
-# (nodeTaintsPolicy defaults to Ignore), and its Deployments and the cluster
-# DNS test stayed Pending in the CI rehearsal of 2026-12-03.
-export NODECONFIG_KUBELET_NODES="${NODECONFIG_KUBELET_NODES:-0}"
+# One node run by the real kubelet, where the Companion agent runs
+# (companion.rs, companion_rollout.rs, agent_identity.rs's kubelet-mounted
+# token); tainted, it takes no other test's pod (pods.rs's topology spread
+# honours the taint). It adds about 5 s to the cluster's start;
+# NODECONFIG_KUBELET_NODES=0 leaves it out.
+export NODECONFIG_KUBELET_NODES="${NODECONFIG_KUBELET_NODES:-1}"
 e2e/cluster up
 
 echo "== end-to-end tests"
