@@ -7,8 +7,9 @@
 //! admission).
 //!
 //! Each test works in its own namespace and leaves the nodes as they were, so
-//! they run side by side.
+//! they run side by side, but for the one that stops an agent.
 
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use nodeconfig_e2e::cluster::cluster;
@@ -16,6 +17,15 @@ use nodeconfig_e2e::kubectl::{apply, eventually, get_json, kubectl};
 use nodeconfig_e2e::namespace::Namespace;
 use nodeconfig_e2e::pod::{await_pod, running_and_ready, BUSYBOX};
 use serde_json::{json, Value};
+
+/// nc-node-1's agent, which the restart test stops: the other tests, which read logs
+/// and pod status through the agents, do not run meanwhile (they did, and `kubectl logs`
+/// met a refused :10250 in a CI rehearsal).
+static AGENT_UP: RwLock<()> = RwLock::new(());
+
+fn agents_up() -> RwLockReadGuard<'static, ()> {
+    AGENT_UP.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Pod created to Running and Ready, with images already on the nodes.
 const STARTED: Duration = Duration::from_secs(90);
@@ -52,6 +62,7 @@ fn waiting(p: &Value) -> Option<(String, String)> {
 
 #[test]
 fn a_sub_path_expr_mounts_the_directory_its_environment_names() {
+    let _agents = agents_up();
     let ns = Namespace::new("subpathexpr");
     let mut writer = busybox("echo written-by-$POD_NAME > /sub/out && exec sleep 3600");
     writer["env"] =
@@ -109,6 +120,7 @@ fn a_sub_path_expr_mounts_the_directory_its_environment_names() {
 
 #[test]
 fn safe_sysctls_are_set_in_the_pod_and_unsafe_ones_rejected() {
+    let _agents = agents_up();
     let ns = Namespace::new("sysctls");
     let sysctls = json!({"securityContext": {"sysctls": [
         {"name": "kernel.shm_rmid_forced", "value": "1"},
@@ -202,6 +214,7 @@ fn sub_path_failures(ns: &str, pod: &str) -> Vec<String> {
 /// link fail with the subPath's reason in an event and are retried.
 #[test]
 fn a_sub_path_swapped_for_a_link_to_root_never_mounts_the_host() {
+    let _agents = agents_up();
     const SWAP: &str = "cd /vol && mkdir -p spare && echo real > spare/marker && ln -sfn / lnk; \
         while :; do mv -T spare d; mv -T d spare; mv -T lnk d; mv -T d lnk; done 2>/dev/null";
     const LOOK: &str = "if [ -e /sub/marker ]; then v=real; \
@@ -291,6 +304,7 @@ fn a_sub_path_swapped_for_a_link_to_root_never_mounts_the_host() {
 /// down when the pod went away.
 #[test]
 fn sub_path_mounts_of_a_pod_deleted_while_the_agent_was_down_are_removed() {
+    let _alone = AGENT_UP.write().unwrap_or_else(|e| e.into_inner());
     let ns = Namespace::new("subpathrestart");
     let mut c = busybox("exec sleep 3600");
     c["volumeMounts"] = json!([
