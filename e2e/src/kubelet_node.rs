@@ -8,22 +8,30 @@ use crate::kubectl::{condition, kubectl, require_cluster};
 /// Namespace of the operator and its DaemonSet.
 pub const OPERATOR_NS: &str = "nodeconfig-system";
 
-/// The first kubelet node, or `None` (and a message) when the cluster has none.
-pub fn kubelet_node() -> Option<String> {
+/// The kubelet nodes (`nc-kubelet-1..K`), by name; empty (and a message) when the cluster has
+/// none.
+pub fn kubelet_nodes() -> Vec<String> {
     require_cluster();
     let names = kubectl(&["get", "nodes", "-o", "name"]).expect_ok("get nodes");
-    let node = names
+    let mut nodes: Vec<String> = names
         .lines()
         .filter_map(|l| l.strip_prefix("node/"))
-        .find(|n| n.starts_with("nc-kubelet-"))
-        .map(str::to_string);
-    if node.is_none() {
+        .filter(|n| n.starts_with("nc-kubelet-"))
+        .map(str::to_string)
+        .collect();
+    nodes.sort();
+    if nodes.is_empty() {
         eprintln!(
             "SKIPPED: the cluster has no node run by the real kubelet; \
              bring one up with NODECONFIG_KUBELET_NODES=1 e2e/cluster up"
         );
     }
-    node
+    nodes
+}
+
+/// The first kubelet node, or `None` (and a message) when the cluster has none.
+pub fn kubelet_node() -> Option<String> {
+    kubelet_nodes().into_iter().next()
 }
 
 /// Whether an object's Ready condition is True.
