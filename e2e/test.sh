@@ -53,12 +53,14 @@ finish() {
   exit "$rc"
 }
 trap finish EXIT
-# One node run by the real kubelet, where the Companion agent runs
-# (companion.rs, companion_rollout.rs, agent_identity.rs's kubelet-mounted
-# token); tainted, it takes no other test's pod (pods.rs's topology spread
-# honours the taint). It adds about 5 s to the cluster's start;
-# NODECONFIG_KUBELET_NODES=0 leaves it out.
-export NODECONFIG_KUBELET_NODES="${NODECONFIG_KUBELET_NODES:-1}"
+# Two nodes run by the real kubelet, where the Companion agent runs
+# (companion.rs, agent_identity.rs's kubelet-mounted token, and
+# companion_rollout.rs, where the second shows that a stalled rollout took down
+# no more agents than the DaemonSet's maxUnavailable); tainted, they take no
+# other test's pod (pods.rs's topology spread honours the taint). They add
+# about 8 s to the cluster's start; NODECONFIG_KUBELET_NODES=1 brings one,
+# 0 none.
+export NODECONFIG_KUBELET_NODES="${NODECONFIG_KUBELET_NODES:-2}"
 e2e/cluster up
 
 echo "== end-to-end tests"
