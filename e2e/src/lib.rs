@@ -4,6 +4,7 @@
 //! run that could not reach the real components must not look green.
 pub mod backends;
 pub mod cluster;
+pub mod defaults;
 pub mod kubectl;
 pub mod kubelet_node;
 pub mod namespace;

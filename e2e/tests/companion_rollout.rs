@@ -10,42 +10,15 @@
 use std::process::Command;
 use std::time::Duration;
 
+use nodeconfig_e2e::defaults;
 use nodeconfig_e2e::kubectl::{eventually, get_json, kubectl};
 use nodeconfig_e2e::kubelet_node::{
     agent_pods, kubelet_nodes, ready, ready_agent_pod, OPERATOR_NS,
 };
 use nodeconfig_e2e::node::cri_socket;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const AGENT_IMAGE: &str = "nodeconfig.local/node-agent:0.1.0";
-
-fn read_defaults() -> String {
-    kubectl(&[
-        "get",
-        "configmap",
-        "nodeconfig-defaults",
-        "-n",
-        OPERATOR_NS,
-        "-o",
-        "jsonpath={.data.config\\.yaml}",
-    ])
-    .expect_ok("read defaults")
-}
-
-fn set_defaults(yaml: &str) {
-    let cm = json!({"data": {"config.yaml": yaml}}).to_string();
-    kubectl(&[
-        "patch",
-        "configmap",
-        "nodeconfig-defaults",
-        "-n",
-        OPERATOR_NS,
-        "--type=merge",
-        "-p",
-        &cm,
-    ])
-    .expect_ok("patch defaults");
-}
 
 /// The defaults with the agent's image (and optionally version) replaced, and the rollout's
 /// progress deadline.
@@ -68,17 +41,7 @@ struct RestoreDefaults(String);
 impl Drop for RestoreDefaults {
     fn drop(&mut self) {
         // No panic here: this may run while a failure unwinds.
-        let cm = json!({"data": {"config.yaml": self.0}}).to_string();
-        let _ = kubectl(&[
-            "patch",
-            "configmap",
-            "nodeconfig-defaults",
-            "-n",
-            OPERATOR_NS,
-            "--type=merge",
-            "-p",
-            &cm,
-        ]);
+        let _ = defaults::write(&self.0);
     }
 }
 
@@ -181,7 +144,7 @@ fn a_new_image_rolls_over_the_kubelet_nodes_and_a_broken_one_is_stopped_within_m
         "AgentUpToDate=True everywhere",
         || up_to_date_on_all(&nodes, |(s, _, _)| s == "True"),
     );
-    let original = read_defaults();
+    let original = defaults::read();
     let _restore = RestoreDefaults(original.clone());
 
     // A second tag of the agent's image on every kubelet node: the same agent under a new
@@ -198,7 +161,7 @@ fn a_new_image_rolls_over_the_kubelet_nodes_and_a_broken_one_is_stopped_within_m
     // A working rollout: the old agent's termination (30 s grace) and the new one's readiness
     // take longer than the broken case's deadline below; with maxUnavailable 1 the nodes go
     // one after another.
-    set_defaults(&with_agent(&original, second, Some("0.1.0"), "3m"));
+    write_defaults(&with_agent(&original, second, Some("0.1.0"), "3m"));
     let rolled = eventually(
         Duration::from_secs(120 * nodes.len() as u64),
         "every agent pod replaced by one of the new image, Ready",
@@ -232,7 +195,7 @@ fn a_new_image_rolls_over_the_kubelet_nodes_and_a_broken_one_is_stopped_within_m
     // An image no registry has: the new agents never become Ready; after the 20 s progress
     // deadline the rollout is stopped and said so.
     let broken = "nodeconfig.local/node-agent:0.0.0-missing";
-    set_defaults(&with_agent(&original, broken, None, "20s"));
+    write_defaults(&with_agent(&original, broken, None, "20s"));
     let stalled = eventually(Duration::from_secs(120), "a RolloutStalled Event", || {
         daemonset_events("RolloutStalled")
             .into_iter()
@@ -315,7 +278,7 @@ fn a_new_image_rolls_over_the_kubelet_nodes_and_a_broken_one_is_stopped_within_m
     );
 
     // Back to the first image: a new rollout, RollingUpdate again, every agent Ready.
-    set_defaults(&original);
+    write_defaults(&original);
     eventually(
         Duration::from_secs(180 * nodes.len() as u64),
         "every agent pod of the first image Ready",
@@ -338,4 +301,8 @@ fn a_new_image_rolls_over_the_kubelet_nodes_and_a_broken_one_is_stopped_within_m
     for node in &nodes {
         let _ = ctr_images(node, &["rm", second]);
     }
+}
+
+fn write_defaults(yaml: &str) {
+    defaults::write(yaml).expect_ok("patch defaults");
 }

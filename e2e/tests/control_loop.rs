@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nodeconfig_e2e::cluster::cluster;
+use nodeconfig_e2e::defaults;
 use nodeconfig_e2e::kubectl::{condition, create, eventually, get_json, kubectl, require_cluster};
 use nodeconfig_e2e::node::node_names;
 use serde_json::{json, Value};
@@ -40,35 +41,6 @@ fn reports_applied(name: &str) -> Option<Value> {
     let ready = condition(&nc, "Ready")?.0 == "True";
     let current = nc["status"]["observedGeneration"] == nc["metadata"]["generation"];
     (applied && ready && current).then_some(nc)
-}
-
-/// The operator's defaults document (`config.yaml` of its ConfigMap).
-fn read_defaults() -> String {
-    kubectl(&[
-        "get",
-        "configmap",
-        "nodeconfig-defaults",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={.data.config\\.yaml}",
-    ])
-    .expect_ok("read defaults")
-}
-
-fn set_defaults(yaml: &str) {
-    let cm = json!({"data": {"config.yaml": yaml}}).to_string();
-    kubectl(&[
-        "patch",
-        "configmap",
-        "nodeconfig-defaults",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        &cm,
-    ])
-    .expect_ok("patch defaults");
 }
 
 /// The status, reason and message of NodeConfig `name`'s AgentUpToDate condition.
@@ -160,7 +132,7 @@ fn spec_edits_are_applied_and_a_persons_edit_survives_reconcile() {
     });
 
     // A changed default makes the operator reconcile every NodeConfig...
-    let original = read_defaults();
+    let original = defaults::read();
     assert!(
         !original.contains("syncPeriod"),
         "the cluster's defaults leave syncPeriod to the server: {original}"
@@ -172,7 +144,7 @@ fn spec_edits_are_applied_and_a_persons_edit_survives_reconcile() {
         original.contains("spec:\n") && !original.contains("\n  proxy:"),
         "the cluster's defaults set spec but not spec.proxy: {original}"
     );
-    set_defaults(&original.replacen("spec:\n", "spec:\n  proxy:\n    syncPeriod: 45s\n", 1));
+    write_defaults(&original.replacen("spec:\n", "spec:\n  proxy:\n    syncPeriod: 45s\n", 1));
     let nc = eventually(
         Duration::from_secs(30),
         "the new default to reach the NodeConfig",
@@ -192,7 +164,7 @@ fn spec_edits_are_applied_and_a_persons_edit_survives_reconcile() {
     );
 
     // Put the defaults back; the operator gives the field up and the server default returns.
-    set_defaults(&original);
+    write_defaults(&original);
     eventually(
         Duration::from_secs(30),
         "syncPeriod back to its default",
@@ -367,13 +339,13 @@ fn version_skew_shows_in_get_nodeconfigs() {
         );
     }
     // The defaults ask for another version: every Kubelet-mode node lags, and says how to catch up.
-    let original = read_defaults();
+    let original = defaults::read();
     assert!(
         !original.contains("version:"),
         "the cluster's defaults take the version from the image tag: {original}"
     );
     let wanted = "9.9.9";
-    set_defaults(&original.replace("agent:\n", &format!("agent:\n  version: {wanted}\n")));
+    write_defaults(&original.replace("agent:\n", &format!("agent:\n  version: {wanted}\n")));
     for node in node_names() {
         let (_, reason, message) =
             eventually(Duration::from_secs(30), "AgentUpToDate=False", || {
@@ -409,11 +381,15 @@ fn version_skew_shows_in_get_nodeconfigs() {
         assert_eq!(row.get(column), Some(&"False"), "{table}");
     }
     // Back to the image's tag: up to date again, the lag forgotten.
-    set_defaults(&original);
+    write_defaults(&original);
     for node in node_names() {
         let (_, reason, _) = eventually(Duration::from_secs(30), "AgentUpToDate=True", || {
             up_to_date(&node).filter(|(status, _, _)| status == "True")
         });
         assert_eq!(reason, "DesiredVersion");
     }
+}
+
+fn write_defaults(yaml: &str) {
+    defaults::write(yaml).expect_ok("patch defaults");
 }
